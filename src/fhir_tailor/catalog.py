@@ -1,0 +1,149 @@
+"""The catalog of standardized care modules and personalization variants.
+
+A *module* (``profiles/modules/*.yaml``) is a standard part: when it applies (a rule over the
+profile), the goals it sets (measurable targets) and the activities it schedules. A *variant*
+(``profiles/variants.yaml``) is a warranted variation: when its rule holds, it replaces,
+annotates or adds activities, and the plan records the variant with the evidence that made it
+hold. The catalog as a whole carries a version; CarePlans name the modules they instantiate by
+canonical URL and version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, HttpUrl, model_validator
+
+from .mapping import Strict
+from .rules import RuleExpr
+
+_KEBAB = r"^[a-z][a-z0-9-]*$"
+
+ActivityKind = Literal[
+    "Appointment",
+    "CommunicationRequest",
+    "DeviceRequest",
+    "MedicationRequest",
+    "NutritionOrder",
+    "ServiceRequest",
+    "Task",
+]
+
+
+class Code(Strict):
+    system: str
+    code: str
+    display: str | None = None
+
+
+class CatalogInfo(Strict):
+    id: str = Field(pattern=_KEBAB)
+    version: str
+    title: str
+    publisher: str
+    canonical_base: HttpUrl
+
+
+class CatalogFile(Strict):
+    catalog: CatalogInfo
+    changelog: list[str] = Field(min_length=1)
+
+
+class GoalTarget(Strict):
+    """A measurable target: a coded measure and a quantity (with comparator) or a text."""
+
+    measure: Code
+    comparator: Literal["<", "<=", ">=", ">"] | None = None
+    value: float | None = None
+    unit: str | None = None
+    text: str | None = None
+    due_in_days: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _quantity_or_text(self) -> GoalTarget:
+        if (self.value is None) == (self.text is None):
+            raise ValueError("a target has either 'value' (with 'unit') or 'text'")
+        if self.value is not None and self.unit is None:
+            raise ValueError("a target 'value' needs a UCUM 'unit'")
+        return self
+
+
+class GoalTemplate(Strict):
+    id: str = Field(pattern=_KEBAB)
+    description: str
+    target: GoalTarget
+
+
+class ActivityTemplate(Strict):
+    id: str = Field(pattern=_KEBAB)
+    kind: ActivityKind
+    description: str
+    tags: tuple[str, ...] = ()
+
+
+class Module(Strict):
+    id: str = Field(pattern=_KEBAB)
+    version: str
+    title: str
+    description: str
+    applies_when: RuleExpr
+    goals: tuple[GoalTemplate, ...] = ()
+    activities: list[ActivityTemplate] = Field(min_length=1)
+
+
+class Replace(Strict):
+    """Replace the description (``{description}`` stands for the old one) of tagged activities."""
+
+    tag: str
+    description: str
+    kind: ActivityKind | None = None
+    add_tags: tuple[str, ...] = ()
+
+
+class Annotate(Strict):
+    """Append an instruction to the description of tagged activities."""
+
+    tag: str
+    append: str
+
+
+class Variant(Strict):
+    id: str = Field(pattern=_KEBAB)
+    label: str
+    reason: str
+    when: RuleExpr
+    replace: Replace | None = None
+    annotate: Annotate | None = None
+    add_activity: ActivityTemplate | None = None
+
+    @model_validator(mode="after")
+    def _one_change(self) -> Variant:
+        changes = [self.replace, self.annotate, self.add_activity]
+        if sum(change is not None for change in changes) != 1:
+            raise ValueError("a variant makes exactly one of: replace, annotate, add_activity")
+        return self
+
+
+class VariantsFile(Strict):
+    version: str
+    changelog: list[str] = Field(min_length=1)
+    variants: list[Variant]
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    info: CatalogInfo
+    modules: tuple[Module, ...]
+    variants: tuple[Variant, ...]
+
+    @property
+    def base(self) -> str:
+        return str(self.info.canonical_base).rstrip("/")
+
+    def module_url(self, module: Module) -> str:
+        return f"{self.base}/PlanDefinition/{module.id}"
+
+    def activity_code(self, activity_id: str) -> Code:
+        """Activities are coded in the catalog's own code system, one code per activity."""
+        return Code(system=f"{self.base}/CodeSystem/activity", code=activity_id)

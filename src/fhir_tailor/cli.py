@@ -1,0 +1,347 @@
+"""The ``fhir-tailor`` command line.
+
+Exit codes: 0 every patient succeeded; 1 at least one patient failed (see the report);
+2 usage error; 3 the run could not start (bad definitions, server unreachable or not R4).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .auth import auth_from_settings
+from .client import FhirClient
+from .definitions import Definitions, bundled_path, load_definitions
+from .errors import FhirTailorError
+from .pipeline import profile_and_plan, run
+from .record import PatientRecord, ReadIssue
+from .report import RunReport
+from .sinks import Sink
+from .sinks.files import FolderSink, StdoutSink, summarize
+from .sinks.server import ServerSink
+from .sources import Source, file_source
+from .sources.server import PatientSelection, ServerSource
+
+EXIT_FAILED_PATIENTS = 1
+EXIT_CANNOT_START = 3
+
+log = logging.getLogger("fhir_tailor")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    definitions: Definitions
+    as_of: date
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_CANNOT_START)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="fhir-tailor")
+@click.option(
+    "--profiles",
+    "--catalog",
+    "profiles_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FHIR_TAILOR_PROFILES",
+    help="Definitions folder (mappings, segments, catalog). Default: the bundled profiles/.",
+)
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    envvar="FHIR_TAILOR_AS_OF",
+    help="Date the profile is computed for (ages, recency, gaps). Default: today.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.pass_context
+def main(
+    ctx: click.Context, profiles_dir: Path | None, as_of: datetime | None, verbose: int
+) -> None:
+    """Standardized, personalized care plans from FHIR R4 data."""
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if ctx.invoked_subcommand is None:
+        return
+    try:
+        definitions = load_definitions(profiles_dir or bundled_path("profiles"))
+    except FhirTailorError as exc:
+        _fail(str(exc))
+    ctx.obj = Settings(definitions, as_of.date() if as_of else date.today())
+
+
+def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that choose where patients are read from."""
+    options = [
+        click.option(
+            "--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL to read (and write)."
+        ),
+        click.option(
+            "--input",
+            "input_path",
+            type=click.Path(exists=True, path_type=Path),
+            help="Bundle JSON file, folder of Bundles, or folder of Bulk NDJSON files.",
+        ),
+        click.option("--patient", "patient_ids", multiple=True, help="Patient id (repeatable)."),
+        click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
+        click.option(
+            "--since",
+            type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+            help="Patients whose data changed since this time (server _lastUpdated).",
+        ),
+        click.option("--token", envvar="FHIR_TAILOR_TOKEN", help="Static bearer token."),
+        click.option("--username", envvar="FHIR_TAILOR_USERNAME", help="HTTP basic user."),
+        click.option("--password", envvar="FHIR_TAILOR_PASSWORD", help="HTTP basic password."),
+        click.option(
+            "--timeout",
+            type=float,
+            default=30.0,
+            envvar="FHIR_TAILOR_TIMEOUT",
+            show_default=True,
+            help="HTTP timeout in seconds.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@dataclass(slots=True)
+class SourceChoice:
+    """The chosen source, its server client if any, and the ``--patient`` filter for files."""
+
+    source: Source
+    client: FhirClient | None
+    patient_ids: tuple[str, ...]
+
+    def records(self, on_issue: Callable[[ReadIssue], None]) -> Iterator[PatientRecord]:
+        wanted = set(self.patient_ids)
+        for record in self.source.records(on_issue):
+            if not wanted or record.patient_id in wanted:
+                yield record
+
+
+def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
+    server, input_path = params["server"], params["input_path"]
+    patient_ids: tuple[str, ...] = params["patient_ids"]
+    client = None
+    if server:
+        try:
+            auth = auth_from_settings(params["token"], params["username"], params["password"])
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        client = stack.enter_context(FhirClient(server, auth=auth, timeout=params["timeout"]))
+        try:
+            client.capabilities()
+        except FhirTailorError as exc:
+            _fail(f"cannot use server: {exc}")
+    if input_path is not None:
+        return SourceChoice(file_source(input_path), client, patient_ids)
+    if client is not None:
+        try:
+            selection = PatientSelection(patient_ids, params["everyone"], params["since"])
+        except ValueError as exc:
+            raise click.UsageError(f"with --server, {exc} (--patient, --all or --since)") from exc
+        return SourceChoice(ServerSource(client, selection), client, ())
+    return SourceChoice(file_source(bundled_path("fixtures") / "bundles"), None, patient_ids)
+
+
+class _Progress:
+    """A patient counter on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.shown = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.shown:
+            rate = self.count / max(time.monotonic() - self.started, 1e-9)
+            click.echo(f"\r{self.count} patients ({rate:.0f}/s)", err=True, nl=False)
+
+    def done(self) -> None:
+        if self.shown and self.count:
+            click.echo("", err=True)
+
+
+@main.command()
+@source_options
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Write to this folder instead of the server ('-' for NDJSON on stdout).",
+)
+@click.option(
+    "--out-format",
+    type=click.Choice(["bundles", "ndjson"]),
+    default="bundles",
+    show_default=True,
+    help="Folder layout: one transaction Bundle per patient, or NDJSON per resource type.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would be written and the diff; write nothing."
+)
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON run report here.",
+)
+@click.pass_obj
+def sync(
+    settings: Settings,
+    /,
+    out: Path | None,
+    out_format: str,
+    dry_run: bool,
+    report_path: Path | None,
+    **params: Any,
+) -> None:
+    """Build and write personalized CarePlans for the selected patients.
+
+    With no --server and no --input, runs on the bundled fixture patients and prints each plan.
+    """
+    report = RunReport()
+    progress = _Progress()
+    with ExitStack() as stack:
+        choice = _open_source(stack, params)
+        sink = _open_sink(stack, choice, out, out_format, dry_run)
+        run(
+            choice,
+            sink,
+            settings.definitions,
+            as_of=settings.as_of,
+            recorded=datetime.now(UTC).replace(microsecond=0),
+            report=report,
+            progress=progress,
+        )
+        report.retries = choice.client.retries if choice.client else 0
+    progress.done()
+    _finish(report, report_path)
+
+
+def _open_sink(
+    stack: ExitStack, choice: SourceChoice, out: Path | None, out_format: str, dry_run: bool
+) -> Sink:
+    sink: Sink
+    if out is not None and str(out) == "-":
+        sink = StdoutSink(click.echo, "ndjson")
+    elif out is not None:
+        sink = FolderSink(out, "ndjson" if out_format == "ndjson" else "bundles")
+    elif choice.client is not None:
+        sink = ServerSink(choice.client, dry_run=dry_run, echo=click.echo)
+    else:
+        sink = StdoutSink(click.echo, "summary")
+    stack.callback(sink.close)
+    return sink
+
+
+def _finish(report: RunReport, report_path: Path | None) -> None:
+    if report_path is not None:
+        report.write(report_path)
+    click.echo(report.summary(), err=True)
+    for issue in report.read_issues[:20]:
+        click.echo(f"  skipped: {issue}", err=True)
+    if len(report.read_issues) > 20:
+        click.echo(f"  ... and {len(report.read_issues) - 20} more (see --report)", err=True)
+    for outcome in report.patients:
+        if outcome.outcome in ("failed", "skipped-edited"):
+            click.echo(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}", err=True)
+    if report.failed:
+        sys.exit(EXIT_FAILED_PATIENTS)
+
+
+def _one_record(settings: Settings, params: dict[str, Any], stack: ExitStack) -> PatientRecord:
+    if len(params["patient_ids"]) != 1:
+        raise click.UsageError("give exactly one --patient ID")
+    choice = _open_source(stack, params)
+    issues: list[ReadIssue] = []
+    for record in choice.records(issues.append):
+        return record
+    _fail(f"patient {params['patient_ids'][0]!r} not found")
+
+
+@main.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+@click.pass_obj
+def profile(settings: Settings, /, as_json: bool, **params: Any) -> None:
+    """Print one patient's four-dimension profile."""
+    with ExitStack() as stack:
+        record = _one_record(settings, params, stack)
+    result, _ = profile_and_plan(record, settings.definitions, settings.as_of)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+        return
+    facts = result.facts
+    click.echo(
+        f"{result.patient} as of {result.as_of}: age {facts.age}, gender {facts.gender}, "
+        f"preferred language {facts.preferred_language}"
+    )
+    click.echo(
+        f"{'dimension':<22}{'need':<10}{'feature':<28}{'status':<9}{'severity':<10}"
+        f"{'value':<14}{'date':<12}source"
+    )
+    for name, finding in result.findings():
+        value = (
+            f"{finding.value:g} {finding.unit or ''}"
+            if finding.value is not None
+            else (finding.answer or "")
+        )
+        status = finding.status + (" (stale)" if finding.stale else "")
+        click.echo(
+            f"{name:<22}{result.dimension(name).need:<10}{finding.feature:<28}{status:<9}"
+            f"{finding.severity or '-':<10}{value[:13]:<14}{finding.effective or '-'!s:<12}"
+            f"{', '.join(finding.sources)}"
+        )
+    for gap in result.data_gaps:
+        click.echo(f"data gap: {gap.label}")
+
+
+@main.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_obj
+def plan(settings: Settings, /, as_json: bool, **params: Any) -> None:
+    """Print one patient's personalized plan without writing anything."""
+    with ExitStack() as stack:
+        record = _one_record(settings, params, stack)
+    _, result = profile_and_plan(record, settings.definitions, settings.as_of)
+    if result is None:
+        click.echo(f"Patient/{record.patient_id}: no care module applies")
+    elif as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        click.echo(summarize(result), nl=False)
+
+
+@main.command("validate-profiles")
+@click.pass_obj
+def validate_profiles(settings: Settings) -> None:
+    """Check the definitions folder (loading it already validates every file)."""
+    definitions = settings.definitions
+    catalog = definitions.catalog
+    summary = {
+        "features": len(definitions.rules.index.features),
+        "segments": len(definitions.segments),
+        "modules": len(catalog.modules),
+        "variants": len(catalog.variants),
+        "catalog": f"{catalog.info.id} {catalog.info.version}",
+    }
+    click.echo("profiles OK: " + json.dumps(summary))

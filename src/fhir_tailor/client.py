@@ -1,0 +1,384 @@
+"""A small synchronous client for the FHIR R4 REST API.
+
+It does only what fhir-tailor needs (capabilities, read, search with paging, create, update,
+transaction) but does it defensively, because it talks to servers we do not control:
+
+* transient failures are retried under a :class:`~fhir_tailor.retry.RetryPolicy`;
+* searches ask for strict handling, so a misspelt parameter fails loudly instead of
+  silently widening the search to every resource of the type;
+* paging never follows a link off the server's origin, which would hand our credentials
+  to whoever the server (or an attacker who controls its responses) names;
+* errors and logs carry the URL path but never the query string, headers or bodies,
+  since those can hold patient identifiers or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from fhir_tailor import __version__
+from fhir_tailor.errors import (
+    CrossOriginLinkError,
+    FhirServerError,
+    InvalidResponseError,
+    PagingLoopError,
+    UnsafeToRetryError,
+    UnsupportedFhirVersionError,
+)
+from fhir_tailor.retry import RetryBudget, RetryPolicy, describe_failure, parse_retry_after
+
+logger = logging.getLogger("fhir_tailor.client")
+
+FHIR_JSON = "application/fhir+json"
+
+Resource = dict[str, Any]
+SearchParams = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
+
+# R4 is 4.0.x and R4B is 4.3.x; the other 4.x versions were ballots and R5 previews.
+_SUPPORTED_VERSION = re.compile(r"4\.[03](\.\d+)?(-\S+)?")
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
+_RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class FhirClient:
+    """A FHIR R4 REST client over one ``httpx.Client``; use it as a context manager.
+
+    ``retries`` counts every retry made so far, for the run report. ``transport`` and
+    ``sleep`` exist so tests can run without a network and without waiting.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        strict_search: bool = True,
+        verify: bool = True,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        url = httpx.URL(self.base_url)
+        if url.scheme not in _DEFAULT_PORTS or not url.host or url.query or url.fragment:
+            raise ValueError("the FHIR base URL must be an http(s) URL without query or fragment")
+        self._origin = _origin(url)
+        self._retry = retry or RetryPolicy()
+        self._strict_search = strict_search
+        self._sleep = sleep
+        self._capabilities: Resource | None = None
+        self.retries = 0
+        self._http = httpx.Client(
+            auth=auth,
+            timeout=httpx.Timeout(timeout),
+            verify=verify,
+            transport=transport,
+            headers={"Accept": FHIR_JSON, "User-Agent": f"fhir-tailor/{__version__}"},
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._http.close()
+
+    def capabilities(self) -> Resource:
+        """The server's CapabilityStatement, fetched once; refuses servers that are not R4/R4B.
+
+        Checking up front turns the confusing failures an STU3 or R5 server would cause later
+        (renamed elements, different search parameters) into one clear message.
+        """
+        if self._capabilities is None:
+            response = self._request("GET", f"{self.base_url}/metadata")
+            statement = _resource_body(response, "CapabilityStatement")
+            _check_fhir_version(statement.get("fhirVersion"))
+            self._capabilities = statement
+        return self._capabilities
+
+    def read(self, resource_type: str, resource_id: str) -> Resource:
+        """``GET [type]/[id]``; a missing or deleted resource raises ResourceNotFoundError."""
+        url = f"{self.base_url}/{_checked_type(resource_type)}/{_checked_id(resource_id)}"
+        return _resource_body(self._request("GET", url), resource_type)
+
+    def search(
+        self,
+        resource_type: str,
+        params: SearchParams | None = None,
+        *,
+        count: int | None = None,
+    ) -> Iterator[Resource]:
+        """Every resource the search returns, matches and ``_include``\\ d ones, over all pages.
+
+        ``params`` may be a mapping (a list value repeats the parameter) or a sequence of
+        pairs; ``count`` becomes ``_count``, the page size.
+        """
+        return _entry_resources(self.search_pages(resource_type, params, count=count))
+
+    def search_pages(
+        self,
+        resource_type: str,
+        params: SearchParams | None = None,
+        *,
+        count: int | None = None,
+    ) -> Iterator[Resource]:
+        """Each searchset Bundle of the search in turn, following ``next`` links.
+
+        Arguments are checked now, not when iteration starts, so mistakes surface where made.
+        """
+        query = _query_pairs(params, count)
+        url = httpx.URL(f"{self.base_url}/{_checked_type(resource_type)}", params=query)
+        return self._pages(url)
+
+    def create(self, resource: Resource, *, if_none_exist: str | None = None) -> Resource:
+        """``POST [type]``; with ``if_none_exist`` (a search query) the create is conditional.
+
+        A conditional create is also safe to retry, since a repeat finds the first one.
+        """
+        resource_type = _checked_type(resource.get("resourceType"))
+        headers = {"Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        url = f"{self.base_url}/{resource_type}"
+        return _resource_body(self._request("POST", url, body=resource, headers=headers))
+
+    def update(self, resource: Resource, *, if_match: str | None = None) -> Resource:
+        """``PUT [type]/[id]``; ``if_match`` (a version id or ETag) guards against lost updates.
+
+        A stale version raises PreconditionFailedError rather than overwriting someone
+        else's change.
+        """
+        resource_type = _checked_type(resource.get("resourceType"))
+        url = f"{self.base_url}/{resource_type}/{_checked_id(resource.get('id'))}"
+        headers = {"Prefer": "return=representation"}
+        if if_match is not None:
+            headers["If-Match"] = weak_etag(if_match)
+        return _resource_body(self._request("PUT", url, body=resource, headers=headers))
+
+    def transaction(self, bundle: Resource) -> Resource:
+        """``POST [base]`` a transaction Bundle; returns the transaction-response Bundle.
+
+        The server applies all entries or none, which is what keeps a write-back consistent.
+        """
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
+            raise ValueError("transaction() needs a Bundle of type 'transaction'")
+        response = self._request("POST", self.base_url, body=bundle)
+        result = _resource_body(response, "Bundle")
+        if result.get("type") != "transaction-response":
+            raise InvalidResponseError(
+                "POST", response.request.url.path, "the Bundle is not a transaction-response"
+            )
+        return result
+
+    def _pages(self, url: httpx.URL) -> Iterator[Resource]:
+        headers = {"Prefer": "handling=strict"} if self._strict_search else None
+        fetched: set[str] = set()
+        while True:
+            fetched.add(str(url))
+            bundle = _resource_body(self._request("GET", url, headers=headers), "Bundle")
+            yield bundle
+            link = _next_link(bundle)
+            if link is None:
+                return
+            url = self._resolve_link(link)
+            if str(url) in fetched:
+                raise PagingLoopError(url.path)
+
+    def _resolve_link(self, link: str) -> httpx.URL:
+        """The absolute URL of a paging link, refused unless it is on the server's origin.
+
+        A link that is only a query (``?_getpages=x``) is relative to the base URL itself;
+        any other relative link is resolved inside the base URL, as for ``Patient?page=2``.
+        """
+        try:
+            if link.startswith("?"):
+                url = httpx.URL(self.base_url + link)
+            else:
+                url = httpx.URL(self.base_url + "/").join(link)
+        except httpx.InvalidURL:
+            raise InvalidResponseError(
+                "GET", httpx.URL(self.base_url).path, "a next link is not a valid URL"
+            ) from None
+        if _origin(url) != self._origin:
+            raise CrossOriginLinkError(self._origin, _origin(url))
+        return url
+
+    def _request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        body: Resource | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one logical request (retrying as needed); any non-2xx outcome raises."""
+        headers = dict(headers or {})
+        content = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            headers["Content-Type"] = FHIR_JSON
+        request = self._http.build_request(method, url, content=content, headers=headers)
+        budget = RetryBudget(self._retry, method, request.url.path)
+        idempotent = method in _IDEMPOTENT_METHODS or "If-None-Exist" in request.headers
+        while True:
+            outcome = self._attempt(request, budget)
+            if isinstance(outcome, httpx.TransportError):
+                self._after_transport_error(outcome, budget, idempotent)
+            elif outcome.is_success:
+                return outcome
+            else:
+                self._after_error_status(outcome, budget, idempotent)
+
+    def _attempt(
+        self, request: httpx.Request, budget: RetryBudget
+    ) -> httpx.Response | httpx.TransportError:
+        """One try at sending ``request``; its duration is charged to ``budget``."""
+        started = time.monotonic()
+        try:
+            return self._http.send(request)
+        except httpx.TransportError as error:
+            return error
+        finally:
+            budget.spend(time.monotonic() - started, attempt=True)
+
+    def _after_error_status(
+        self, response: httpx.Response, budget: RetryBudget, idempotent: bool
+    ) -> None:
+        """Raise the error ``response`` stands for, or sleep if its status is worth a retry."""
+        error = FhirServerError.from_response(response)
+        if not self._retry.should_retry_status(response.status_code, idempotent=idempotent):
+            raise error
+        self._pause(budget, error, parse_retry_after(response.headers.get("Retry-After")))
+
+    def _after_transport_error(
+        self, error: httpx.TransportError, budget: RetryBudget, idempotent: bool
+    ) -> None:
+        """Raise if ``error`` cannot safely be retried, else sleep before the retry."""
+        if not self._retry.should_retry_error(error, idempotent=idempotent):
+            failure = describe_failure(error)
+            raise UnsafeToRetryError(budget.method, budget.url_path, failure) from error
+        self._pause(budget, error, None)
+
+    def _pause(self, budget: RetryBudget, failure: Exception, retry_after: float | None) -> None:
+        """Sleep before the next attempt, or raise RetryBudgetExceededError if there is none."""
+        delay = budget.next_delay(failure, retry_after)
+        self.retries += 1
+        logger.warning(
+            "retrying %s %s after %s (attempt %d of %d) in %.2fs",
+            budget.method,
+            budget.url_path,
+            describe_failure(failure),
+            budget.attempts,
+            self._retry.max_attempts,
+            delay,
+        )
+        self._sleep(delay)
+        budget.spend(delay)
+
+
+def weak_etag(version: str) -> str:
+    """``If-Match`` wants the weak ETag ``W/"3"``; accept that, ``"3"`` or a bare ``3``."""
+    version = version.strip()
+    if not version:
+        raise ValueError("if_match must not be empty")
+    if version.startswith('W/"'):
+        return version
+    return f"W/{version}" if version.startswith('"') else f'W/"{version}"'
+
+
+def _origin(url: httpx.URL) -> str:
+    """``scheme://host:port`` with the default port spelt out, so equal origins compare equal."""
+    port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+def _check_fhir_version(version: object) -> None:
+    if version is None:
+        raise UnsupportedFhirVersionError(None)
+    if not _SUPPORTED_VERSION.fullmatch(str(version)):
+        raise UnsupportedFhirVersionError(str(version))
+
+
+def _checked_type(resource_type: object) -> str:
+    """``resource_type`` if it looks like a FHIR type; it goes into a URL path, so be strict."""
+    if not isinstance(resource_type, str) or not _RESOURCE_TYPE.fullmatch(resource_type):
+        raise ValueError(f"not a FHIR resource type: {resource_type!r}")
+    return resource_type
+
+
+def _checked_id(resource_id: object) -> str:
+    """``resource_id`` if it is a valid FHIR id; a ``/`` or ``?`` in it would change the URL."""
+    if not isinstance(resource_id, str) or not _RESOURCE_ID.fullmatch(resource_id):
+        raise ValueError(f"not a FHIR resource id: {resource_id!r}")
+    return resource_id
+
+
+def _query_pairs(params: SearchParams | None, count: int | None) -> list[tuple[str, str]]:
+    """Search parameters as ordered pairs, so repeated ones (``_include``) survive."""
+    if params is None:
+        pairs: list[tuple[str, str]] = []
+    elif isinstance(params, Mapping):
+        pairs = [
+            (name, value)
+            for name, values in params.items()
+            for value in ([values] if isinstance(values, str) else values)
+        ]
+    else:
+        pairs = list(params)
+    if count is not None:
+        if count < 0 or any(name == "_count" for name, _ in pairs):
+            raise ValueError("count must be non-negative and not also given as _count")
+        pairs.append(("_count", str(count)))
+    return pairs
+
+
+def _resource_body(response: httpx.Response, resource_type: str | None = None) -> Resource:
+    """The response body as a resource, checked to be of ``resource_type`` if given."""
+    method, path = response.request.method, response.request.url.path
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidResponseError(method, path, "the body is not a JSON object")
+    if resource_type is not None and body.get("resourceType") != resource_type:
+        found = body.get("resourceType")
+        raise InvalidResponseError(method, path, f"expected a {resource_type}, got {found!r}")
+    return body
+
+
+def _next_link(bundle: Resource) -> str | None:
+    for link in bundle.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None
+
+
+def _entry_resources(pages: Iterable[Resource]) -> Iterator[Resource]:
+    """The resources of search entries, skipping ``outcome`` entries (server warnings)."""
+    for page in pages:
+        for entry in page.get("entry") or ():
+            if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+                continue
+            search = entry.get("search")
+            if not (isinstance(search, dict) and search.get("mode") == "outcome"):
+                yield entry["resource"]

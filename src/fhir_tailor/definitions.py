@@ -1,0 +1,139 @@
+"""Loading the declarative definitions in ``profiles/``, with clear errors.
+
+Layout of a profiles folder::
+
+    dimensions.yaml          need policy per dimension
+    data_gaps.yaml           standard screenings whose absence is a data gap
+    features/*.yaml          code mappings, one file per dimension
+    segments.yaml            sub-populations
+    catalog.yaml             catalog id, version, canonical base
+    modules/*.yaml           standardized care modules
+    variants.yaml            personalization variants
+
+Every file is validated against its schema, and every rule's references (features, gaps) are
+checked, so a typo fails at load time with the file and the place named, never as a patient who
+silently misses a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .catalog import Catalog, CatalogFile, Module, VariantsFile
+from .errors import FhirTailorError
+from .mapping import CodeIndex, FeatureFile
+from .profile import DimensionsFile, GapsFile, ProfileRules
+from .rules import referenced
+from .segments import SegmentDefinition, SegmentsFile
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DefinitionError(FhirTailorError):
+    """A definition file is missing, malformed, or refers to something undefined."""
+
+
+@dataclass(frozen=True, slots=True)
+class Definitions:
+    rules: ProfileRules
+    segments: tuple[SegmentDefinition, ...]
+    catalog: Catalog
+
+
+def bundled_path(name: str) -> Path:
+    """A folder shipped with fhir-tailor (``profiles`` or ``fixtures``).
+
+    Installed wheels carry them under ``fhir_tailor/_data``; a source checkout has them at the
+    repository root.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_data" / name, package.parents[1] / name):
+        if candidate.is_dir():
+            return candidate
+    raise DefinitionError(f"bundled folder {name!r} not found next to the fhir_tailor package")
+
+
+def load_definitions(root: Path) -> Definitions:
+    """Load and check every definition file under ``root``."""
+    if not root.is_dir():
+        raise DefinitionError(f"{root}: profiles folder not found")
+    feature_paths = _yaml_files(root / "features")
+    module_paths = _yaml_files(root / "modules")
+    features = [_load(path, FeatureFile) for path in feature_paths]
+    dimensions = _load(root / "dimensions.yaml", DimensionsFile)
+    gaps = _load(root / "data_gaps.yaml", GapsFile)
+    segments = _load(root / "segments.yaml", SegmentsFile)
+    catalog_file = _load(root / "catalog.yaml", CatalogFile)
+    modules = [_load(path, Module) for path in module_paths]
+    variants = _load(root / "variants.yaml", VariantsFile)
+    try:
+        index = CodeIndex(features)
+    except ValueError as exc:
+        raise DefinitionError(f"{root / 'features'}: {exc}") from exc
+
+    known = {"feature": set(index.features), "gap": {gap.id for gap in gaps.gaps}}
+    checks: list[tuple[Path, str, Any]] = [
+        *((root / "data_gaps.yaml", f"gap {g.id!r}", g.when) for g in gaps.gaps if g.when),
+        *((root / "segments.yaml", f"segment {s.id!r}", s.when) for s in segments.segments),
+        *(
+            (path, f"module {m.id!r}", m.applies_when)
+            for path, m in zip(module_paths, modules, strict=True)
+        ),
+        *((root / "variants.yaml", f"variant {v.id!r}", v.when) for v in variants.variants),
+    ]
+    for path, owner, rule in checks:
+        for kind, name in referenced(rule):
+            if name not in known[kind]:
+                raise DefinitionError(f"{path}: {owner} refers to unknown {kind} {name!r}")
+    for gap in gaps.gaps:
+        for name in gap.features:
+            if name not in known["feature"]:
+                raise DefinitionError(
+                    f"{root / 'data_gaps.yaml'}: gap {gap.id!r} refers to unknown feature {name!r}"
+                )
+    _unique(root / "modules", [m.id for m in modules], "module")
+    _unique(root / "segments.yaml", [s.id for s in segments.segments], "segment")
+    _unique(root / "variants.yaml", [v.id for v in variants.variants], "variant")
+
+    return Definitions(
+        rules=ProfileRules(index, dimensions.dimensions, tuple(gaps.gaps)),
+        segments=tuple(segments.segments),
+        catalog=Catalog(catalog_file.catalog, tuple(modules), tuple(variants.variants)),
+    )
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    paths = sorted(folder.glob("*.yaml"))
+    if not paths:
+        raise DefinitionError(f"{folder}: no *.yaml files")
+    return paths
+
+
+def _load(path: Path, model: type[M]) -> M:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DefinitionError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path}: invalid YAML: {exc}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise DefinitionError(f"{path}: {problems}") from exc
+
+
+def _unique(path: Path, ids: list[str], kind: str) -> None:
+    seen: set[str] = set()
+    for name in ids:
+        if name in seen:
+            raise DefinitionError(f"{path}: {kind} {name!r} is defined twice")
+        seen.add(name)

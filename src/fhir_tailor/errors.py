@@ -1,0 +1,223 @@
+"""Exceptions raised by fhir-tailor.
+
+:class:`FhirTailorError` is the single root so that the command line can catch everything we
+raise on purpose and turn it into a clean message, while real bugs still show a traceback.
+The rest of this module describes failures of talking to a FHIR server.
+
+Messages name the HTTP method and the URL *path* only, never the query string: search
+parameters often carry identifiers (MRNs, names, birth dates) that must not end up in logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+SNIPPET_LIMIT = 200
+
+
+class FhirTailorError(Exception):
+    """Root of every error fhir-tailor raises deliberately."""
+
+
+@dataclass(frozen=True)
+class OutcomeIssue:
+    """One ``OperationOutcome.issue``, reduced to what a human needs to act on it."""
+
+    severity: str
+    code: str
+    diagnostics: str | None = None
+    expression: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        text = self.code
+        if self.diagnostics:
+            text += f": {self.diagnostics}"
+        if self.expression:
+            text += f" ({', '.join(self.expression)})"
+        return text
+
+
+def parse_outcome_issues(body: object) -> list[OutcomeIssue]:
+    """The issues of an OperationOutcome, or ``[]`` when ``body`` is anything else.
+
+    Servers fill different elements (HAPI uses ``diagnostics``, others only ``details.text``;
+    ``location`` is the deprecated form of ``expression``), so each falls back to the other.
+    """
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return []
+    return [_parse_issue(raw) for raw in body.get("issue") or () if isinstance(raw, dict)]
+
+
+def _parse_issue(raw: dict[str, object]) -> OutcomeIssue:
+    details = raw.get("details")
+    diagnostics = raw.get("diagnostics")
+    if not isinstance(diagnostics, str) and isinstance(details, dict):
+        diagnostics = details.get("text")
+    paths = raw.get("expression") or raw.get("location") or ()
+    return OutcomeIssue(
+        severity=str(raw.get("severity", "error")),
+        code=str(raw.get("code", "unknown")),
+        diagnostics=diagnostics if isinstance(diagnostics, str) else None,
+        expression=tuple(p for p in paths if isinstance(p, str)) if isinstance(paths, list) else (),
+    )
+
+
+def body_snippet(response: httpx.Response) -> str:
+    """The start of a response body on one line, so a proxy's HTML error page stays readable."""
+    text = " ".join(response.text.split())
+    return text if len(text) <= SNIPPET_LIMIT else text[: SNIPPET_LIMIT - 3] + "..."
+
+
+class FhirServerError(FhirTailorError):
+    """The server answered with a non-2xx status.
+
+    ``issues`` holds the parsed OperationOutcome, if the server sent one; otherwise
+    ``snippet`` holds the start of whatever it sent instead.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        issues: Sequence[OutcomeIssue],
+        method: str,
+        url_path: str,
+        *,
+        snippet: str | None = None,
+    ) -> None:
+        self.status = status
+        self.issues = list(issues)
+        self.method = method
+        self.url_path = url_path
+        self.snippet = snippet
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        head = f"HTTP {self.status} from {self.method} {self.url_path}"
+        if self.issues:
+            return f"{head}: {'; '.join(str(issue) for issue in self.issues)}"
+        if self.snippet:
+            return f"{head}: {self.snippet}"
+        return head
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> FhirServerError:
+        """The most specific error class for ``response``, with its OperationOutcome parsed."""
+        try:
+            issues = parse_outcome_issues(response.json())
+        except ValueError:  # not JSON, or not decodable
+            issues = []
+        error_class = _ERRORS_BY_STATUS.get(response.status_code, FhirServerError)
+        return error_class(
+            response.status_code,
+            issues,
+            response.request.method,
+            response.request.url.path,
+            snippet=None if issues else body_snippet(response),
+        )
+
+
+class ResourceNotFoundError(FhirServerError):
+    """404 or 410: the resource does not exist (or no longer does)."""
+
+
+class ConflictError(FhirServerError):
+    """409: the server refused the write because of a conflicting version or duplicate."""
+
+
+class PreconditionFailedError(FhirServerError):
+    """412: an ``If-Match`` version was stale, or a conditional write matched several."""
+
+
+_ERRORS_BY_STATUS: dict[int, type[FhirServerError]] = {
+    404: ResourceNotFoundError,
+    410: ResourceNotFoundError,
+    409: ConflictError,
+    412: PreconditionFailedError,
+}
+
+
+class RetryBudgetExceededError(FhirTailorError):
+    """Transient failures persisted past the retry policy's attempts or time budget.
+
+    ``__cause__`` is the last failure (a :class:`FhirServerError` or ``httpx`` exception).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        url_path: str,
+        attempts: int,
+        elapsed: float,
+        last_failure: str,
+        reason: str | None = None,
+    ) -> None:
+        self.method = method
+        self.url_path = url_path
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.last_failure = last_failure
+        plural = "" if attempts == 1 else "s"
+        message = (
+            f"gave up on {method} {url_path} after {attempts} attempt{plural} "
+            f"in {elapsed:.1f}s (last failure: {last_failure})"
+        )
+        super().__init__(f"{message}: {reason}" if reason else message)
+
+
+class UnsafeToRetryError(FhirTailorError):
+    """A non-idempotent request failed in a way that leaves its effect on the server unknown."""
+
+    def __init__(self, method: str, url_path: str, failure: str) -> None:
+        self.method = method
+        self.url_path = url_path
+        super().__init__(
+            f"{method} {url_path} failed with {failure} and was not retried: the server may "
+            "already have applied it, so check before repeating it"
+        )
+
+
+class UnsupportedFhirVersionError(FhirTailorError):
+    """The server does not speak FHIR R4 (4.0.x) or R4B (4.3.x)."""
+
+    def __init__(self, found: str | None) -> None:
+        self.found = found
+        wanted = "fhir-tailor needs FHIR R4 (4.0.x) or R4B (4.3.x)"
+        if found is None:
+            message = f"the server's CapabilityStatement has no fhirVersion; {wanted}"
+        else:
+            message = f"the server reports FHIR version {found!r}; {wanted}"
+        super().__init__(message)
+
+
+class CrossOriginLinkError(FhirTailorError):
+    """A paging link pointed at another origin; following it would leak our credentials."""
+
+    def __init__(self, expected_origin: str, found_origin: str) -> None:
+        self.expected_origin = expected_origin
+        self.found_origin = found_origin
+        super().__init__(
+            f"refusing to follow a next link to {found_origin}: it is not the FHIR server's "
+            f"origin {expected_origin}, and credentials must not be sent elsewhere"
+        )
+
+
+class PagingLoopError(FhirTailorError):
+    """A search's next link pointed back at a page already fetched."""
+
+    def __init__(self, url_path: str) -> None:
+        self.url_path = url_path
+        super().__init__(
+            f"search paging loop: the next link under {url_path} repeats a page already fetched"
+        )
+
+
+class InvalidResponseError(FhirTailorError):
+    """A 2xx response whose body is not the FHIR JSON the operation promises."""
+
+    def __init__(self, method: str, url_path: str, problem: str) -> None:
+        self.method = method
+        self.url_path = url_path
+        super().__init__(f"unexpected response to {method} {url_path}: {problem}")

@@ -1,0 +1,79 @@
+"""The pipeline: source -> patient record -> profile -> segments -> plan -> FHIR resources -> sink.
+
+One patient at a time, so memory stays flat however large the population. A failure for one
+patient (bad data we did not foresee, a server error on write) is recorded in the report and
+the run goes on with the next patient.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import date, datetime
+
+from .definitions import Definitions
+from .errors import FhirTailorError
+from .plan import Plan, plan_for
+from .profile import Profile, build_profile
+from .record import PatientRecord
+from .report import PatientOutcome, RunReport
+from .resources import InvalidOutputError, PlanResources, to_fhir
+from .segments import segment
+from .sinks import Sink
+from .sources import Source
+
+log = logging.getLogger("fhir_tailor.pipeline")
+
+
+def profile_and_plan(
+    record: PatientRecord, definitions: Definitions, as_of: date, report: RunReport | None = None
+) -> tuple[Profile, Plan | None]:
+    """The profile of one patient and its personalized plan (``None`` if no module applies)."""
+    on_issue = report.data_issue if report is not None else None
+    profile = build_profile(record, definitions.rules, as_of, on_issue)
+    return profile, plan_for(profile, segment(profile, definitions.segments), definitions.catalog)
+
+
+def run(
+    source: Source,
+    sink: Sink,
+    definitions: Definitions,
+    *,
+    as_of: date,
+    recorded: datetime,
+    report: RunReport,
+    progress: Callable[[], None] = lambda: None,
+) -> RunReport:
+    """Run every patient of ``source`` through the pipeline into ``sink``."""
+    for record in source.records(report.read_issue):
+        report.add(_one_patient(record, sink, definitions, as_of, recorded, report))
+        progress()
+    report.finish()
+    log.info("run finished: %s", report.summary())
+    return report
+
+
+def _one_patient(
+    record: PatientRecord,
+    sink: Sink,
+    definitions: Definitions,
+    as_of: date,
+    recorded: datetime,
+    report: RunReport,
+) -> PatientOutcome:
+    patient = f"Patient/{record.patient_id}"
+    try:
+        _, plan = profile_and_plan(record, definitions, as_of, report)
+        if plan is None:
+            return PatientOutcome(patient, "no-plan")
+        resources: PlanResources = to_fhir(plan, recorded)
+        return sink.write(plan, resources)
+    except InvalidOutputError as exc:
+        log.error("BUG: invalid output for %s: %s", patient, exc)
+        return PatientOutcome(patient, "failed", f"invalid output (a bug): {exc}")
+    except FhirTailorError as exc:
+        log.warning("%s failed: %s", patient, exc)
+        return PatientOutcome(patient, "failed", str(exc))
+    except Exception as exc:  # one unforeseen failure must not abort the whole run
+        log.error("%s failed unexpectedly: %s", patient, type(exc).__name__)
+        return PatientOutcome(patient, "failed", f"unexpected {type(exc).__name__}: {exc}")

@@ -1,0 +1,215 @@
+"""Personalized plans: standard modules chosen for a profile, adapted by warranted variants.
+
+:func:`plan_for` is a pure function of the profile, segments and catalog: the same inputs give
+the same plan, byte for byte (modules in id order, activities in module order, variants in
+catalog order, references sorted). Every activity carries the reasons it is there (the module's
+applicability evidence) and every variation applied to it (variant id, stated reason, and the
+findings with their source resources).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from .catalog import ActivityKind, ActivityTemplate, Catalog, Code, GoalTarget, Module, Variant
+from .profile import Profile
+from .rules import Evidence
+from .segments import SegmentMatch
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EvidenceRef(Model):
+    kind: str
+    id: str
+    label: str
+    sources: tuple[str, ...]
+
+    @classmethod
+    def of(cls, evidence: Evidence) -> EvidenceRef:
+        return cls(
+            kind=evidence.kind, id=evidence.id, label=evidence.label, sources=evidence.sources
+        )
+
+
+class Variation(Model):
+    variant: str
+    label: str
+    reason: str
+    evidence: tuple[EvidenceRef, ...]
+
+
+class PlannedModule(Model):
+    id: str
+    version: str
+    title: str
+    url: str
+    evidence: tuple[EvidenceRef, ...]
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.url}|{self.version}"
+
+
+class PlannedGoal(Model):
+    key: str
+    module: str
+    description: str
+    target: GoalTarget
+    due_date: date
+    addresses: tuple[str, ...]
+
+
+class PlannedActivity(Model):
+    key: str
+    module: str | None
+    kind: ActivityKind
+    code: Code
+    description: str
+    tags: tuple[str, ...]
+    reasons: tuple[EvidenceRef, ...]
+    variations: tuple[Variation, ...] = ()
+
+
+class Plan(Model):
+    patient: str
+    as_of: date
+    catalog: str
+    catalog_version: str
+    segments: tuple[str, ...]
+    modules: tuple[PlannedModule, ...]
+    goals: tuple[PlannedGoal, ...]
+    activities: tuple[PlannedActivity, ...]
+    addresses: tuple[str, ...]
+    supporting_info: tuple[str, ...]
+
+    def fingerprint(self) -> str:
+        """A digest of the plan's content; equal plans have equal fingerprints."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
+    """The personalized plan for a profile, or ``None`` when no module applies."""
+    modules: list[PlannedModule] = []
+    goals: list[PlannedGoal] = []
+    activities: list[PlannedActivity] = []
+    for module in sorted(catalog.modules, key=lambda m: m.id):
+        verdict = module.applies_when.evaluate(profile)
+        if not verdict.holds:
+            continue
+        evidence = tuple(EvidenceRef.of(e) for e in verdict.evidence)
+        modules.append(
+            PlannedModule(
+                id=module.id,
+                version=module.version,
+                title=module.title,
+                url=catalog.module_url(module),
+                evidence=evidence,
+            )
+        )
+        goals.extend(_goals(module, evidence, profile.as_of))
+        activities.extend(_activity(module.id, a, catalog, evidence) for a in module.activities)
+    if not modules:
+        return None
+    for variant in catalog.variants:
+        verdict = variant.when.evaluate(profile)
+        if verdict.holds:
+            activities = _apply(variant, verdict.evidence, activities, catalog)
+    sources = {s for module in modules for e in module.evidence for s in e.sources}
+    for activity in activities:
+        for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
+            sources.update(ref.sources)
+    return Plan(
+        patient=profile.patient,
+        as_of=profile.as_of,
+        catalog=catalog.info.id,
+        catalog_version=catalog.info.version,
+        segments=tuple(match.id for match in segments),
+        modules=tuple(modules),
+        goals=tuple(goals),
+        activities=tuple(activities),
+        addresses=tuple(sorted(s for s in sources if s.startswith("Condition/"))),
+        supporting_info=tuple(sorted(s for s in sources if s.startswith("Observation/"))),
+    )
+
+
+def _goals(module: Module, evidence: tuple[EvidenceRef, ...], as_of: date) -> list[PlannedGoal]:
+    conditions = tuple(
+        sorted({s for e in evidence for s in e.sources if s.startswith("Condition/")})
+    )
+    return [
+        PlannedGoal(
+            key=f"{module.id}.{goal.id}",
+            module=module.id,
+            description=goal.description,
+            target=goal.target,
+            due_date=as_of + timedelta(days=goal.target.due_in_days),
+            addresses=conditions,
+        )
+        for goal in module.goals
+    ]
+
+
+def _activity(
+    module: str | None,
+    template: ActivityTemplate,
+    catalog: Catalog,
+    reasons: tuple[EvidenceRef, ...],
+    variations: tuple[Variation, ...] = (),
+) -> PlannedActivity:
+    key = f"{module}.{template.id}" if module else template.id
+    return PlannedActivity(
+        key=key,
+        module=module,
+        kind=template.kind,
+        code=catalog.activity_code(template.id),
+        description=template.description,
+        tags=tuple(template.tags),
+        reasons=reasons,
+        variations=variations,
+    )
+
+
+def _apply(
+    variant: Variant,
+    evidence: tuple[Evidence, ...],
+    activities: list[PlannedActivity],
+    catalog: Catalog,
+) -> list[PlannedActivity]:
+    variation = Variation(
+        variant=variant.id,
+        label=variant.label,
+        reason=variant.reason,
+        evidence=tuple(EvidenceRef.of(e) for e in evidence),
+    )
+    if variant.add_activity is not None:
+        added = _activity(None, variant.add_activity, catalog, variation.evidence, (variation,))
+        return [*activities, added]
+    changed: list[PlannedActivity] = []
+    for activity in activities:
+        if variant.replace is not None and variant.replace.tag in activity.tags:
+            change = variant.replace
+            activity = activity.model_copy(
+                update={
+                    "description": change.description.replace(
+                        "{description}", activity.description
+                    ),
+                    "kind": change.kind or activity.kind,
+                    "tags": tuple(dict.fromkeys((*activity.tags, *change.add_tags))),
+                    "variations": (*activity.variations, variation),
+                }
+            )
+        elif variant.annotate is not None and variant.annotate.tag in activity.tags:
+            activity = activity.model_copy(
+                update={
+                    "description": f"{activity.description} {variant.annotate.append}",
+                    "variations": (*activity.variations, variation),
+                }
+            )
+        changed.append(activity)
+    return changed

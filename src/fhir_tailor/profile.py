@@ -1,0 +1,419 @@
+"""The standardized four-dimension patient profile, built from a patient record.
+
+Each resource is matched by code (:class:`~fhir_tailor.mapping.CodeIndex`) into *evidence* for
+a feature; the evidence for a feature is then merged into one :class:`Finding`:
+
+- an active Condition makes the feature present (a clinician put it on the problem list);
+- otherwise the most recent Observation with a readable result decides (a newer negative
+  screening overrides an older positive one);
+- a finding older than its feature's ``current_for_days`` is kept but marked stale, and stale
+  findings do not count toward needs or rules.
+
+A dimension's need level is the highest severity among its current present findings, raised
+one level when many findings are present (``escalate_at_count`` in ``profiles/dimensions.yaml``).
+Missing standard screenings become data gaps (``profiles/data_gaps.yaml``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cached_property
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .fhirdata import (
+    Resource,
+    codings,
+    effective_date,
+    numeric_value,
+    parse_date,
+    resource_ref,
+)
+from .mapping import (
+    DIMENSIONS,
+    SEVERITY_RANK,
+    CodeIndex,
+    Dimension,
+    Match,
+    Severity,
+    Status,
+    Strict,
+)
+from .record import PatientRecord
+from .rules import NEED_RANK, NeedLevel, RuleExpr
+
+#: Condition clinical statuses that mean "the problem holds now".
+ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+#: Verification statuses that mean "this was never true".
+VOID_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+#: Observation statuses whose result must not be used.
+VOID_OBSERVATION = frozenset({"cancelled", "entered-in-error", "preliminary", "registered"})
+
+
+# -- definitions (profiles/dimensions.yaml, profiles/data_gaps.yaml) ---------------------------
+
+
+class DimensionDefinition(Strict):
+    label: str
+    description: str
+    escalate_at_count: int | None = Field(default=None, ge=2)
+
+
+class DimensionsFile(Strict):
+    version: str
+    changelog: list[str] = Field(min_length=1)
+    dimensions: dict[Dimension, DimensionDefinition]
+
+
+class GapDefinition(Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    features: list[str] = Field(min_length=1)
+    within_days: int = Field(gt=0)
+    when: RuleExpr | None = None
+
+
+class GapsFile(Strict):
+    version: str
+    changelog: list[str] = Field(min_length=1)
+    gaps: list[GapDefinition]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRules:
+    """Everything needed to build profiles: the code index, dimension policy and data gaps."""
+
+    index: CodeIndex
+    dimensions: dict[Dimension, DimensionDefinition]
+    gaps: tuple[GapDefinition, ...]
+
+
+# -- the profile -----------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Coding(Model):
+    system: str
+    code: str
+    display: str | None = None
+
+
+class Finding(Model):
+    """One feature of the patient, with the evidence that decided it."""
+
+    feature: str
+    label: str
+    status: Status
+    severity: Severity | None = None
+    value: float | None = None
+    unit: str | None = None
+    answer: str | None = None
+    effective: date | None = None
+    stale: bool = False
+    code: Coding
+    rule: str
+    sources: tuple[str, ...]
+
+    @property
+    def current_present(self) -> bool:
+        return self.status == "present" and not self.stale
+
+
+class DimensionProfile(Model):
+    need: NeedLevel
+    findings: tuple[Finding, ...]
+
+    def current_present(self) -> Iterator[Finding]:
+        return (f for f in self.findings if f.current_present)
+
+
+class PatientFacts(Model):
+    age: int | None = None
+    gender: str | None = None
+    preferred_language: str | None = None
+
+
+class DataGap(Model):
+    id: str
+    label: str
+
+
+class Profile(Model):
+    """A patient's standardized profile: facts, four dimensions and data gaps."""
+
+    patient: str
+    as_of: date
+    facts: PatientFacts
+    medical: DimensionProfile
+    cognitive_behavioral: DimensionProfile
+    social: DimensionProfile
+    functional: DimensionProfile
+    data_gaps: tuple[DataGap, ...]
+
+    def dimension(self, name: Dimension) -> DimensionProfile:
+        profile: DimensionProfile = getattr(self, name)
+        return profile
+
+    def findings(self) -> Iterator[tuple[Dimension, Finding]]:
+        for name in DIMENSIONS:
+            for finding in self.dimension(name).findings:
+                yield name, finding
+
+    @cached_property
+    def _by_feature(self) -> dict[str, Finding]:
+        return {finding.feature: finding for _, finding in self.findings()}
+
+    def finding(self, feature: str) -> Finding | None:
+        return self._by_feature.get(feature)
+
+
+# -- building --------------------------------------------------------------------------------
+
+DataIssueHandler = Callable[[str, str], None]
+"""Called with ``(resource reference, problem naming the field)`` for unreadable data."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    match: Match
+    status: Status
+    severity: Severity | None
+    effective: date | None
+    source: str
+    from_condition: bool
+    value: float | None = None
+    unit: str | None = None
+    answer: str | None = None
+    label: str | None = None
+
+
+def build_profile(
+    record: PatientRecord,
+    rules: ProfileRules,
+    as_of: date,
+    on_issue: DataIssueHandler | None = None,
+) -> Profile:
+    """Map a patient record to its profile as of a date (age, staleness and gaps depend on it)."""
+    report = on_issue or (lambda _ref, _problem: None)
+    evidence: defaultdict[str, list[_Evidence]] = defaultdict(list)
+    for resource in record.resources:
+        for item in _read_resource(resource, rules.index, report):
+            evidence[item.match.feature.id].append(item)
+
+    by_dimension: dict[Dimension, list[Finding]] = {name: [] for name in DIMENSIONS}
+    for feature_id in sorted(evidence):
+        feature, dimension = rules.index.features[feature_id]
+        by_dimension[dimension].append(
+            _merge(evidence[feature_id], feature.current_for_days, as_of)
+        )
+
+    dimensions = {
+        name: DimensionProfile(
+            need=_need(findings, rules.dimensions.get(name)), findings=tuple(findings)
+        )
+        for name, findings in by_dimension.items()
+    }
+    profile = Profile(
+        patient=f"Patient/{record.patient_id}",
+        as_of=as_of,
+        facts=_facts(record.patient, as_of),
+        data_gaps=(),
+        **dimensions,
+    )
+    gaps = tuple(
+        DataGap(id=gap.id, label=gap.label)
+        for gap in rules.gaps
+        if (gap.when is None or gap.when.evaluate(profile).holds)
+        and not _screened(evidence, gap, as_of)
+    )
+    return profile.model_copy(update={"data_gaps": gaps})
+
+
+def _read_resource(
+    resource: Resource, index: CodeIndex, report: DataIssueHandler
+) -> Iterator[_Evidence]:
+    rtype = resource.get("resourceType")
+    ref = resource_ref(resource)
+    if rtype == "Condition":
+        if not _condition_holds(resource):
+            return
+        if not any(True for _ in codings(resource.get("code"))):
+            report(ref, "field code: missing or without coding; not mapped")
+            return
+        for system, code, _ in codings(resource.get("code")):
+            for match in index.lookup(system, code, "Condition"):
+                yield _Evidence(
+                    match, "present", match.rule.severity, effective_date(resource), ref, True
+                )
+    elif rtype == "Observation":
+        if resource.get("status") in VOID_OBSERVATION:
+            return
+        when = effective_date(resource)
+        parts: list[tuple[Resource, str]] = [(resource, "")]
+        for n, component in enumerate(resource.get("component") or ()):
+            if isinstance(component, dict):
+                parts.append((component, f"component[{n}]."))
+        for element, path in parts:
+            for system, code, _ in codings(element.get("code")):
+                for match in index.lookup(system, code, "Observation"):
+                    yield _read_observation(match, element, when, ref, path, report)
+
+
+def _condition_holds(condition: Resource) -> bool:
+    clinical = {c for _, c, _ in codings(condition.get("clinicalStatus"))}
+    verification = {c for _, c, _ in codings(condition.get("verificationStatus"))}
+    if verification & VOID_VERIFICATION:
+        return False
+    return not clinical or bool(clinical & ACTIVE_CLINICAL)
+
+
+def _read_observation(
+    match: Match,
+    element: Resource,
+    when: date | None,
+    ref: str,
+    path: str,
+    report: DataIssueHandler,
+) -> _Evidence:
+    rule = match.rule
+
+    def unknown(problem: str) -> _Evidence:
+        report(ref, f"field {path}{problem}; {match.feature.id} unknown")
+        return _Evidence(match, "unknown", None, when, ref, False)
+
+    if rule.value is not None:
+        number, unit = numeric_value(element)
+        if number is None:
+            return unknown("value[x]: missing or not a number")
+        if rule.value.unit and unit and _unit_key(unit) != _unit_key(rule.value.unit):
+            return unknown(f"valueQuantity.unit: {unit!r}, expected {rule.value.unit!r}")
+        band = next(b for b in rule.value.bands if b.min is None or number >= b.min)
+        return _Evidence(
+            match,
+            band.status,
+            band.severity,
+            when,
+            ref,
+            False,
+            value=number,
+            unit=unit or rule.value.unit,
+            label=band.label,
+        )
+    if rule.answers is not None:
+        for system, code, display in codings(element.get("valueCodeableConcept")):
+            for answer in rule.answers:
+                if answer.code == code and answer.system in (None, system):
+                    return _Evidence(
+                        match,
+                        answer.status,
+                        answer.severity,
+                        when,
+                        ref,
+                        False,
+                        answer=answer.display or display or code,
+                    )
+        if "valueCodeableConcept" not in element:
+            return unknown("valueCodeableConcept: missing")
+        return unknown("valueCodeableConcept: no known answer code")
+    if element.get("valueBoolean") is False:
+        return _Evidence(match, "absent", None, when, ref, False)
+    return _Evidence(match, "present", rule.severity, when, ref, False)
+
+
+def _unit_key(unit: str) -> str:
+    return unit.replace("[", "").replace("]", "").replace(" ", "").lower()
+
+
+_STATUS_RANK = {"unknown": 0, "absent": 1, "present": 2}
+
+
+def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) -> Finding:
+    conditions = [e for e in items if e.from_condition]
+    if conditions:
+        decisive = sorted(conditions, key=lambda e: (SEVERITY_RANK[e.severity], _day(e)))
+        stale = False
+    else:
+        known = [e for e in items if e.status != "unknown"] or items
+        latest = max(_day(e) for e in known)
+        decisive = sorted(
+            (e for e in known if _day(e) == latest),
+            key=lambda e: (_STATUS_RANK[e.status], SEVERITY_RANK[e.severity]),
+        )
+        top = decisive[-1]
+        decisive = [e for e in decisive if (e.status, e.severity) == (top.status, top.severity)]
+        stale = current_for_days is not None and (
+            top.effective is None or as_of - top.effective > timedelta(days=current_for_days)
+        )
+    top = decisive[-1]
+    feature, code = top.match.feature, top.match.code
+    return Finding(
+        feature=feature.id,
+        label=top.label or feature.label,
+        status=top.status,
+        severity=top.severity if top.status == "present" else None,
+        value=top.value,
+        unit=top.unit,
+        answer=top.answer,
+        effective=max((e.effective for e in decisive if e.effective), default=None),
+        stale=stale,
+        code=Coding(system=code.system, code=code.code, display=code.display),
+        rule=top.match.rule.id,
+        sources=tuple(sorted({e.source for e in decisive})),
+    )
+
+
+def _day(item: _Evidence) -> date:
+    return item.effective or date.min
+
+
+def _need(findings: Iterable[Finding], definition: DimensionDefinition | None) -> NeedLevel:
+    current = [f for f in findings if f.current_present]
+    rank = max((SEVERITY_RANK[f.severity] for f in current), default=0)
+    escalate = definition.escalate_at_count if definition else None
+    many = sum(1 for f in current if SEVERITY_RANK[f.severity] >= SEVERITY_RANK["moderate"])
+    if escalate is not None and many >= escalate:
+        rank = min(rank + 1, NEED_RANK["high"])
+    levels: tuple[NeedLevel, ...] = ("none", "low", "moderate", "high")
+    return levels[rank]
+
+
+def _screened(evidence: dict[str, list[_Evidence]], gap: GapDefinition, as_of: date) -> bool:
+    """Whether any Observation with a readable result for the gap's features is recent enough."""
+    window = timedelta(days=gap.within_days)
+    return any(
+        not e.from_condition
+        and e.status != "unknown"
+        and e.effective is not None
+        and as_of - e.effective <= window
+        for feature in gap.features
+        for e in evidence.get(feature, ())
+    )
+
+
+def _facts(patient: Resource, as_of: date) -> PatientFacts:
+    birth = parse_date(patient.get("birthDate"))
+    age = None
+    if birth is not None and birth <= as_of:
+        age = as_of.year - birth.year - ((as_of.month, as_of.day) < (birth.month, birth.day))
+    gender = patient.get("gender")
+    return PatientFacts(
+        age=age,
+        gender=gender if isinstance(gender, str) else None,
+        preferred_language=_preferred_language(patient),
+    )
+
+
+def _preferred_language(patient: Resource) -> str | None:
+    """``Patient.communication``: the one marked preferred, else the first listed."""
+    entries = [c for c in patient.get("communication") or () if isinstance(c, dict)]
+    entries.sort(key=lambda c: c.get("preferred") is not True)
+    for entry in entries:
+        for _, code, _ in codings(entry.get("language")):
+            return code
+    return None

@@ -1,0 +1,91 @@
+"""The run report: what happened to every patient and every unreadable resource.
+
+It holds resource ids, outcomes and counts only, never names, birth dates or tokens, so it can
+be written to disk (``--report FILE``) and shared with operators.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from .record import ReadIssue
+
+Outcome = Literal[
+    "created",  # a new CarePlan was written
+    "updated",  # our earlier CarePlan was replaced by a changed plan
+    "unchanged",  # the plan already on the server is the same
+    "skipped-edited",  # someone else changed the CarePlan; left untouched
+    "written",  # written to a file or stdout
+    "would-create",  # dry run
+    "would-update",  # dry run
+    "no-plan",  # no module applies to this patient
+    "failed",  # an error; see detail
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PatientOutcome:
+    patient: str
+    outcome: Outcome
+    detail: str | None = None
+    careplan: str | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+    patients: list[PatientOutcome] = field(default_factory=list)
+    read_issues: list[ReadIssue] = field(default_factory=list)
+    data_issues: list[tuple[str, str]] = field(default_factory=list)
+    retries: int = 0
+
+    def add(self, outcome: PatientOutcome) -> None:
+        self.patients.append(outcome)
+
+    def read_issue(self, issue: ReadIssue) -> None:
+        self.read_issues.append(issue)
+
+    def data_issue(self, reference: str, problem: str) -> None:
+        self.data_issues.append((reference, problem))
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(p.outcome for p in self.patients)
+
+    @property
+    def failed(self) -> bool:
+        return self.counts["failed"] > 0
+
+    def finish(self) -> None:
+        self.finished_at = datetime.now(UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        finished = self.finished_at or datetime.now(UTC)
+        return {
+            "started_at": self.started_at.isoformat(),
+            "finished_at": finished.isoformat(),
+            "duration_seconds": round((finished - self.started_at).total_seconds(), 3),
+            "counts": dict(sorted(self.counts.items())),
+            "patients_total": len(self.patients),
+            "retries": self.retries,
+            "read_issues": [asdict(issue) for issue in self.read_issues],
+            "data_issues": [{"resource": ref, "problem": p} for ref, p in self.data_issues],
+            "patients": [asdict(p) for p in self.patients],
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts.items()))
+        return (
+            f"{len(self.patients)} patients ({counts or 'none'}); "
+            f"{len(self.read_issues)} unreadable resources skipped; "
+            f"{len(self.data_issues)} data issues; {self.retries} retries"
+        )

@@ -1,0 +1,329 @@
+"""FHIR resources for a plan: a CarePlan, its Goals and a Provenance, validated before use.
+
+Output is R4 JSON shaped for US Core CarePlan (narrative text, status, intent, ``assess-plan``
+category, subject). Every resource we write is validated with the strict ``fhir.resources``
+R4B models: an invalid one is a bug in fhir-tailor, raised as :class:`InvalidOutputError`.
+
+Idempotence rests on three markers every written resource carries:
+
+- a business ``identifier`` in fhir-tailor's system, derived from patient and catalog version,
+  so a re-run finds what an earlier run wrote;
+- a ``meta.tag`` saying fhir-tailor generated it;
+- a *content digest* extension over the fields a clinician edits (status, text of activities,
+  targets): if the stored digest no longer matches the resource, someone changed it, and
+  fhir-tailor leaves it alone. The CarePlan also carries the plan fingerprint, so an unchanged
+  plan is not written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from . import __version__
+from .errors import FhirTailorError
+from .fhirdata import Resource
+from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal
+
+TAILOR = "https://fhir-tailor.dev/fhir"
+CAREPLAN_ID_SYSTEM = f"{TAILOR}/id/careplan"
+GOAL_ID_SYSTEM = f"{TAILOR}/id/goal"
+SOFTWARE_ID_SYSTEM = f"{TAILOR}/id/software"
+GENERATED_TAG = {"system": f"{TAILOR}/CodeSystem/tag", "code": "generated"}
+PLAN_FINGERPRINT_URL = f"{TAILOR}/StructureDefinition/plan-fingerprint"
+CONTENT_DIGEST_URL = f"{TAILOR}/StructureDefinition/content-digest"
+CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
+UCUM = "http://unitsofmeasure.org"
+PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+REASON_TYPES = ("Condition/", "Observation/")
+
+
+class InvalidOutputError(FhirTailorError):
+    """fhir-tailor produced a resource that is not valid FHIR: a bug, never the input's fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A resource to write and the ``urn:uuid`` other entries use to reference it."""
+
+    full_url: str
+    resource: Resource
+
+
+@dataclass(frozen=True, slots=True)
+class PlanResources:
+    careplan: Entry
+    goals: tuple[Entry, ...]
+    provenance: Entry
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return (self.careplan, *self.goals, self.provenance)
+
+
+def careplan_identifier(plan: Plan) -> str:
+    """``<patient id>/<catalog id>/<catalog version>``: one CarePlan per patient and catalog.
+
+    ``/`` cannot occur in FHIR ids and, unlike ``|`` or ``,``, has no meaning in token search.
+    """
+    return f"{plan.patient.removeprefix('Patient/')}/{plan.catalog}/{plan.catalog_version}"
+
+
+def to_fhir(plan: Plan, recorded: datetime) -> PlanResources:
+    """Render a plan as validated CarePlan, Goal and Provenance resources."""
+    careplan_id = careplan_identifier(plan)
+    goals = tuple(_goal_entry(plan, goal, careplan_id) for goal in plan.goals)
+    goal_urls = {goal.key: entry.full_url for goal, entry in zip(plan.goals, goals, strict=True)}
+    careplan = Entry(_urn(CAREPLAN_ID_SYSTEM, careplan_id), _careplan(plan, careplan_id, goal_urls))
+    provenance = Entry(
+        _urn("Provenance", careplan_id), _provenance(plan, careplan, goals, recorded)
+    )
+    result = PlanResources(careplan, goals, provenance)
+    for entry in result.entries:
+        validate(entry.resource)
+    return result
+
+
+def validate(resource: Resource) -> None:
+    """Validate a resource we are about to write with the strict R4B models."""
+    rtype = str(resource.get("resourceType"))
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        raise InvalidOutputError(f"fhir-tailor built an invalid {rtype}: {exc}") from exc
+
+
+def content_digest(resource: Resource) -> str:
+    """Digest of the fields a person would edit; server-assigned ids and meta do not count."""
+    if resource.get("resourceType") == "CarePlan":
+        content: Any = [
+            resource.get("status"),
+            resource.get("intent"),
+            resource.get("title"),
+            [
+                [
+                    a.get("detail", {}).get(key)
+                    for key in ("kind", "status", "description", "code", "scheduledString")
+                ]
+                for a in resource.get("activity") or ()
+            ],
+        ]
+    else:
+        content = [
+            resource.get("lifecycleStatus"),
+            resource.get("description"),
+            resource.get("target"),
+        ]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def extension_value(resource: Resource, url: str) -> str | None:
+    for extension in resource.get("extension") or ():
+        if isinstance(extension, dict) and extension.get("url") == url:
+            value = extension.get("valueString")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def with_digest(resource: Resource) -> Resource:
+    """The resource with its content digest extension (re)computed."""
+    others = [e for e in resource.get("extension") or () if e.get("url") != CONTENT_DIGEST_URL]
+    digest = {"url": CONTENT_DIGEST_URL, "valueString": content_digest(resource)}
+    return {**resource, "extension": [*others, digest]}
+
+
+def identifier_search(resource: Resource) -> str | None:
+    """The search that finds a resource by its fhir-tailor identifier (``identifier=sys|value``)."""
+    for identifier in resource.get("identifier") or ():
+        if identifier.get("system") in (CAREPLAN_ID_SYSTEM, GOAL_ID_SYSTEM):
+            return f"identifier={identifier['system']}|{identifier['value']}"
+    return None
+
+
+def create_transaction(resources: PlanResources) -> Resource:
+    """A transaction Bundle creating the plan's resources, conditional on their identifiers."""
+    entries = []
+    for entry in resources.entries:
+        request = {"method": "POST", "url": entry.resource["resourceType"]}
+        search = identifier_search(entry.resource)
+        if search:
+            request["ifNoneExist"] = search
+        entries.append({"fullUrl": entry.full_url, "resource": entry.resource, "request": request})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _urn(system: str, value: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{system}|{value}')}"
+
+
+def _ref(reference: str) -> dict[str, str]:
+    return {"reference": reference}
+
+
+def _careplan(plan: Plan, identifier: str, goal_urls: dict[str, str]) -> Resource:
+    resource: Resource = {
+        "resourceType": "CarePlan",
+        "meta": {"tag": [GENERATED_TAG]},
+        "extension": [{"url": PLAN_FINGERPRINT_URL, "valueString": plan.fingerprint()}],
+        "identifier": [{"system": CAREPLAN_ID_SYSTEM, "value": identifier}],
+        "instantiatesCanonical": [module.canonical for module in plan.modules],
+        "status": "draft",
+        "intent": "plan",
+        "category": [{"coding": [{"system": CAREPLAN_CATEGORY, "code": "assess-plan"}]}],
+        "title": "Personalized care plan: " + ", ".join(m.title for m in plan.modules),
+        "subject": _ref(plan.patient),
+        "created": plan.as_of.isoformat(),
+        "text": {"status": "generated", "div": _narrative(plan)},
+    }
+    if plan.addresses:
+        resource["addresses"] = [_ref(r) for r in plan.addresses]
+    if plan.supporting_info:
+        resource["supportingInfo"] = [_ref(r) for r in plan.supporting_info]
+    if goal_urls:
+        resource["goal"] = [_ref(url) for url in goal_urls.values()]
+    resource["activity"] = [_activity(plan, a, goal_urls) for a in plan.activities]
+    return with_digest(resource)
+
+
+def _activity(plan: Plan, activity: PlannedActivity, goal_urls: dict[str, str]) -> Resource:
+    module = next((m for m in plan.modules if m.id == activity.module), None)
+    reasons = [_reason_text(f"Module {activity.module}", e) for e in activity.reasons]
+    reasons += [
+        _reason_text(f"Variation {v.variant} ({v.reason})", e)
+        for v in activity.variations
+        for e in v.evidence
+    ]
+    references = sorted(
+        {
+            source
+            for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence))
+            for source in ref.sources
+            if source.startswith(REASON_TYPES)
+        }
+    )
+    detail: Resource = {
+        "kind": activity.kind,
+        "code": {
+            "coding": [{"system": activity.code.system, "code": activity.code.code}],
+            "text": activity.key,
+        },
+        "status": "not-started",
+        "description": activity.description,
+        "reasonCode": [{"text": text} for text in dict.fromkeys(reasons)],
+    }
+    if module is not None:
+        detail["instantiatesCanonical"] = [module.canonical]
+        goals = [url for key, url in goal_urls.items() if key.startswith(f"{module.id}.")]
+        if goals:
+            detail["goal"] = [_ref(url) for url in goals]
+    if references:
+        detail["reasonReference"] = [_ref(r) for r in references]
+    return {"detail": detail}
+
+
+def _reason_text(prefix: str, evidence: EvidenceRef) -> str:
+    sources = f" [{', '.join(evidence.sources)}]" if evidence.sources else ""
+    return f"{prefix}: {evidence.label}{sources}"
+
+
+def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
+    identifier = f"{careplan_id}/{goal.key}"
+    target: Resource = {
+        "measure": {
+            "coding": [
+                {
+                    "system": goal.target.measure.system,
+                    "code": goal.target.measure.code,
+                    **(
+                        {"display": goal.target.measure.display}
+                        if goal.target.measure.display
+                        else {}
+                    ),
+                }
+            ]
+        },
+        "dueDate": goal.due_date.isoformat(),
+    }
+    if goal.target.value is not None:
+        quantity: Resource = {
+            "value": goal.target.value,
+            "unit": goal.target.unit,
+            "system": UCUM,
+            "code": goal.target.unit,
+        }
+        if goal.target.comparator:
+            quantity["comparator"] = goal.target.comparator
+        target["detailQuantity"] = quantity
+    else:
+        target["detailString"] = goal.target.text
+    resource: Resource = {
+        "resourceType": "Goal",
+        "meta": {"tag": [GENERATED_TAG]},
+        "identifier": [{"system": GOAL_ID_SYSTEM, "value": identifier}],
+        "lifecycleStatus": "proposed",
+        "description": {"text": goal.description},
+        "subject": _ref(plan.patient),
+        "startDate": plan.as_of.isoformat(),
+        "target": [target],
+    }
+    if goal.addresses:
+        resource["addresses"] = [_ref(r) for r in goal.addresses]
+    return Entry(_urn(GOAL_ID_SYSTEM, identifier), with_digest(resource))
+
+
+def _provenance(
+    plan: Plan, careplan: Entry, goals: tuple[Entry, ...], recorded: datetime
+) -> Resource:
+    sources = sorted({plan.patient, *plan.addresses, *plan.supporting_info})
+    return {
+        "resourceType": "Provenance",
+        "meta": {"tag": [GENERATED_TAG]},
+        "target": [_ref(careplan.full_url), *(_ref(goal.full_url) for goal in goals)],
+        "recorded": recorded.isoformat(),
+        "agent": [
+            {
+                "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "assembler"}]},
+                "who": {
+                    "type": "Device",
+                    "identifier": {
+                        "system": SOFTWARE_ID_SYSTEM,
+                        "value": f"fhir-tailor/{__version__}",
+                    },
+                    "display": f"fhir-tailor {__version__}",
+                },
+            }
+        ],
+        "entity": [{"role": "source", "what": _ref(source)} for source in sources],
+    }
+
+
+def _narrative(plan: Plan) -> str:
+    """XHTML narrative: modules, goals and each activity with its variations and reasons."""
+    parts = ['<div xmlns="http://www.w3.org/1999/xhtml">']
+    parts.append(
+        f"<p>Personalized care plan ({escape(plan.catalog)} {escape(plan.catalog_version)})"
+    )
+    parts.append(f" as of {plan.as_of.isoformat()}.</p>")
+    parts.append("<p>Modules: " + escape(", ".join(m.title for m in plan.modules)) + "</p>")
+    if plan.goals:
+        parts.append("<p>Goals:</p><ul>")
+        parts.extend(f"<li>{escape(goal.description)}</li>" for goal in plan.goals)
+        parts.append("</ul>")
+    parts.append("<p>Activities:</p><ul>")
+    for activity in plan.activities:
+        parts.append(f"<li>{escape(activity.description)}")
+        for variation in activity.variations:
+            parts.append(
+                f" <em>(adapted: {escape(variation.label)}; {escape(variation.reason)})</em>"
+            )
+        parts.append("</li>")
+    parts.append("</ul></div>")
+    return "".join(parts)

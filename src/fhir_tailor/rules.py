@@ -1,0 +1,221 @@
+"""A small rule language over profiles, shared by data gaps, segments, modules and variants.
+
+A rule is a YAML mapping with one key naming the test::
+
+    {feature: food_insecurity}                      # present and current
+    {feature: hba1c_above_target, severity_at_least: high}
+    {need: social, at_least: moderate}              # a dimension's need level
+    {age_at_least: 65} / {age_below: 18}
+    {language_not: en}                              # preferred language differs (primary subtag)
+    {gap: no_sdoh_screening}                        # a data gap is open
+    {all: [...]} / {any: [...]} / {not: {...}}
+
+Evaluating a rule gives a :class:`Verdict` with the *evidence* that made it true (the findings
+and their source resources), which is how every plan choice carries its stated reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from .mapping import SEVERITY_RANK, Dimension, Severity
+
+if TYPE_CHECKING:
+    from .profile import Profile
+
+NeedLevel = Literal["none", "low", "moderate", "high"]
+NEED_RANK: dict[str, int] = {"none": 0, "low": 1, "moderate": 2, "high": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Why a rule held: a finding, a need level, a patient fact or a data gap."""
+
+    kind: Literal["finding", "need", "fact", "gap"]
+    id: str
+    label: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    holds: bool
+    evidence: tuple[Evidence, ...] = ()
+
+
+FALSE = Verdict(False)
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        raise NotImplementedError
+
+    def leaves(self) -> Iterator[_Rule]:
+        yield self
+
+
+class FeatureRule(_Rule):
+    feature: str
+    severity_at_least: Severity | None = None
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        finding = profile.finding(self.feature)
+        if finding is None or finding.status != "present" or finding.stale:
+            return FALSE
+        if SEVERITY_RANK[finding.severity] < SEVERITY_RANK[self.severity_at_least]:
+            return FALSE
+        return Verdict(
+            True, (Evidence("finding", finding.feature, finding.label, finding.sources),)
+        )
+
+
+class NeedRule(_Rule):
+    need: Dimension
+    at_least: NeedLevel
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        dimension = profile.dimension(self.need)
+        if NEED_RANK[dimension.need] < NEED_RANK[self.at_least]:
+            return FALSE
+        sources = tuple(s for f in dimension.current_present() for s in f.sources)
+        label = f"{self.need} need {dimension.need}"
+        return Verdict(True, (Evidence("need", self.need, label, sources),))
+
+
+class AgeAtLeast(_Rule):
+    age_at_least: int
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        age = profile.facts.age
+        if age is None or age < self.age_at_least:
+            return FALSE
+        return Verdict(True, (Evidence("fact", "age", f"age {age}", (profile.patient,)),))
+
+
+class AgeBelow(_Rule):
+    age_below: int
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        age = profile.facts.age
+        if age is None or age >= self.age_below:
+            return FALSE
+        return Verdict(True, (Evidence("fact", "age", f"age {age}", (profile.patient,)),))
+
+
+class LanguageNot(_Rule):
+    language_not: str
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        language = profile.facts.preferred_language
+        if language is None:
+            return FALSE
+        if language.split("-")[0].lower() == self.language_not.split("-")[0].lower():
+            return FALSE
+        label = f"preferred language {language}"
+        return Verdict(True, (Evidence("fact", "preferred_language", label, (profile.patient,)),))
+
+
+class GapRule(_Rule):
+    gap: str
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        for gap in profile.data_gaps:
+            if gap.id == self.gap:
+                return Verdict(True, (Evidence("gap", gap.id, gap.label, (profile.patient,)),))
+        return FALSE
+
+
+class AllOf(_Rule):
+    all: list[RuleExpr] = Field(min_length=1)
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        evidence: list[Evidence] = []
+        for rule in self.all:
+            verdict = rule.evaluate(profile)
+            if not verdict.holds:
+                return FALSE
+            evidence.extend(verdict.evidence)
+        return Verdict(True, tuple(evidence))
+
+    def leaves(self) -> Iterator[_Rule]:
+        for rule in self.all:
+            yield from rule.leaves()
+
+
+class AnyOf(_Rule):
+    any: list[RuleExpr] = Field(min_length=1)
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        verdicts = [rule.evaluate(profile) for rule in self.any]
+        held = [v for v in verdicts if v.holds]
+        return Verdict(True, tuple(e for v in held for e in v.evidence)) if held else FALSE
+
+    def leaves(self) -> Iterator[_Rule]:
+        for rule in self.any:
+            yield from rule.leaves()
+
+
+class Not(_Rule):
+    not_: RuleExpr = Field(alias="not")
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        return FALSE if self.not_.evaluate(profile).holds else Verdict(True)
+
+    def leaves(self) -> Iterator[_Rule]:
+        yield from self.not_.leaves()
+
+
+_KINDS: dict[str, type[_Rule]] = {
+    "feature": FeatureRule,
+    "need": NeedRule,
+    "age_at_least": AgeAtLeast,
+    "age_below": AgeBelow,
+    "language_not": LanguageNot,
+    "gap": GapRule,
+    "all": AllOf,
+    "any": AnyOf,
+    "not": Not,
+}
+
+
+def _tag(value: Any) -> str | None:
+    """The rule kind: the first key of a raw mapping that names a test, or a model's kind."""
+    if isinstance(value, dict):
+        return next((key for key in value if key in _KINDS), None)
+    return next((key for key, model in _KINDS.items() if isinstance(value, model)), None)
+
+
+RuleExpr = Annotated[
+    Annotated[FeatureRule, Tag("feature")]
+    | Annotated[NeedRule, Tag("need")]
+    | Annotated[AgeAtLeast, Tag("age_at_least")]
+    | Annotated[AgeBelow, Tag("age_below")]
+    | Annotated[LanguageNot, Tag("language_not")]
+    | Annotated[GapRule, Tag("gap")]
+    | Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[Not, Tag("not")],
+    Discriminator(
+        _tag,
+        custom_error_type="invalid_rule",
+        custom_error_message=f"a rule needs one of the keys: {', '.join(_KINDS)}",
+    ),
+]
+
+for _model in (AllOf, AnyOf, Not):
+    _model.model_rebuild()
+
+
+def referenced(rule: _Rule) -> Iterator[tuple[str, str]]:
+    """``(kind, id)`` of every feature and gap a rule refers to, so loading can check them."""
+    for leaf in rule.leaves():
+        if isinstance(leaf, FeatureRule):
+            yield "feature", leaf.feature
+        elif isinstance(leaf, GapRule):
+            yield "gap", leaf.gap

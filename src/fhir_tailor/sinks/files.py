@@ -1,0 +1,90 @@
+"""File and stdout sinks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from ..plan import Plan
+from ..report import PatientOutcome
+from ..resources import PlanResources, create_transaction
+
+FileFormat = Literal["bundles", "ndjson"]
+
+
+def _compact(resource: object) -> str:
+    return json.dumps(resource, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class FolderSink:
+    """Writes ``<patient id>.json`` transaction Bundles, or ``CarePlan.ndjson``/``Goal.ndjson``/
+    ``Provenance.ndjson`` (Bulk Data layout, ready for ``$import`` or a later load)."""
+
+    folder: Path
+    format: FileFormat = "bundles"
+    _handles: dict[str, IO[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        patient_id = plan.patient.removeprefix("Patient/")
+        if self.format == "bundles":
+            path = self.folder / f"{patient_id}.json"
+            bundle = create_transaction(resources)
+            path.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        else:
+            for entry in resources.entries:
+                self._handle(entry.resource["resourceType"]).write(_compact(entry.resource) + "\n")
+        return PatientOutcome(plan.patient, "written", careplan=f"{self.folder}")
+
+    def _handle(self, resource_type: str) -> IO[str]:
+        if resource_type not in self._handles:
+            path = self.folder / f"{resource_type}.ndjson"
+            self._handles[resource_type] = path.open("w", encoding="utf-8")
+        return self._handles[resource_type]
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+@dataclass(slots=True)
+class StdoutSink:
+    """Prints each patient's transaction Bundle as one NDJSON line, or a readable summary."""
+
+    echo: Callable[[str], None]
+    format: Literal["summary", "ndjson"] = "summary"
+
+    def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        if self.format == "ndjson":
+            self.echo(_compact(create_transaction(resources)))
+        else:
+            self.echo(summarize(plan))
+        return PatientOutcome(plan.patient, "written")
+
+    def close(self) -> None:
+        return None
+
+
+def summarize(plan: Plan) -> str:
+    """A plan as text: modules, goals, and each activity with why it was adapted."""
+    lines = [f"{plan.patient}  (catalog {plan.catalog} {plan.catalog_version})"]
+    if plan.segments:
+        lines.append(f"  segments: {', '.join(plan.segments)}")
+    lines.append("  modules:  " + ", ".join(f"{m.id} {m.version}" for m in plan.modules))
+    for goal in plan.goals:
+        lines.append(f"  goal:     {goal.description} (by {goal.due_date.isoformat()})")
+    for activity in plan.activities:
+        lines.append(f"  - {activity.description}")
+        for variation in activity.variations:
+            sources = sorted({s for e in variation.evidence for s in e.sources})
+            lines.append(
+                f"      adapted by {variation.variant}: {variation.reason} [{', '.join(sources)}]"
+            )
+    return "\n".join(lines) + "\n"

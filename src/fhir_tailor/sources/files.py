@@ -1,0 +1,125 @@
+"""File sources: FHIR Bundle JSON files and Bulk Data NDJSON folders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..fhirdata import Resource
+from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_patient
+
+#: Inputs above this many bytes are grouped through temporary bucket files, not in memory.
+BUCKET_BYTES = 64 * 1024 * 1024
+
+
+def _bucket_count(paths: list[Path]) -> int:
+    total = sum(p.stat().st_size for p in paths)
+    return max(1, -(-total // BUCKET_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class NdjsonSource:
+    """A folder of Bulk Data ``$export`` output: ``Patient.ndjson``, ``Condition.ndjson``, ...
+
+    Files are read line by line; a line that is not a JSON object is reported with its file and
+    line number and skipped.
+    """
+
+    folder: Path
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob("*.ndjson"))
+
+    def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        paths = self.files()
+        return group_by_patient(
+            self._lines(paths, on_issue), on_issue, buckets=_bucket_count(paths)
+        )
+
+    @staticmethod
+    def _lines(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
+        for path in paths:
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    location = f"{path.name}:{number}"
+                    try:
+                        yield Located(json.loads(line), location)
+                    except json.JSONDecodeError as exc:
+                        on_issue(
+                            ReadIssue(location, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                        )
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSource:
+    """A FHIR Bundle JSON file, or a folder of them (``*.json``, read in name order).
+
+    Any Bundle type is read (transaction, collection, searchset, ...). ``urn:uuid`` references
+    between entries are resolved through the entries' ``fullUrl`` so a transaction written for
+    a server reads the same as one with server-assigned ids.
+    """
+
+    path: Path
+
+    def files(self) -> list[Path]:
+        return sorted(self.path.glob("*.json")) if self.path.is_dir() else [self.path]
+
+    def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        paths = self.files()
+        return group_by_patient(
+            self._entries(paths, on_issue), on_issue, buckets=_bucket_count(paths)
+        )
+
+    @staticmethod
+    def _entries(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
+        for path in paths:
+            try:
+                bundle = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            except json.JSONDecodeError as exc:
+                on_issue(ReadIssue(path.name, f"invalid JSON: {exc.msg} at line {exc.lineno}"))
+                continue
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                on_issue(ReadIssue(path.name, "field resourceType: not a Bundle"))
+                continue
+            entries = bundle.get("entry")
+            if not isinstance(entries, list):
+                continue
+            yield from _resolved_entries(entries, path.name, on_issue)
+
+
+def _resolved_entries(
+    entries: list[object], name: str, on_issue: IssueHandler
+) -> Iterator[Located]:
+    """The entries' resources, with ``urn:uuid`` ids and subject references made relative."""
+    local_ids: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        resource, full_url = entry.get("resource"), entry.get("fullUrl")
+        if isinstance(resource, dict) and isinstance(full_url, str) and full_url.startswith("urn:"):
+            rid = resource.get("id") or full_url.rsplit(":", 1)[-1]
+            local_ids[full_url] = f"{resource.get('resourceType')}/{rid}"
+    for index, entry in enumerate(entries):
+        location = f"{name}#entry[{index}]"
+        if not isinstance(entry, dict) or "resource" not in entry:
+            on_issue(ReadIssue(location, "field entry.resource: missing"))
+            continue
+        resource = entry["resource"]
+        if isinstance(resource, dict) and local_ids:
+            resource = _localise(resource, entry.get("fullUrl"), local_ids)
+        yield Located(resource, location)
+
+
+def _localise(resource: Resource, full_url: object, local_ids: dict[str, str]) -> Resource:
+    resource = dict(resource)
+    if "id" not in resource and isinstance(full_url, str) and full_url in local_ids:
+        resource["id"] = local_ids[full_url].split("/", 1)[1]
+    for field in ("subject", "patient"):
+        ref = resource.get(field)
+        if isinstance(ref, dict) and ref.get("reference") in local_ids:
+            resource[field] = {**ref, "reference": local_ids[ref["reference"]]}
+    return resource

@@ -1,0 +1,105 @@
+"""Server source: a FHIR R4 server read patient by patient with standard searches.
+
+Per patient it reads the Patient, ``Condition?patient=ID`` and ``Observation?patient=ID`` (all
+categories, so vital signs, laboratory, survey and SDOH screenings alike). Only standard search
+parameters are used, so it works the same on HAPI FHIR, Epic, Cerner, Azure, Google or Medplum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..client import FhirClient
+from ..errors import FhirTailorError
+from ..fhirdata import Resource, subject_patient_id
+from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
+
+#: The resource types read for each patient, by their ``patient`` search parameter.
+PATIENT_DATA_TYPES = ("Condition", "Observation")
+
+
+@dataclass(frozen=True, slots=True)
+class PatientSelection:
+    """Which patients a server run covers: listed ids, everyone, or changed since a time."""
+
+    ids: tuple[str, ...] = ()
+    everyone: bool = False
+    since: datetime | None = None
+
+    def __post_init__(self) -> None:
+        chosen = sum((bool(self.ids), self.everyone, self.since is not None))
+        if chosen != 1:
+            raise ValueError("choose exactly one of: patient ids, all patients, or since")
+
+
+@dataclass(slots=True)
+class ServerSource:
+    client: FhirClient
+    selection: PatientSelection
+    page_size: int = 100
+
+    def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        if self.selection.everyone:
+            for patient in self.client.search("Patient", count=self.page_size):
+                record = self._record(patient, on_issue)
+                if record is not None:
+                    yield record
+            return
+        for pid in self._selected_ids(on_issue):
+            try:
+                patient = self.client.read("Patient", pid)
+            except FhirTailorError as exc:
+                on_issue(ReadIssue(f"Patient/{pid}", str(exc), "Patient", pid))
+                continue
+            record = self._record(patient, on_issue)
+            if record is not None:
+                yield record
+
+    def _selected_ids(self, on_issue: IssueHandler) -> list[str]:
+        if self.selection.ids:
+            return list(dict.fromkeys(self.selection.ids))
+        assert self.selection.since is not None
+        since = f"ge{self.selection.since.isoformat()}"
+        changed: set[str] = set()
+        for rtype in ("Patient", *PATIENT_DATA_TYPES):
+            try:
+                for resource in self.client.search(
+                    rtype, {"_lastUpdated": since}, count=self.page_size
+                ):
+                    pid = subject_patient_id(resource)
+                    if pid:
+                        changed.add(pid)
+            except FhirTailorError as exc:
+                on_issue(ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype))
+        return sorted(changed)
+
+    def _record(self, patient: Resource, on_issue: IssueHandler) -> PatientRecord | None:
+        _, pid, problem = check_resource(patient)
+        if problem is not None or pid is None:
+            on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
+            return None
+        resources: list[Resource] = []
+        for rtype in PATIENT_DATA_TYPES:
+            try:
+                found = self.client.search(rtype, {"patient": pid}, count=self.page_size)
+                resources.extend(self._usable(found, pid, rtype, on_issue))
+            except FhirTailorError as exc:
+                on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
+                return None
+        return PatientRecord(patient, tuple(resources))
+
+    @staticmethod
+    def _usable(
+        found: Iterator[Resource], pid: str, rtype: str, on_issue: IssueHandler
+    ) -> Iterator[Resource]:
+        """Resources of the searched type about this patient; includes and strays are dropped."""
+        for resource in found:
+            if resource.get("resourceType") != rtype:
+                continue
+            _, owner, problem = check_resource(resource)
+            if problem is not None:
+                on_issue(ReadIssue(f"{rtype}?patient", problem, rtype, resource.get("id")))
+            elif owner == pid:
+                yield resource
