@@ -139,26 +139,31 @@ class SourceChoice:
 def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
     server, input_path = params["server"], params["input_path"]
     patient_ids: tuple[str, ...] = params["patient_ids"]
-    client = None
-    if server:
-        try:
-            auth = auth_from_settings(params["token"], params["username"], params["password"])
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from exc
-        client = stack.enter_context(FhirClient(server, auth=auth, timeout=params["timeout"]))
-        try:
-            client.capabilities()
-        except FhirTailorError as exc:
-            _fail(f"cannot use server: {exc}")
-    if input_path is not None:
-        return SourceChoice(file_source(input_path), client, patient_ids)
-    if client is not None:
+    if server and input_path is None:
         try:
             selection = PatientSelection(patient_ids, params["everyone"], params["since"])
         except ValueError as exc:
             raise click.UsageError(f"with --server, {exc} (--patient, --all or --since)") from exc
+    client = _connect(stack, params) if server else None
+    if input_path is not None:
+        return SourceChoice(file_source(input_path), client, patient_ids)
+    if client is not None:
         return SourceChoice(ServerSource(client, selection), client, ())
     return SourceChoice(file_source(bundled_path("fixtures") / "bundles"), None, patient_ids)
+
+
+def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
+    """A client for ``--server``, checked to be a reachable FHIR R4 server."""
+    try:
+        auth = auth_from_settings(params["token"], params["username"], params["password"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    client = stack.enter_context(FhirClient(params["server"], auth=auth, timeout=params["timeout"]))
+    try:
+        client.capabilities()
+    except FhirTailorError as exc:
+        _fail(f"cannot use server: {exc}")
+    return client
 
 
 class _Progress:

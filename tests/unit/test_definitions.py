@@ -1,0 +1,92 @@
+"""Definition files: the bundled ones load; mistakes fail at load time naming file and place."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fhir_tailor.definitions import DefinitionError, Definitions, bundled_path, load_definitions
+from fhir_tailor.mapping import DIMENSIONS
+
+
+def test_bundled_definitions_cover_every_dimension(definitions: Definitions) -> None:
+    dimensions = {dim for _, dim in definitions.rules.index.features.values()}
+    assert dimensions == set(DIMENSIONS)
+    assert len(definitions.catalog.modules) >= 5
+    assert len(definitions.segments) >= 5
+
+
+def test_lookup_is_by_code_not_by_scan(definitions: Definitions) -> None:
+    index = definitions.rules.index
+    hits = index.lookup("http://loinc.org", "4548-4", "Observation")
+    assert [h.feature.id for h in hits] == ["hba1c_above_target"]
+    assert index.lookup("http://loinc.org", "4548-4", "Condition") == []
+    assert index.lookup("http://example.org/local", "4548-4", "Observation") == []
+
+
+@pytest.fixture
+def profiles(tmp_path: Path) -> Path:
+    target = tmp_path / "profiles"
+    shutil.copytree(bundled_path("profiles"), target)
+    return target
+
+
+def edit(path: Path, change: object) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_unknown_key_is_named(profiles: Path) -> None:
+    edit(profiles / "features" / "medical.yaml", lambda d: d["features"][0].update(severty="high"))
+    with pytest.raises(DefinitionError, match=r"medical\.yaml: features\.0\.severty"):
+        load_definitions(profiles)
+
+
+def test_rule_referring_to_unknown_feature(profiles: Path) -> None:
+    edit(profiles / "segments.yaml", lambda d: d["segments"][0].update(when={"feature": "diabetis"}))
+    with pytest.raises(DefinitionError, match=r"segments\.yaml: segment .* unknown feature 'diabetis'"):
+        load_definitions(profiles)
+
+
+def test_bands_out_of_order(profiles: Path) -> None:
+    def swap(data: dict) -> None:  # type: ignore[type-arg]
+        for feature in data["features"]:
+            for rule in feature["rules"]:
+                if "value" in rule:
+                    rule["value"]["bands"].reverse()
+                    return
+
+    edit(profiles / "features" / "medical.yaml", swap)
+    with pytest.raises(DefinitionError, match="band"):
+        load_definitions(profiles)
+
+
+def test_prefix_only_for_icd10(profiles: Path) -> None:
+    edit(
+        profiles / "features" / "medical.yaml",
+        lambda d: d["features"][0]["rules"][0]["codes"][0].update(system="http://loinc.org", prefix=True),
+    )
+    with pytest.raises(DefinitionError, match="prefix"):
+        load_definitions(profiles)
+
+
+def test_duplicate_feature(profiles: Path) -> None:
+    edit(profiles / "features" / "social.yaml", lambda d: d["features"].append(d["features"][0]))
+    with pytest.raises(DefinitionError, match="defined twice"):
+        load_definitions(profiles)
+
+
+def test_bad_rule_kind(profiles: Path) -> None:
+    edit(profiles / "variants.yaml", lambda d: d["variants"][0].update(when={"feture": "x"}))
+    with pytest.raises(DefinitionError, match=r"variants\.yaml: variants\.0\.when: .*one of the keys"):
+        load_definitions(profiles)
+
+
+def test_invalid_yaml(profiles: Path) -> None:
+    (profiles / "catalog.yaml").write_text("catalog: [unclosed\n")
+    with pytest.raises(DefinitionError, match=r"catalog\.yaml: invalid YAML"):
+        load_definitions(profiles)

@@ -1,0 +1,139 @@
+"""FHIR output: valid R4 (checked with the strict R4B models), US Core shape, idempotence markers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
+from conftest import AS_OF
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.goal import Goal
+from fhir.resources.R4B.provenance import Provenance
+
+from fhir_tailor.definitions import Definitions
+from fhir_tailor.pipeline import profile_and_plan
+from fhir_tailor.resources import (
+    CAREPLAN_ID_SYSTEM,
+    GENERATED_TAG,
+    InvalidOutputError,
+    PlanResources,
+    content_digest,
+    create_transaction,
+    to_fhir,
+    validate,
+)
+from fhir_tailor.sinks.server import foreign_change
+
+RECORDED = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def resources(definitions: Definitions) -> PlanResources:
+    rec = record(
+        condition("c1", SNOMED, "44054006"),
+        condition("c2", ICD10, "Z59.82"),
+        observation("o1", "4548-4", **quantity(9.6, "%")),
+        observation("o2", "88122-7", when="2026-10-01", **answer("LA28397-0")),
+    )
+    _, plan = profile_and_plan(rec, definitions, AS_OF)
+    assert plan is not None
+    return to_fhir(plan, RECORDED)
+
+
+def test_careplan_is_valid_us_core_shaped(resources: PlanResources) -> None:
+    careplan = resources.careplan.resource
+    CarePlan.model_validate(careplan)
+    assert careplan["status"] == "draft" and careplan["intent"] == "plan"
+    assert careplan["category"][0]["coding"][0] == {
+        "system": "http://hl7.org/fhir/us/core/CodeSystem/careplan-category",
+        "code": "assess-plan",
+    }
+    assert careplan["subject"] == {"reference": "Patient/p1"}
+    assert careplan["text"]["status"] == "generated"
+    assert careplan["text"]["div"].startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+    assert {"reference": "Condition/c1"} in careplan["addresses"]
+    assert {"reference": "Observation/o1"} in careplan["supportingInfo"]
+    assert [g["reference"] for g in careplan["goal"]] == [g.full_url for g in resources.goals]
+    assert any(url.endswith("PlanDefinition/diabetes-outpatient|1.0.0") for url in careplan["instantiatesCanonical"])
+    assert careplan["identifier"][0] == {"system": CAREPLAN_ID_SYSTEM, "value": "p1/fhir-tailor-core/2026.11.0"}
+    assert GENERATED_TAG in careplan["meta"]["tag"]
+
+
+def test_every_activity_carries_its_reason(resources: PlanResources) -> None:
+    for activity in resources.careplan.resource["activity"]:
+        detail = activity["detail"]
+        assert detail["status"] == "not-started" and detail["description"]
+        assert detail["reasonCode"], detail
+    telehealth = next(
+        a["detail"] for a in resources.careplan.resource["activity"] if "telehealth" in a["detail"]["description"]
+    )
+    assert any("telehealth-follow-up" in r["text"] for r in telehealth["reasonCode"])
+    assert {"reference": "Condition/c2"} in telehealth["reasonReference"]
+
+
+def test_goals_and_provenance_are_valid(resources: PlanResources) -> None:
+    assert resources.goals
+    for goal in resources.goals:
+        Goal.model_validate(goal.resource)
+        assert goal.resource["lifecycleStatus"] == "proposed"
+        assert goal.resource["target"][0]["dueDate"]
+    hba1c = next(g.resource for g in resources.goals if "HbA1c" in g.resource["description"]["text"])
+    assert hba1c["target"][0]["detailQuantity"] == {
+        "value": 7.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%", "comparator": "<",
+    }
+    provenance = resources.provenance.resource
+    Provenance.model_validate(provenance)
+    targets = [t["reference"] for t in provenance["target"]]
+    assert targets == [resources.careplan.full_url, *(g.full_url for g in resources.goals)]
+    assert provenance["agent"][0]["who"]["display"].startswith("fhir-tailor ")
+    entities = {e["what"]["reference"] for e in provenance["entity"]}
+    assert {"Patient/p1", "Condition/c1", "Observation/o1"} <= entities
+
+
+def test_transaction_is_conditional_on_identifier(resources: PlanResources) -> None:
+    bundle = create_transaction(resources)
+    first = bundle["entry"][0]
+    assert first["request"] == {
+        "method": "POST",
+        "url": "CarePlan",
+        "ifNoneExist": f"identifier={CAREPLAN_ID_SYSTEM}|p1/fhir-tailor-core/2026.11.0",
+    }
+    assert all(e["fullUrl"].startswith("urn:uuid:") for e in bundle["entry"])
+
+
+def test_output_is_deterministic(definitions: Definitions, resources: PlanResources) -> None:
+    rec = record(
+        condition("c1", SNOMED, "44054006"),
+        condition("c2", ICD10, "Z59.82"),
+        observation("o1", "4548-4", **quantity(9.6, "%")),
+        observation("o2", "88122-7", when="2026-10-01", **answer("LA28397-0")),
+    )
+    _, plan = profile_and_plan(rec, definitions, AS_OF)
+    assert plan is not None
+    again = to_fhir(plan, RECORDED)
+    assert create_transaction(again) == create_transaction(resources)
+
+
+def test_our_untouched_resource_is_ours(resources: PlanResources) -> None:
+    stored = {**resources.careplan.resource, "id": "42", "meta": {"versionId": "1", "tag": [GENERATED_TAG]}}
+    assert foreign_change(stored) is None
+
+
+def test_clinician_edits_are_detected(resources: PlanResources) -> None:
+    stored = {**resources.careplan.resource, "id": "42"}
+    edited_activity = [dict(a) for a in stored["activity"]]
+    edited_activity[0] = {"detail": {**edited_activity[0]["detail"], "description": "Changed by Dr. X"}}
+    assert "edited" in (foreign_change({**stored, "activity": edited_activity}) or "")
+    assert "no longer 'draft'" in (foreign_change({**stored, "status": "active"}) or "")
+    assert "no fhir-tailor tag" in (foreign_change({**stored, "meta": {}}) or "")
+
+
+def test_digest_ignores_server_managed_fields(resources: PlanResources) -> None:
+    stored = {**resources.careplan.resource, "id": "42", "meta": {"versionId": "7", "lastUpdated": "2026-11-15"}}
+    assert content_digest(stored) == content_digest(resources.careplan.resource)
+
+
+def test_invalid_output_is_a_loud_error() -> None:
+    with pytest.raises(InvalidOutputError, match="CarePlan"):
+        validate({"resourceType": "CarePlan", "status": "not-a-status", "intent": "plan", "subject": {}})
