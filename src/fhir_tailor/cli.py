@@ -27,6 +27,7 @@ from .errors import FhirTailorError
 from .pipeline import profile_and_plan, run
 from .record import PatientRecord, ReadIssue
 from .report import RunReport
+from .retry import RetryPolicy
 from .sinks import Sink
 from .sinks.files import FolderSink, StdoutSink, summarize
 from .sinks.server import ServerSink
@@ -115,6 +116,14 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="HTTP timeout in seconds.",
         ),
+        click.option(
+            "--retry-budget",
+            type=float,
+            default=120.0,
+            envvar="FHIR_TAILOR_RETRY_BUDGET",
+            show_default=True,
+            help="Total seconds one request may spend retrying before it fails.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -158,7 +167,9 @@ def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
         auth = auth_from_settings(params["token"], params["username"], params["password"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    client = stack.enter_context(FhirClient(params["server"], auth=auth, timeout=params["timeout"]))
+    retry = RetryPolicy(total_budget=params["retry_budget"])
+    client = FhirClient(params["server"], auth=auth, timeout=params["timeout"], retry=retry)
+    stack.enter_context(client)
     try:
         client.capabilities()
     except FhirTailorError as exc:

@@ -4,7 +4,8 @@
 the same plan, byte for byte (modules in id order, activities in module order, variants in
 catalog order, references sorted). Every activity carries the reasons it is there (the module's
 applicability evidence) and every variation applied to it (variant id, stated reason, and the
-findings with their source resources).
+findings with their source resources). The plan *addresses* the Conditions behind its modules and
+variations, and is *supported by* the Observations of every current finding.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
     for activity in activities:
         for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
             sources.update(ref.sources)
+    observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
     return Plan(
         patient=profile.patient,
         as_of=profile.as_of,
@@ -134,7 +136,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         goals=tuple(goals),
         activities=tuple(activities),
         addresses=tuple(sorted(s for s in sources if s.startswith("Condition/"))),
-        supporting_info=tuple(sorted(s for s in sources if s.startswith("Observation/"))),
+        supporting_info=tuple(sorted(s for s in sources | observed if s.startswith("Observation/"))),
     )
 
 

@@ -47,8 +47,12 @@ def test_unknown_key_is_named(profiles: Path) -> None:
 
 
 def test_rule_referring_to_unknown_feature(profiles: Path) -> None:
-    edit(profiles / "segments.yaml", lambda d: d["segments"][0].update(when={"feature": "diabetis"}))
-    with pytest.raises(DefinitionError, match=r"segments\.yaml: segment .* unknown feature 'diabetis'"):
+    edit(
+        profiles / "segments.yaml", lambda d: d["segments"][0].update(when={"feature": "diabetis"})
+    )
+    with pytest.raises(
+        DefinitionError, match=r"segments\.yaml: segment .* unknown feature 'diabetis'"
+    ):
         load_definitions(profiles)
 
 
@@ -68,7 +72,9 @@ def test_bands_out_of_order(profiles: Path) -> None:
 def test_prefix_only_for_icd10(profiles: Path) -> None:
     edit(
         profiles / "features" / "medical.yaml",
-        lambda d: d["features"][0]["rules"][0]["codes"][0].update(system="http://loinc.org", prefix=True),
+        lambda d: d["features"][0]["rules"][0]["codes"][0].update(
+            system="http://loinc.org", prefix=True
+        ),
     )
     with pytest.raises(DefinitionError, match="prefix"):
         load_definitions(profiles)
@@ -82,7 +88,9 @@ def test_duplicate_feature(profiles: Path) -> None:
 
 def test_bad_rule_kind(profiles: Path) -> None:
     edit(profiles / "variants.yaml", lambda d: d["variants"][0].update(when={"feture": "x"}))
-    with pytest.raises(DefinitionError, match=r"variants\.yaml: variants\.0\.when: .*one of the keys"):
+    with pytest.raises(
+        DefinitionError, match=r"variants\.yaml: variants\.0\.when: .*one of the keys"
+    ):
         load_definitions(profiles)
 
 

@@ -12,7 +12,9 @@ from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
 from fhir_tailor.record import PatientRecord
 
-SPANISH = [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es"}]}, "preferred": True}]
+SPANISH = [
+    {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es"}]}, "preferred": True}
+]
 
 
 def plan_of(definitions: Definitions, rec: PatientRecord) -> Plan:
@@ -44,9 +46,13 @@ def test_modules_follow_the_profile(definitions: Definitions) -> None:
     assert "Observation/o1" in plan.supporting_info
 
 
-def test_transportation_insecurity_turns_clinic_visits_into_telehealth(definitions: Definitions) -> None:
+def test_transportation_insecurity_turns_clinic_visits_into_telehealth(
+    definitions: Definitions,
+) -> None:
     plan = plan_of(definitions, diabetic_with_needs())
-    visit = next(a for a in plan.activities if a.key == "diabetes-outpatient.diabetes-follow-up-visit")
+    visit = next(
+        a for a in plan.activities if a.key == "diabetes-outpatient.diabetes-follow-up-visit"
+    )
     assert "telehealth" in visit.description
     [variation] = visit.variations
     assert variation.variant == "telehealth-follow-up"

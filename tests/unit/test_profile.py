@@ -13,7 +13,9 @@ from fhir_tailor.profile import Profile, build_profile
 from fhir_tailor.record import PatientRecord
 
 
-def profile_of(definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None) -> Profile:
+def profile_of(
+    definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None
+) -> Profile:
     handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
     return build_profile(rec, definitions.rules, AS_OF, handler)
 
@@ -21,7 +23,9 @@ def profile_of(definitions: Definitions, rec: PatientRecord, issues: list[tuple[
 @pytest.mark.parametrize(
     ("system", "code"), [(SNOMED, "44054006"), (ICD10, "E11.9"), (ICD10, "e1165"), (ICD10, "E11")]
 )
-def test_type2_diabetes_from_snomed_and_icd10_prefix(definitions: Definitions, system: str, code: str) -> None:
+def test_type2_diabetes_from_snomed_and_icd10_prefix(
+    definitions: Definitions, system: str, code: str
+) -> None:
     profile = profile_of(definitions, record(condition("c1", system, code)))
     finding = profile.finding("type2_diabetes")
     assert finding is not None and finding.status == "present"
@@ -36,14 +40,18 @@ def test_icd10_prefix_does_not_match_a_neighbouring_code(definitions: Definition
 
 @pytest.mark.parametrize("clinical", ["resolved", "inactive", "remission"])
 def test_condition_no_longer_active_does_not_count(definitions: Definitions, clinical: str) -> None:
-    profile = profile_of(definitions, record(condition("c1", SNOMED, "44054006", clinical=clinical)))
+    profile = profile_of(
+        definitions, record(condition("c1", SNOMED, "44054006", clinical=clinical))
+    )
     assert profile.finding("type2_diabetes") is None
     assert profile.medical.need == "none"
 
 
 def test_refuted_condition_does_not_count(definitions: Definitions) -> None:
     refuted = condition(
-        "c1", SNOMED, "38341003",
+        "c1",
+        SNOMED,
+        "38341003",
         verificationStatus={"coding": [{"system": VERIFICATION, "code": "refuted"}]},
     )
     assert profile_of(definitions, record(refuted)).finding("hypertension") is None
@@ -53,11 +61,18 @@ def test_refuted_condition_does_not_count(definitions: Definitions) -> None:
     ("value", "status", "severity"),
     [(9.4, "present", "high"), (7.5, "present", "moderate"), (6.1, "absent", None)],
 )
-def test_hba1c_bands(definitions: Definitions, value: float, status: str, severity: str | None) -> None:
+def test_hba1c_bands(
+    definitions: Definitions, value: float, status: str, severity: str | None
+) -> None:
     profile = profile_of(definitions, record(observation("o1", "4548-4", **quantity(value, "%"))))
     finding = profile.finding("hba1c_above_target")
     assert finding is not None
-    assert (finding.status, finding.severity, finding.value, finding.unit) == (status, severity, value, "%")
+    assert (finding.status, finding.severity, finding.value, finding.unit) == (
+        status,
+        severity,
+        value,
+        "%",
+    )
     assert finding.effective == date(2026, 9, 1)
 
 
@@ -71,10 +86,17 @@ def test_observation_without_value_is_unknown_and_reported(definitions: Definiti
 
 def test_bp_panel_components_are_read(definitions: Definitions) -> None:
     panel = observation(
-        "bp1", "85354-9",
+        "bp1",
+        "85354-9",
         component=[
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, **quantity(165, "mm[Hg]")},
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, **quantity(85, "mm[Hg]")},
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                **quantity(165, "mm[Hg]"),
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                **quantity(85, "mm[Hg]"),
+            },
         ],
     )
     finding = profile_of(definitions, record(panel)).finding("bp_above_target")
@@ -89,7 +111,9 @@ def test_separate_diastolic_observation_is_read(definitions: Definitions) -> Non
     assert finding is not None and (finding.status, finding.severity) == ("present", "moderate")
 
 
-@pytest.mark.parametrize(("score", "severity"), [(22, "high"), (16, "high"), (12, "moderate"), (6, "low")])
+@pytest.mark.parametrize(
+    ("score", "severity"), [(22, "high"), (16, "high"), (12, "moderate"), (6, "low")]
+)
 def test_phq9_total_bands(definitions: Definitions, score: int, severity: str) -> None:
     profile = profile_of(definitions, record(observation("o1", "44261-6", valueInteger=score)))
     finding = profile.finding("depression")
@@ -98,13 +122,19 @@ def test_phq9_total_bands(definitions: Definitions, score: int, severity: str) -
 
 
 def test_phq9_below_five_is_absent(definitions: Definitions) -> None:
-    finding = profile_of(definitions, record(observation("o1", "44261-6", valueInteger=3))).finding("depression")
+    finding = profile_of(definitions, record(observation("o1", "44261-6", valueInteger=3))).finding(
+        "depression"
+    )
     assert finding is not None and finding.status == "absent"
 
 
-@pytest.mark.parametrize(("code", "status"), [("LA28397-0", "present"), ("LA6729-3", "present"), ("LA28398-8", "absent")])
+@pytest.mark.parametrize(
+    ("code", "status"), [("LA28397-0", "present"), ("LA6729-3", "present"), ("LA28398-8", "absent")]
+)
 @pytest.mark.parametrize("item", ["88122-7", "88123-5"])
-def test_hunger_vital_sign_answers(definitions: Definitions, item: str, code: str, status: str) -> None:
+def test_hunger_vital_sign_answers(
+    definitions: Definitions, item: str, code: str, status: str
+) -> None:
     profile = profile_of(definitions, record(observation("o1", item, **answer(code))))
     finding = profile.finding("food_insecurity")
     assert finding is not None and finding.status == status
@@ -117,7 +147,11 @@ def test_newer_negative_screening_overrides_older_positive(definitions: Definiti
         observation("new", "88122-7", when="2026-08-10", **answer("LA28398-8")),
     )
     finding = profile_of(definitions, rec).finding("food_insecurity")
-    assert finding is not None and finding.status == "absent" and finding.sources == ("Observation/new",)
+    assert (
+        finding is not None
+        and finding.status == "absent"
+        and finding.sources == ("Observation/new",)
+    )
 
 
 def test_active_sdoh_condition_wins_over_negative_screening(definitions: Definitions) -> None:
@@ -126,7 +160,9 @@ def test_active_sdoh_condition_wins_over_negative_screening(definitions: Definit
         observation("o1", "88122-7", when="2026-08-10", **answer("LA28398-8")),
     )
     finding = profile_of(definitions, rec).finding("food_insecurity")
-    assert finding is not None and finding.status == "present" and finding.sources == ("Condition/c1",)
+    assert (
+        finding is not None and finding.status == "present" and finding.sources == ("Condition/c1",)
+    )
 
 
 def test_stale_screening_is_kept_marked_and_opens_the_gap(definitions: Definitions) -> None:
@@ -154,10 +190,14 @@ def test_recent_screening_closes_the_sdoh_gap(definitions: Definitions) -> None:
         ("low_health_literacy", "Z55.0"),
     ],
 )
-def test_icd10_findings_in_each_dimension(definitions: Definitions, feature: str, code: str) -> None:
+def test_icd10_findings_in_each_dimension(
+    definitions: Definitions, feature: str, code: str
+) -> None:
     profile = profile_of(definitions, record(condition("c1", ICD10, code)))
     finding = profile.finding(feature)
-    assert finding is not None and finding.status == "present" and finding.sources == ("Condition/c1",)
+    assert (
+        finding is not None and finding.status == "present" and finding.sources == ("Condition/c1",)
+    )
 
 
 def test_findings_land_in_their_dimension(definitions: Definitions) -> None:
@@ -186,7 +226,13 @@ def test_patient_facts(definitions: Definitions) -> None:
 
 
 def test_unknown_and_malformed_elements_are_tolerated(definitions: Definitions) -> None:
-    odd = observation("o1", "4548-4", **quantity(8.0, "%"), foo={"bar": 1}, effectiveDateTime="2026-09")
+    odd = observation(
+        "o1", "4548-4", **quantity(8.0, "%"), foo={"bar": 1}, effectiveDateTime="2026-09"
+    )
     odd["code"]["coding"].append({"system": 5, "code": None})
     finding = profile_of(definitions, record(odd)).finding("hba1c_above_target")
-    assert finding is not None and finding.severity == "moderate" and finding.effective == date(2026, 9, 1)
+    assert (
+        finding is not None
+        and finding.severity == "moderate"
+        and finding.effective == date(2026, 9, 1)
+    )

@@ -55,8 +55,14 @@ def test_careplan_is_valid_us_core_shaped(resources: PlanResources) -> None:
     assert {"reference": "Condition/c1"} in careplan["addresses"]
     assert {"reference": "Observation/o1"} in careplan["supportingInfo"]
     assert [g["reference"] for g in careplan["goal"]] == [g.full_url for g in resources.goals]
-    assert any(url.endswith("PlanDefinition/diabetes-outpatient|1.0.0") for url in careplan["instantiatesCanonical"])
-    assert careplan["identifier"][0] == {"system": CAREPLAN_ID_SYSTEM, "value": "p1/fhir-tailor-core/2026.11.0"}
+    assert any(
+        url.endswith("PlanDefinition/diabetes-outpatient|1.0.0")
+        for url in careplan["instantiatesCanonical"]
+    )
+    assert careplan["identifier"][0] == {
+        "system": CAREPLAN_ID_SYSTEM,
+        "value": "p1/fhir-tailor-core/2026.11.0",
+    }
     assert GENERATED_TAG in careplan["meta"]["tag"]
 
 
@@ -66,7 +72,9 @@ def test_every_activity_carries_its_reason(resources: PlanResources) -> None:
         assert detail["status"] == "not-started" and detail["description"]
         assert detail["reasonCode"], detail
     telehealth = next(
-        a["detail"] for a in resources.careplan.resource["activity"] if "telehealth" in a["detail"]["description"]
+        a["detail"]
+        for a in resources.careplan.resource["activity"]
+        if "telehealth" in a["detail"]["description"]
     )
     assert any("telehealth-follow-up" in r["text"] for r in telehealth["reasonCode"])
     assert {"reference": "Condition/c2"} in telehealth["reasonReference"]
@@ -78,9 +86,15 @@ def test_goals_and_provenance_are_valid(resources: PlanResources) -> None:
         Goal.model_validate(goal.resource)
         assert goal.resource["lifecycleStatus"] == "proposed"
         assert goal.resource["target"][0]["dueDate"]
-    hba1c = next(g.resource for g in resources.goals if "HbA1c" in g.resource["description"]["text"])
+    hba1c = next(
+        g.resource for g in resources.goals if "HbA1c" in g.resource["description"]["text"]
+    )
     assert hba1c["target"][0]["detailQuantity"] == {
-        "value": 7.0, "unit": "%", "system": "http://unitsofmeasure.org", "code": "%", "comparator": "<",
+        "value": 7.0,
+        "unit": "%",
+        "system": "http://unitsofmeasure.org",
+        "code": "%",
+        "comparator": "<",
     }
     provenance = resources.provenance.resource
     Provenance.model_validate(provenance)
@@ -116,24 +130,36 @@ def test_output_is_deterministic(definitions: Definitions, resources: PlanResour
 
 
 def test_our_untouched_resource_is_ours(resources: PlanResources) -> None:
-    stored = {**resources.careplan.resource, "id": "42", "meta": {"versionId": "1", "tag": [GENERATED_TAG]}}
+    stored = {
+        **resources.careplan.resource,
+        "id": "42",
+        "meta": {"versionId": "1", "tag": [GENERATED_TAG]},
+    }
     assert foreign_change(stored) is None
 
 
 def test_clinician_edits_are_detected(resources: PlanResources) -> None:
     stored = {**resources.careplan.resource, "id": "42"}
     edited_activity = [dict(a) for a in stored["activity"]]
-    edited_activity[0] = {"detail": {**edited_activity[0]["detail"], "description": "Changed by Dr. X"}}
+    edited_activity[0] = {
+        "detail": {**edited_activity[0]["detail"], "description": "Changed by Dr. X"}
+    }
     assert "edited" in (foreign_change({**stored, "activity": edited_activity}) or "")
     assert "no longer 'draft'" in (foreign_change({**stored, "status": "active"}) or "")
     assert "no fhir-tailor tag" in (foreign_change({**stored, "meta": {}}) or "")
 
 
 def test_digest_ignores_server_managed_fields(resources: PlanResources) -> None:
-    stored = {**resources.careplan.resource, "id": "42", "meta": {"versionId": "7", "lastUpdated": "2026-11-15"}}
+    stored = {
+        **resources.careplan.resource,
+        "id": "42",
+        "meta": {"versionId": "7", "lastUpdated": "2026-11-15"},
+    }
     assert content_digest(stored) == content_digest(resources.careplan.resource)
 
 
 def test_invalid_output_is_a_loud_error() -> None:
     with pytest.raises(InvalidOutputError, match="CarePlan"):
-        validate({"resourceType": "CarePlan", "status": "not-a-status", "intent": "plan", "subject": {}})
+        validate(
+            {"resourceType": "CarePlan", "intent": "plan", "subject": {"reference": "Patient/p1"}}
+        )

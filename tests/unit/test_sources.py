@@ -25,7 +25,9 @@ def population(n: int) -> list[dict[str, Any]]:
     return resources
 
 
-def write_ndjson(folder: Path, resources: list[dict[str, Any]], extra_lines: dict[str, list[str]] | None = None) -> Path:
+def write_ndjson(
+    folder: Path, resources: list[dict[str, Any]], extra_lines: dict[str, list[str]] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     by_type: dict[str, list[str]] = {}
     for resource in reversed(resources):  # not grouped, not in patient order
@@ -44,7 +46,8 @@ def collect(source: Any) -> tuple[list[PatientRecord], list[ReadIssue]]:
 
 def normalized(records: list[PatientRecord]) -> list[tuple[str, list[str]]]:
     return sorted(
-        (r.patient_id, sorted(f"{x['resourceType']}/{x['id']}" for x in r.resources)) for r in records
+        (r.patient_id, sorted(f"{x['resourceType']}/{x['id']}" for x in r.resources))
+        for r in records
     )
 
 
@@ -52,7 +55,15 @@ def test_ndjson_and_bundles_give_the_same_records(tmp_path: Path) -> None:
     resources = population(5)
     ndjson = write_ndjson(tmp_path / "ndjson", resources)
     bundle = tmp_path / "bundle.json"
-    bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}))
+    bundle.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in resources],
+            }
+        )
+    )
     from_ndjson, issues_a = collect(NdjsonSource(ndjson))
     from_bundle, issues_b = collect(BundleSource(bundle))
     assert issues_a == issues_b == []
@@ -70,7 +81,14 @@ def test_bad_ndjson_lines_are_reported_with_file_and_line(tmp_path: Path) -> Non
     folder = write_ndjson(
         tmp_path,
         population(2),
-        {"Observation": ['{"resourceType": "Observation", "id": "broken"', "", "[1, 2]", '{"id": "x"}']},
+        {
+            "Observation": [
+                '{"resourceType": "Observation", "id": "broken"',
+                "",
+                "[1, 2]",
+                '{"id": "x"}',
+            ]
+        },
     )
     records, issues = collect(NdjsonSource(folder))
     assert len(records) == 2
@@ -92,7 +110,15 @@ def test_unusable_resources_are_reported_and_skipped(tmp_path: Path) -> None:
         observation("o-ok", "4548-4"),
     ]
     path = tmp_path / "b.json"
-    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": e} for e in entries]}))
+    path.write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": e} for e in entries],
+            }
+        )
+    )
     records, issues = collect(BundleSource(path))
     assert [r.patient_id for r in records] == ["p1"]
     assert [x["id"] for x in records[0].resources] == ["o-ok"]
@@ -113,7 +139,11 @@ def test_urn_uuid_references_are_resolved(tmp_path: Path) -> None:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": pid_url, "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "fullUrl": pid_url,
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
             {"fullUrl": "urn:uuid:0b8a0f2e-0000-4000-8000-000000000002", "resource": obs},
         ],
     }
@@ -139,4 +169,6 @@ def test_bucketed_grouping_equals_in_memory_grouping(buckets: int) -> None:
     in_memory = list(group_by_patient(items, lambda _: None))
     spilled = list(group_by_patient(items, lambda _: None, buckets=buckets))
     assert normalized(spilled) == normalized(in_memory)
-    assert [r.resources for r in sorted(spilled, key=lambda r: r.patient_id)] == [r.resources for r in in_memory]
+    assert [r.resources for r in sorted(spilled, key=lambda r: r.patient_id)] == [
+        r.resources for r in in_memory
+    ]
