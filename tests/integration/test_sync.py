@@ -1,4 +1,4 @@
-"""End to end against a real FHIR server on loopback: load fixtures, sync, re-sync, respect edits."""
+"""End to end against a real FHIR server on loopback: load, sync, re-sync, respect edits."""
 
 from __future__ import annotations
 

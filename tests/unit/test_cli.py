@@ -47,7 +47,7 @@ def test_sync_to_folder_writes_valid_bundles_and_a_report(tmp_path: Path) -> Non
     assert len(written) == data["counts"]["written"] > 0
     bundle = json.loads(written[0].read_text())
     assert bundle["type"] == "transaction"
-    assert [e["resource"]["resourceType"] for e in bundle["entry"]][0] == "CarePlan"
+    assert bundle["entry"][0]["resource"]["resourceType"] == "CarePlan"
     assert bundle["entry"][-1]["resource"]["resourceType"] == "Provenance"
 
 

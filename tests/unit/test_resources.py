@@ -1,4 +1,4 @@
-"""FHIR output: valid R4 (checked with the strict R4B models), US Core shape, idempotence markers."""
+"""FHIR output: valid R4 (strict R4B models), US Core shape, idempotence markers."""
 
 from __future__ import annotations
 
