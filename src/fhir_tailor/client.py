@@ -115,6 +115,19 @@ class FhirClient:
             self._capabilities = statement
         return self._capabilities
 
+    def supports_search(self, resource_type: str, parameter: str) -> bool:
+        """Whether the CapabilityStatement declares a search parameter for a resource type.
+
+        Conditional writes (``ifNoneExist``) on an undeclared parameter fail a whole transaction
+        on strict servers, so writers ask first instead of assuming HAPI's full parameter set.
+        """
+        for rest in self.capabilities().get("rest") or ():
+            for resource in rest.get("resource") or ():
+                if resource.get("type") == resource_type:
+                    declared = resource.get("searchParam") or ()
+                    return any(p.get("name") == parameter for p in declared)
+        return False
+
     def read(self, resource_type: str, resource_id: str) -> Resource:
         """``GET [type]/[id]``; a missing or deleted resource raises ResourceNotFoundError."""
         url = f"{self.base_url}/{_checked_type(resource_type)}/{_checked_id(resource_id)}"

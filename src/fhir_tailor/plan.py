@@ -136,7 +136,9 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         goals=tuple(goals),
         activities=tuple(activities),
         addresses=tuple(sorted(s for s in sources if s.startswith("Condition/"))),
-        supporting_info=tuple(sorted(s for s in sources | observed if s.startswith("Observation/"))),
+        supporting_info=tuple(
+            sorted(s for s in sources | observed if s.startswith("Observation/"))
+        ),
     )
 
 

@@ -122,7 +122,19 @@ def content_digest(resource: Resource) -> str:
             resource.get("description"),
             resource.get("target"),
         ]
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:32]
+    canonical = json.dumps(_numbers_as_floats(content), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _numbers_as_floats(value: Any) -> Any:
+    """Servers may store ``7.0`` as ``7`` or ``8.10`` as ``8.1``: digest numbers by value."""
+    if isinstance(value, dict):
+        return {key: _numbers_as_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_floats(item) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def extension_value(resource: Resource, url: str) -> str | None:
@@ -148,13 +160,19 @@ def identifier_search(resource: Resource) -> str | None:
     return None
 
 
-def create_transaction(resources: PlanResources) -> Resource:
-    """A transaction Bundle creating the plan's resources, conditional on their identifiers."""
+def create_transaction(resources: PlanResources, *, conditional_goals: bool = True) -> Resource:
+    """A transaction Bundle creating the plan's resources, conditional on their identifiers.
+
+    The CarePlan is always created conditionally (``ifNoneExist`` on its identifier). Goals are
+    too unless ``conditional_goals`` is false, for servers that declare no ``identifier`` search
+    on Goal (a conditional create on an undeclared parameter fails the whole transaction).
+    """
     entries = []
     for entry in resources.entries:
-        request = {"method": "POST", "url": entry.resource["resourceType"]}
+        rtype = entry.resource["resourceType"]
+        request = {"method": "POST", "url": rtype}
         search = identifier_search(entry.resource)
-        if search:
+        if search and (conditional_goals or rtype != "Goal"):
             request["ifNoneExist"] = search
         entries.append({"fullUrl": entry.full_url, "resource": entry.resource, "request": request})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -163,3 +164,10 @@ def test_invalid_output_is_a_loud_error() -> None:
         validate(
             {"resourceType": "CarePlan", "intent": "plan", "subject": {"reference": "Patient/p1"}}
         )
+
+
+def test_digest_compares_numbers_by_value(resources: PlanResources) -> None:
+    goal = resources.goals[0].resource
+    as_stored = json.loads(json.dumps(goal).replace('"value": 7.0', '"value": 7'))
+    assert as_stored != goal
+    assert foreign_change({**as_stored, "meta": {"tag": [GENERATED_TAG]}}) is None

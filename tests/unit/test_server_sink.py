@@ -51,16 +51,39 @@ def stored_with_goals(resources: PlanResources) -> tuple[dict[str, Any], list[di
     return careplan, goals
 
 
+def capability_statement(*goal_params: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    {"type": "CarePlan", "searchParam": [{"name": "identifier", "type": "token"}]},
+                    {
+                        "type": "Goal",
+                        "searchParam": [{"name": p, "type": "token"} for p in goal_params],
+                    },
+                ],
+            }
+        ],
+    }
+
+
 @pytest.fixture
 def client() -> FhirClient:
     return FhirClient(BASE, sleep=lambda _: None)
 
 
 @respx.mock
+@pytest.mark.parametrize("goal_params", [("identifier", "patient"), ()])
 def test_first_sync_creates_in_one_transaction(
-    definitions: Definitions, client: FhirClient
+    definitions: Definitions, client: FhirClient, goal_params: tuple[str, ...]
 ) -> None:
     plan, resources = plan_and_resources(definitions)
+    respx.get(f"{BASE}/metadata").mock(
+        return_value=httpx.Response(200, json=capability_statement(*goal_params))
+    )
     respx.get(f"{BASE}/CarePlan").mock(return_value=httpx.Response(200, json=searchset()))
     post = respx.post(BASE).mock(
         return_value=httpx.Response(
@@ -79,6 +102,10 @@ def test_first_sync_creates_in_one_transaction(
     sent = json.loads(post.calls[0].request.content)
     assert [e["request"]["method"] for e in sent["entry"]] == ["POST"] * len(sent["entry"])
     assert sent["entry"][0]["request"]["ifNoneExist"].startswith("identifier=")
+    goals = [e for e in sent["entry"] if e["resource"]["resourceType"] == "Goal"]
+    assert goals
+    # conditional on identifier only where the server declares Goal's identifier search
+    assert all(("ifNoneExist" in g["request"]) == bool(goal_params) for g in goals)
 
 
 @respx.mock

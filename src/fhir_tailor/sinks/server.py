@@ -4,7 +4,8 @@ For each patient the sink first looks for the CarePlan an earlier run wrote (sea
 business identifier, then read its Goals by reference, which any server supports), and decides:
 
 - none: one transaction creates CarePlan, Goals and Provenance, the CarePlan conditional on
-  its identifier (``ifNoneExist``), so a concurrent or replayed run cannot duplicate it;
+  its identifier (``ifNoneExist``), so a concurrent or replayed run cannot duplicate it; Goals
+  too where the server declares Goal's ``identifier`` search (HAPI does; some servers do not);
 - ours and the plan unchanged (same fingerprint): nothing is written, no new version appears;
 - ours but the plan changed: one transaction updates CarePlan and Goals with ``If-Match`` on
   the version we read, creates new Goals, cancels dropped ones and adds a Provenance;
@@ -89,7 +90,8 @@ class ServerSink:
         return None
 
     def _create(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
-        bundle = create_transaction(resources)
+        conditional_goals = self.client.supports_search("Goal", "identifier")
+        bundle = create_transaction(resources, conditional_goals=conditional_goals)
         if self.dry_run:
             self.echo(
                 f"# {plan.patient}: would create CarePlan, {len(resources.goals)} Goals, Provenance"

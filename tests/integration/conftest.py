@@ -1,0 +1,63 @@
+"""Integration tests run against a real FHIR R4 server on loopback (scripts/fhir-server).
+
+Set FHIR_TAILOR_TEST_SERVER to a base URL to use an already running server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FHIR_SERVER_SCRIPT = ROOT / "scripts" / "fhir-server"
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # This hook sees every collected item, not only this folder's: mark ours only.
+    for item in items:
+        if HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fhir_server_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(FHIR_SERVER_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[str]:
+    """Base URL of a fresh, empty FHIR R4 server, stopped at the end of the session."""
+    external = os.environ.get("FHIR_TAILOR_TEST_SERVER")
+    if external:
+        yield external.rstrip("/")
+        return
+    port = str(free_loopback_port())
+    try:
+        started = fhir_server_command("start", "--port", port)
+        if started.returncode != 0:
+            pytest.fail(
+                f"scripts/fhir-server start --port {port} failed ({started.returncode}):\n"
+                f"{started.stdout}{started.stderr}",
+                pytrace=False,
+            )
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        fhir_server_command("stop", "--port", port)
