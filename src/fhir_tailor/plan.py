@@ -211,7 +211,7 @@ def _apply(
         elif variant.annotate is not None and variant.annotate.tag in activity.tags:
             activity = activity.model_copy(
                 update={
-                    "description": f"{activity.description} {variant.annotate.append}",
+                    "description": f"{activity.description.rstrip('.')}. {variant.annotate.append}",
                     "variations": (*activity.variations, variation),
                 }
             )
