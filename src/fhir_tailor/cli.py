@@ -102,7 +102,9 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
         click.option(
             "--since",
-            type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+            type=click.DateTime(
+                formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
+            ),
             help="Patients whose data changed since this time (server _lastUpdated).",
         ),
         click.option("--token", envvar="FHIR_TAILOR_TOKEN", help="Static bearer token."),

@@ -140,3 +140,45 @@ def test_clinician_edit_is_never_overwritten(
     after = http.get(f"CarePlan/{careplan['id']}").json()
     assert after == before
     assert len([c for s, c in our_careplans(http).items() if s == subject]) == 1
+
+
+def test_changed_data_updates_the_plan_in_place(
+    loaded: str, http: httpx.Client, tmp_path: Path
+) -> None:
+    sync(loaded, tmp_path, "--all")
+    subject = "Patient/ft-03"
+    before = our_careplans(http)[subject]
+    provenances_before = len(search_all(http, "Provenance?_count=100"))
+    hunger = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "88122-7"}]},
+        "subject": {"reference": subject},
+        "effectiveDateTime": "2026-11-10",
+        "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA28397-0"}]},
+    }
+    created = http.post("Observation", json=hunger).raise_for_status().json()
+    since = created["meta"]["lastUpdated"]
+
+    dry = CliRunner().invoke(
+        main, ["--as-of", AS_OF, "sync", "--server", loaded, "--since", since, "--dry-run"]
+    )
+    assert dry.exit_code == 0, dry.stderr
+    assert f"--- CarePlan/{before['id']} (server)" in dry.stdout and "food" in dry.stdout
+    assert our_careplans(http)[subject]["meta"]["versionId"] == before["meta"]["versionId"]
+
+    report = sync(loaded, tmp_path, "--since", since)
+    assert report["counts"] == {"updated": 1}, report["counts"]
+    after = our_careplans(http)[subject]
+    assert after["id"] == before["id"]
+    assert int(after["meta"]["versionId"]) == int(before["meta"]["versionId"]) + 1
+    assert any("food" in a["detail"]["description"] for a in after["activity"])
+    assert {"reference": f"Observation/{created['id']}"} in after["supportingInfo"]
+    for reference in after["goal"]:
+        http.get(reference["reference"]).raise_for_status()
+    assert len(after["goal"]) > len(before["goal"])
+    assert len(search_all(http, "Provenance?_count=100")) == provenances_before + 1
+
+    again = sync(loaded, tmp_path, "--patient", "ft-03")
+    assert again["counts"] == {"unchanged": 1}
+    assert our_careplans(http)[subject]["meta"]["versionId"] == after["meta"]["versionId"]

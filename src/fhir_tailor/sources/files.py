@@ -10,8 +10,9 @@ from pathlib import Path
 from ..fhirdata import Resource
 from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_patient
 
-#: Inputs above this many bytes are grouped through temporary bucket files, not in memory.
-BUCKET_BYTES = 64 * 1024 * 1024
+#: Input bytes per grouping bucket: larger inputs are spilled to temporary bucket files, so peak
+#: memory is about ten times this (parsed JSON), whatever the population size.
+BUCKET_BYTES = 16 * 1024 * 1024
 
 
 def _bucket_count(paths: list[Path]) -> int:
