@@ -34,6 +34,7 @@ from .sinks.server import ServerSink
 from .sources import Source, file_source
 from .sources.server import PatientSelection, ServerSource
 
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
 EXIT_FAILED_PATIENTS = 1
 EXIT_CANNOT_START = 3
 
@@ -102,9 +103,7 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
         click.option(
             "--since",
-            type=click.DateTime(
-                formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
-            ),
+            type=click.DateTime(formats=SINCE_FORMATS),
             help="Patients whose data changed since this time (server _lastUpdated).",
         ),
         click.option("--token", envvar="FHIR_TAILOR_TOKEN", help="Static bearer token."),

@@ -18,6 +18,7 @@ from fhir_tailor.profile import Finding, Profile, build_profile
 from fhir_tailor.sources import file_source
 
 FIXTURES = bundled_path("fixtures")
+NONE = "\N{EN DASH}"  # the README's mark for "no finding"
 COLUMNS = {
     "t2d": "type2_diabetes",
     "htn": "hypertension",
@@ -49,7 +50,7 @@ def documented_matrix() -> dict[str, dict[str, str]]:
 
 def describe(finding: Finding | None) -> str:
     if finding is None:
-        return "–"
+        return NONE
     if finding.status != "present":
         return finding.status
     return f"{'stale' if finding.stale else 'present'} ({finding.severity})"
@@ -75,16 +76,18 @@ def test_every_fixture_patient_matches_the_documented_matrix(
     for pid, row in MATRIX.items():
         profile = computed[pid]
         for column, feature in COLUMNS.items():
-            if describe(profile.finding(feature)) != row[column]:
+            computed_cell = describe(profile.finding(feature))
+            if computed_cell != row[column]:
                 mismatches.append(
-                    f"{pid} {feature}: documented {row[column]}, computed {describe(profile.finding(feature))}"
+                    f"{pid} {feature}: documented {row[column]}, computed {computed_cell}"
                 )
-        gaps = ", ".join(gap.id for gap in profile.data_gaps) or "–"
+        gaps = ", ".join(gap.id for gap in profile.data_gaps) or NONE
         if gaps != row["data gaps"].replace("`", ""):
             mismatches.append(f"{pid} gaps: documented {row['data gaps']}, computed {gaps}")
-        if (profile.facts.preferred_language or "–") != row["lang"]:
+        if (profile.facts.preferred_language or NONE) != row["lang"]:
             mismatches.append(
-                f"{pid} language: documented {row['lang']}, computed {profile.facts.preferred_language}"
+                f"{pid} language: documented {row['lang']}, "
+                f"computed {profile.facts.preferred_language}"
             )
     assert mismatches == []
 
