@@ -3,9 +3,9 @@
 A *module* (``profiles/modules/*.yaml``) is a standard part: when it applies (a rule over the
 profile), the goals it sets (measurable targets) and the activities it schedules. A *variant*
 (``profiles/variants.yaml``) is a warranted variation: when its rule holds, it replaces,
-annotates or adds activities, and the plan records the variant with the evidence that made it
-hold. The catalog as a whole carries a version; CarePlans name the modules they instantiate by
-canonical URL and version.
+annotates or adds activities, or adjusts a goal's target, and the plan records the variant with
+the evidence that made it hold. The catalog as a whole carries a version; CarePlans name the
+modules they instantiate by canonical URL and version.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
-from .mapping import Strict
+from .mapping import Dimension, Strict
 from .rules import RuleExpr
 
 _KEBAB = r"^[a-z][a-z0-9-]*$"
@@ -29,6 +29,20 @@ ActivityKind = Literal[
     "ServiceRequest",
     "Task",
 ]
+
+
+CarePath = Literal[
+    "chronic-care",
+    "post-discharge",
+    "screening",
+    "behavioral-health",
+    "social-care",
+    "functional-support",
+]
+#: Goal.category codes (http://terminology.hl7.org/CodeSystem/goal-category).
+GoalCategory = Literal["dietary", "safety", "behavioral", "nursing", "physiotherapy"]
+#: What a variant adapts the plan to: one of the four dimensions, or a stated preference.
+VariantScope = Literal["medical", "cognitive_behavioral", "social", "functional", "preference"]
 
 
 class Code(Strict):
@@ -70,15 +84,24 @@ class GoalTarget(Strict):
 
 
 class GoalTemplate(Strict):
+    """A goal; ``sdoh_category`` (an SDOH Clinical Care IG domain code) marks a social-need goal."""
+
     id: str = Field(pattern=_KEBAB)
     description: str
+    category: GoalCategory | None = None
+    sdoh_category: str | None = None
     target: GoalTarget
 
 
 class ActivityTemplate(Strict):
+    """An activity. ``code`` is its standard code (e.g. SNOMED CT procedure), when one exists;
+    a ``ServiceRequest`` with an ``sdoh_category`` is a social-care referral."""
+
     id: str = Field(pattern=_KEBAB)
     kind: ActivityKind
     description: str
+    code: Code | None = None
+    sdoh_category: str | None = None
     tags: tuple[str, ...] = ()
 
 
@@ -87,6 +110,8 @@ class Module(Strict):
     version: str
     title: str
     description: str
+    care_path: CarePath
+    dimensions: tuple[Dimension, ...] = Field(min_length=1)
     applies_when: RuleExpr
     goals: tuple[GoalTemplate, ...] = ()
     activities: list[ActivityTemplate] = Field(min_length=1)
@@ -108,20 +133,34 @@ class Annotate(Strict):
     append: str
 
 
+class AdjustGoal(Strict):
+    """Change a goal's target (``goal`` is ``<module id>.<goal id>``), e.g. a less tight HbA1c
+    target for an older adult with frailty."""
+
+    goal: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$")
+    description: str
+    comparator: Literal["<", "<=", ">=", ">"] | None = None
+    value: float
+
+
 class Variant(Strict):
     id: str = Field(pattern=_KEBAB)
     label: str
     reason: str
+    scope: VariantScope
     when: RuleExpr
     replace: Replace | None = None
     annotate: Annotate | None = None
     add_activity: ActivityTemplate | None = None
+    adjust_goal: AdjustGoal | None = None
 
     @model_validator(mode="after")
     def _one_change(self) -> Variant:
-        changes = [self.replace, self.annotate, self.add_activity]
+        changes = [self.replace, self.annotate, self.add_activity, self.adjust_goal]
         if sum(change is not None for change in changes) != 1:
-            raise ValueError("a variant makes exactly one of: replace, annotate, add_activity")
+            raise ValueError(
+                "a variant makes exactly one of: replace, annotate, add_activity, adjust_goal"
+            )
         return self
 
 

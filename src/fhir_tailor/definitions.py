@@ -10,9 +10,9 @@ Layout of a profiles folder::
     modules/*.yaml           standardized care modules
     variants.yaml            personalization variants
 
-Every file is validated against its schema, and every rule's references (features, gaps) are
-checked, so a typo fails at load time with the file and the place named, never as a patient who
-silently misses a finding.
+Every file is validated against its schema, and every rule's references (features, gaps,
+goals) are checked, so a typo fails at load time with the file, the line and the place named,
+never as a patient who silently misses a finding.
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ def load_definitions(root: Path) -> Definitions:
                 raise DefinitionError(
                     f"{root / 'data_gaps.yaml'}: gap {gap.id!r} refers to unknown feature {name!r}"
                 )
+    goal_keys = {f"{m.id}.{g.id}" for m in modules for g in m.goals}
+    for variant in variants.variants:
+        if variant.adjust_goal is not None and variant.adjust_goal.goal not in goal_keys:
+            raise DefinitionError(
+                f"{root / 'variants.yaml'}: variant {variant.id!r} adjusts unknown goal "
+                f"{variant.adjust_goal.goal!r}"
+            )
     _unique(root / "modules", [m.id for m in modules], "module")
     _unique(root / "segments.yaml", [s.id for s in segments.segments], "segment")
     _unique(root / "variants.yaml", [v.id for v in variants.variants], "variant")
@@ -116,19 +123,44 @@ def _yaml_files(folder: Path) -> list[Path]:
 
 def _load(path: Path, model: type[M]) -> M:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise DefinitionError(f"{path}: file not found") from exc
+    try:
+        tree = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DefinitionError(f"{path}: invalid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise DefinitionError(f"{where}: invalid YAML: {exc}") from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
+        problems = [
+            f"{path}:{_line(tree, error['loc'])}: "
             f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}"
             for error in exc.errors()
-        )
-        raise DefinitionError(f"{path}: {problems}") from exc
+        ]
+        raise DefinitionError("\n".join(problems)) from exc
+
+
+def _line(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the deepest YAML node on a validation error's path.
+
+    Parts of ``loc`` that are not keys or indexes (pydantic's union tags) are passed over.
+    """
+    line = 1
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), node)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
 
 
 def _unique(path: Path, ids: list[str], kind: str) -> None:

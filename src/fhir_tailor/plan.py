@@ -15,7 +15,16 @@ from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict
 
-from .catalog import ActivityKind, ActivityTemplate, Catalog, Code, GoalTarget, Module, Variant
+from .catalog import (
+    ActivityKind,
+    ActivityTemplate,
+    Catalog,
+    Code,
+    GoalCategory,
+    GoalTarget,
+    Module,
+    Variant,
+)
 from .profile import Profile
 from .rules import Evidence
 from .segments import SegmentMatch
@@ -61,16 +70,23 @@ class PlannedGoal(Model):
     key: str
     module: str
     description: str
+    category: GoalCategory | None = None
+    sdoh_category: str | None = None
     target: GoalTarget
     due_date: date
     addresses: tuple[str, ...]
+    variations: tuple[Variation, ...] = ()
 
 
 class PlannedActivity(Model):
+    """An activity; ``code`` names it in the catalog, ``standard_code`` in a standard system."""
+
     key: str
     module: str | None
     kind: ActivityKind
     code: Code
+    standard_code: Code | None = None
+    sdoh_category: str | None = None
     description: str
     tags: tuple[str, ...]
     reasons: tuple[EvidenceRef, ...]
@@ -120,11 +136,16 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
     for variant in catalog.variants:
         verdict = variant.when.evaluate(profile)
         if verdict.holds:
-            activities = _apply(variant, verdict.evidence, activities, catalog)
+            if variant.adjust_goal is not None:
+                goals = _adjust(variant, verdict.evidence, goals)
+            else:
+                activities = _apply(variant, verdict.evidence, activities, catalog)
     sources = {s for module in modules for e in module.evidence for s in e.sources}
     for activity in activities:
         for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
             sources.update(ref.sources)
+    for goal in goals:
+        sources.update(s for v in goal.variations for e in v.evidence for s in e.sources)
     observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
     return Plan(
         patient=profile.patient,
@@ -151,6 +172,8 @@ def _goals(module: Module, evidence: tuple[EvidenceRef, ...], as_of: date) -> li
             key=f"{module.id}.{goal.id}",
             module=module.id,
             description=goal.description,
+            category=goal.category,
+            sdoh_category=goal.sdoh_category,
             target=goal.target,
             due_date=as_of + timedelta(days=goal.target.due_in_days),
             addresses=conditions,
@@ -172,11 +195,47 @@ def _activity(
         module=module,
         kind=template.kind,
         code=catalog.activity_code(template.id),
+        standard_code=template.code,
+        sdoh_category=template.sdoh_category,
         description=template.description,
         tags=tuple(template.tags),
         reasons=reasons,
         variations=variations,
     )
+
+
+def _variation(variant: Variant, evidence: tuple[Evidence, ...]) -> Variation:
+    return Variation(
+        variant=variant.id,
+        label=variant.label,
+        reason=variant.reason,
+        evidence=tuple(EvidenceRef.of(e) for e in evidence),
+    )
+
+
+def _adjust(
+    variant: Variant, evidence: tuple[Evidence, ...], goals: list[PlannedGoal]
+) -> list[PlannedGoal]:
+    change = variant.adjust_goal
+    assert change is not None
+    variation = _variation(variant, evidence)
+    return [
+        goal.model_copy(
+            update={
+                "description": change.description,
+                "target": goal.target.model_copy(
+                    update={
+                        "comparator": change.comparator or goal.target.comparator,
+                        "value": change.value,
+                    }
+                ),
+                "variations": (*goal.variations, variation),
+            }
+        )
+        if goal.key == change.goal
+        else goal
+        for goal in goals
+    ]
 
 
 def _apply(
@@ -185,12 +244,7 @@ def _apply(
     activities: list[PlannedActivity],
     catalog: Catalog,
 ) -> list[PlannedActivity]:
-    variation = Variation(
-        variant=variant.id,
-        label=variant.label,
-        reason=variant.reason,
-        evidence=tuple(EvidenceRef.of(e) for e in evidence),
-    )
+    variation = _variation(variant, evidence)
     if variant.add_activity is not None:
         added = _activity(None, variant.add_activity, catalog, variation.evidence, (variation,))
         return [*activities, added]

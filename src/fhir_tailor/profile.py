@@ -1,7 +1,10 @@
 """The standardized four-dimension patient profile, built from a patient record.
 
-Each resource is matched by code (:class:`~fhir_tailor.mapping.CodeIndex`) into *evidence* for
-a feature; the evidence for a feature is then merged into one :class:`Finding`:
+Each resource is matched by code or category (:class:`~fhir_tailor.mapping.CodeIndex`) into
+*evidence* for a feature: Conditions, Observations (with their components; panel members take the
+panel's date when they have none), answered QuestionnaireResponse items, finished Encounters, and
+the count of active MedicationRequests. The evidence for a feature is merged into one
+:class:`Finding`:
 
 - an active Condition makes the feature present (a clinician put it on the problem list);
 - otherwise the most recent Observation with a readable result decides (a newer negative
@@ -30,6 +33,7 @@ from .fhirdata import (
     effective_date,
     numeric_value,
     parse_date,
+    reference_id,
     resource_ref,
 )
 from .mapping import (
@@ -42,6 +46,7 @@ from .mapping import (
     Status,
     Strict,
 )
+from .questionnaire import answered_items
 from .record import PatientRecord
 from .rules import NEED_RANK, NeedLevel, RuleExpr
 
@@ -51,6 +56,8 @@ ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 VOID_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 #: Observation statuses whose result must not be used.
 VOID_OBSERVATION = frozenset({"cancelled", "entered-in-error", "preliminary", "registered"})
+#: Observation interpretations that make a presence reading absent.
+NEGATIVE_INTERPRETATION = frozenset({"N", "NEG", "ND"})
 
 
 # -- definitions (profiles/dimensions.yaml, profiles/data_gaps.yaml) ---------------------------
@@ -137,6 +144,7 @@ class PatientFacts(Model):
     age: int | None = None
     gender: str | None = None
     preferred_language: str | None = None
+    contact_preference: str | None = None
 
 
 class DataGap(Model):
@@ -185,7 +193,7 @@ class _Evidence:
     status: Status
     severity: Severity | None
     effective: date | None
-    source: str
+    sources: tuple[str, ...]
     from_condition: bool
     value: float | None = None
     unit: str | None = None
@@ -202,9 +210,12 @@ def build_profile(
     """Map a patient record to its profile as of a date (age, staleness and gaps depend on it)."""
     report = on_issue or (lambda _ref, _problem: None)
     evidence: defaultdict[str, list[_Evidence]] = defaultdict(list)
+    panel_dates = _panel_dates(record.resources)
     for resource in record.resources:
-        for item in _read_resource(resource, rules.index, report):
+        for item in _read_resource(resource, rules.index, report, panel_dates):
             evidence[item.match.feature.id].append(item)
+    for item in _medication_counts(record.resources, rules.index):
+        evidence[item.match.feature.id].append(item)
 
     by_dimension: dict[Dimension, list[Finding]] = {name: [] for name in DIMENSIONS}
     for feature_id in sorted(evidence):
@@ -236,25 +247,19 @@ def build_profile(
 
 
 def _read_resource(
-    resource: Resource, index: CodeIndex, report: DataIssueHandler
+    resource: Resource,
+    index: CodeIndex,
+    report: DataIssueHandler,
+    panel_dates: dict[str, date],
 ) -> Iterator[_Evidence]:
     rtype = resource.get("resourceType")
     ref = resource_ref(resource)
     if rtype == "Condition":
-        if not _condition_holds(resource):
-            return
-        if not any(True for _ in codings(resource.get("code"))):
-            report(ref, "field code: missing or without coding; not mapped")
-            return
-        for system, code, _ in codings(resource.get("code")):
-            for match in index.lookup(system, code, "Condition"):
-                yield _Evidence(
-                    match, "present", match.rule.severity, effective_date(resource), ref, True
-                )
+        yield from _read_condition(resource, ref, index, report)
     elif rtype == "Observation":
         if resource.get("status") in VOID_OBSERVATION:
             return
-        when = effective_date(resource)
+        when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
         parts: list[tuple[Resource, str]] = [(resource, "")]
         for n, component in enumerate(resource.get("component") or ()):
             if isinstance(component, dict):
@@ -263,6 +268,114 @@ def _read_resource(
             for system, code, _ in codings(element.get("code")):
                 for match in index.lookup(system, code, "Observation"):
                     yield _read_observation(match, element, when, ref, path, report)
+        for concept in _categories(resource):
+            for system, code, _ in codings(concept):
+                for match in index.lookup(system, code, "Observation", on="category"):
+                    yield _read_observation(match, resource, when, ref, "", report)
+    elif rtype == "QuestionnaireResponse":
+        when = parse_date(resource.get("authored"))
+        for path, element in answered_items(resource):
+            for system, code, _ in codings(element.get("code")):
+                for match in index.lookup(system, code, "Observation"):
+                    yield _read_observation(match, element, when, ref, path, report)
+    elif rtype == "Encounter":
+        yield from _read_encounter(resource, ref, index)
+
+
+def _read_condition(
+    condition: Resource, ref: str, index: CodeIndex, report: DataIssueHandler
+) -> Iterator[_Evidence]:
+    if not _condition_holds(condition):
+        return
+    when = effective_date(condition)
+    matches = [
+        match
+        for system, code, _ in codings(condition.get("code"))
+        for match in index.lookup(system, code, "Condition")
+    ]
+    matches += [
+        match
+        for concept in _categories(condition)
+        for system, code, _ in codings(concept)
+        for match in index.lookup(system, code, "Condition", on="category")
+    ]
+    if not any(True for _ in codings(condition.get("code"))) and not matches:
+        report(ref, "field code: missing or without coding; not mapped")
+    for match in matches:
+        yield _Evidence(match, "present", match.rule.severity, when, (ref,), True)
+
+
+def _read_encounter(encounter: Resource, ref: str, index: CodeIndex) -> Iterator[_Evidence]:
+    """A finished encounter, dated by its end (a discharge), matched by class and type."""
+    if encounter.get("status") != "finished":
+        return
+    period = encounter.get("period")
+    period = period if isinstance(period, dict) else {}
+    when = parse_date(period.get("end")) or parse_date(period.get("start"))
+    concepts: list[object] = [{"coding": [encounter.get("class")]}]
+    concepts += list(encounter.get("type") or ())
+    for concept in concepts:
+        for system, code, _ in codings(concept):
+            for match in index.lookup(system, code, "Encounter"):
+                yield _Evidence(match, "present", match.rule.severity, when, (ref,), False)
+
+
+def _medication_counts(resources: Iterable[Resource], index: CodeIndex) -> Iterator[_Evidence]:
+    """Polypharmacy: the number of distinct active medications, read through value bands.
+
+    Nothing is said when the record holds no MedicationRequest at all (medications unknown).
+    """
+    requests = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
+    if not requests or not index.medication_counts:
+        return
+    active = [r for r in requests if r.get("status") == "active" and r.get("intent") != "proposal"]
+    medicines = {_medicine(r) for r in active}
+    when = max((d for r in active if (d := parse_date(r.get("authoredOn")))), default=None)
+    sources = tuple(sorted(resource_ref(r) for r in active))
+    for match in index.medication_counts:
+        assert match.rule.value is not None
+        count = float(len(medicines))
+        band = next(b for b in match.rule.value.bands if b.min is None or count >= b.min)
+        yield _Evidence(
+            match,
+            band.status,
+            band.severity,
+            when,
+            sources or tuple(sorted(resource_ref(r) for r in requests)),
+            False,
+            value=count,
+            unit=match.rule.value.unit,
+            label=band.label,
+        )
+
+
+def _medicine(request: Resource) -> str:
+    """What a MedicationRequest prescribes: its first coded medication, else its reference."""
+    for system, code, _ in codings(request.get("medicationCodeableConcept")):
+        return f"{system}|{code}"
+    medication = reference_id(request.get("medicationReference"), "Medication")
+    return f"Medication/{medication}" if medication else resource_ref(request)
+
+
+def _categories(resource: Resource) -> list[object]:
+    category = resource.get("category")
+    return category if isinstance(category, list) else []
+
+
+def _panel_dates(resources: Iterable[Resource]) -> dict[str, date]:
+    """Observation id -> the date of a panel listing it in ``hasMember``."""
+    dates: dict[str, date] = {}
+    for resource in resources:
+        if resource.get("resourceType") != "Observation":
+            continue
+        when = effective_date(resource)
+        if when is None:
+            continue
+        for member in resource.get("hasMember") or ():
+            member_id = reference_id(member, "Observation")
+            if member_id:
+                dates.setdefault(member_id, when)
+    return dates
 
 
 def _condition_holds(condition: Resource) -> bool:
@@ -285,7 +398,7 @@ def _read_observation(
 
     def unknown(problem: str) -> _Evidence:
         report(ref, f"field {path}{problem}; {match.feature.id} unknown")
-        return _Evidence(match, "unknown", None, when, ref, False)
+        return _Evidence(match, "unknown", None, when, (ref,), False)
 
     if rule.value is not None:
         number, unit = numeric_value(element)
@@ -299,7 +412,7 @@ def _read_observation(
             band.status,
             band.severity,
             when,
-            ref,
+            (ref,),
             False,
             value=number,
             unit=unit or rule.value.unit,
@@ -314,16 +427,19 @@ def _read_observation(
                         answer.status,
                         answer.severity,
                         when,
-                        ref,
+                        (ref,),
                         False,
                         answer=answer.display or display or code,
                     )
         if "valueCodeableConcept" not in element:
             return unknown("valueCodeableConcept: missing")
         return unknown("valueCodeableConcept: no known answer code")
-    if element.get("valueBoolean") is False:
-        return _Evidence(match, "absent", None, when, ref, False)
-    return _Evidence(match, "present", rule.severity, when, ref, False)
+    interpretations = {
+        code for concept in element.get("interpretation") or () for _, code, _ in codings(concept)
+    }
+    if element.get("valueBoolean") is False or interpretations & NEGATIVE_INTERPRETATION:
+        return _Evidence(match, "absent", None, when, (ref,), False)
+    return _Evidence(match, "present", rule.severity, when, (ref,), False)
 
 
 def _unit_key(unit: str) -> str:
@@ -364,7 +480,7 @@ def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) ->
         stale=stale,
         code=Coding(system=code.system, code=code.code, display=code.display),
         rule=top.match.rule.id,
-        sources=tuple(sorted({e.source for e in decisive})),
+        sources=tuple(sorted({s for e in decisive for s in e.sources})),
     )
 
 
@@ -406,7 +522,23 @@ def _facts(patient: Resource, as_of: date) -> PatientFacts:
         age=age,
         gender=gender if isinstance(gender, str) else None,
         preferred_language=_preferred_language(patient),
+        contact_preference=_contact_preference(patient),
     )
+
+
+def _contact_preference(patient: Resource) -> str | None:
+    """The ``system`` (phone, sms, email, ...) of the telecom the patient ranked first.
+
+    Only an explicit ``rank`` counts: the order of a list says nothing about preference.
+    """
+    ranked = [
+        (t["rank"], t["system"])
+        for t in patient.get("telecom") or ()
+        if isinstance(t, dict)
+        and isinstance(t.get("rank"), int)
+        and isinstance(t.get("system"), str)
+    ]
+    return min(ranked)[1] if ranked else None
 
 
 def _preferred_language(patient: Resource) -> str | None:

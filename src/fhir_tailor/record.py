@@ -20,7 +20,16 @@ from pathlib import Path
 from .fhirdata import Resource, is_resource_type, subject_patient_id
 
 #: Resource types that carry patient data we map; other valid types are passed over.
-USED_TYPES = frozenset({"Patient", "Condition", "Observation"})
+USED_TYPES = frozenset(
+    {
+        "Patient",
+        "Condition",
+        "Observation",
+        "QuestionnaireResponse",
+        "Encounter",
+        "MedicationRequest",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

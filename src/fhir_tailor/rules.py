@@ -7,6 +7,7 @@ A rule is a YAML mapping with one key naming the test::
     {need: social, at_least: moderate}              # a dimension's need level
     {age_at_least: 65} / {age_below: 18}
     {language_not: en}                              # preferred language differs (primary subtag)
+    {contact_preference: sms}                       # the telecom system the patient ranked first
     {gap: no_sdoh_screening}                        # a data gap is open
     {all: [...]} / {any: [...]} / {not: {...}}
 
@@ -121,6 +122,16 @@ class LanguageNot(_Rule):
         return Verdict(True, (Evidence("fact", "preferred_language", label, (profile.patient,)),))
 
 
+class ContactPreference(_Rule):
+    contact_preference: Literal["phone", "sms", "email", "fax", "pager", "url", "other"]
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        if profile.facts.contact_preference != self.contact_preference:
+            return FALSE
+        label = f"prefers contact by {self.contact_preference}"
+        return Verdict(True, (Evidence("fact", "contact_preference", label, (profile.patient,)),))
+
+
 class GapRule(_Rule):
     gap: str
 
@@ -177,6 +188,7 @@ _KINDS: dict[str, type[_Rule]] = {
     "age_at_least": AgeAtLeast,
     "age_below": AgeBelow,
     "language_not": LanguageNot,
+    "contact_preference": ContactPreference,
     "gap": GapRule,
     "all": AllOf,
     "any": AnyOf,
@@ -197,6 +209,7 @@ RuleExpr = Annotated[
     | Annotated[AgeAtLeast, Tag("age_at_least")]
     | Annotated[AgeBelow, Tag("age_below")]
     | Annotated[LanguageNot, Tag("language_not")]
+    | Annotated[ContactPreference, Tag("contact_preference")]
     | Annotated[GapRule, Tag("gap")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]

@@ -105,7 +105,7 @@ def test_unusable_resources_are_reported_and_skipped(tmp_path: Path) -> None:
         no_subject,
         observation("o-dangling", "4548-4", pid="ghost"),
         {"resourceType": "Observashun", "id": "typo"},
-        {"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}},
+        {"resourceType": "Device", "id": "d1", "patient": {"reference": "Patient/p1"}},
         observation("o-ok", "4548-4"),
         observation("o-ok", "4548-4"),
     ]

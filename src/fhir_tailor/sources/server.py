@@ -1,8 +1,11 @@
 """Server source: a FHIR R4 server read patient by patient with standard searches.
 
 Per patient it reads the Patient, ``Condition?patient=ID`` and ``Observation?patient=ID`` (all
-categories, so vital signs, laboratory, survey and SDOH screenings alike). Only standard search
-parameters are used, so it works the same on HAPI FHIR, Epic, Cerner, Azure, Google or Medplum.
+categories, so vital signs, laboratory, survey and SDOH screenings alike), and, where the server's
+CapabilityStatement declares a ``patient`` search for them, QuestionnaireResponses (screenings
+kept as forms), Encounters (recent discharges) and MedicationRequests (polypharmacy). Only
+standard search parameters are used, so it works the same on HAPI FHIR, Epic, Cerner, Azure,
+Google or Medplum.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
 
 #: The resource types read for each patient, by their ``patient`` search parameter.
 PATIENT_DATA_TYPES = ("Condition", "Observation")
+#: Read too when the server declares ``patient`` search for them; a failure there is reported
+#: and the patient is still profiled from the rest.
+OPTIONAL_DATA_TYPES = ("QuestionnaireResponse", "Encounter", "MedicationRequest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,14 @@ class ServerSource:
     client: FhirClient
     selection: PatientSelection
     page_size: int = 100
+    optional_types: tuple[str, ...] | None = None
+
+    def _types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if self.optional_types is None:
+            self.optional_types = tuple(
+                t for t in OPTIONAL_DATA_TYPES if self.client.supports_search(t, "patient")
+            )
+        return PATIENT_DATA_TYPES, self.optional_types
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
         if self.selection.everyone:
@@ -63,7 +77,7 @@ class ServerSource:
         assert self.selection.since is not None
         since = f"ge{self.selection.since.isoformat()}"
         changed: set[str] = set()
-        for rtype in ("Patient", *PATIENT_DATA_TYPES):
+        for rtype in ("Patient", *PATIENT_DATA_TYPES, *self._types()[1]):
             try:
                 for resource in self.client.search(
                     rtype, {"_lastUpdated": since}, count=self.page_size
@@ -81,13 +95,15 @@ class ServerSource:
             on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
             return None
         resources: list[Resource] = []
-        for rtype in PATIENT_DATA_TYPES:
+        required, optional = self._types()
+        for rtype in (*required, *optional):
             try:
                 found = self.client.search(rtype, {"patient": pid}, count=self.page_size)
                 resources.extend(self._usable(found, pid, rtype, on_issue))
             except FhirTailorError as exc:
                 on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
-                return None
+                if rtype in required:
+                    return None
         return PatientRecord(patient, tuple(resources))
 
     @staticmethod
