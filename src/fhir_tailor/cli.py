@@ -24,7 +24,8 @@ from .auth import auth_from_settings
 from .client import FhirClient
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
-from .pipeline import profile_and_plan, run
+from .pipeline import assess, profile_and_plan, run
+from .population import PopulationSummary
 from .record import PatientRecord, ReadIssue
 from .report import RunReport
 from .retry import RetryPolicy
@@ -346,6 +347,30 @@ def plan(settings: Settings, /, as_json: bool, **params: Any) -> None:
         click.echo(result.model_dump_json(indent=2))
     else:
         click.echo(summarize(result), nl=False)
+
+
+@main.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
+    """Count the patients of a source per segment, dimension need and plan variant."""
+    definitions = settings.definitions
+    summary = PopulationSummary.over(definitions.segments)
+    report = RunReport()
+    progress = _Progress()
+    with ExitStack() as stack:
+        choice = _open_source(stack, params)
+        for record in choice.records(report.read_issue):
+            summary.add(*assess(record, definitions, settings.as_of, report))
+            progress()
+    progress.done()
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.table(), nl=False)
+    if report.read_issues:
+        click.echo(f"{len(report.read_issues)} unreadable resources skipped", err=True)
 
 
 @main.command("validate-profiles")

@@ -18,20 +18,29 @@ from .profile import Profile, build_profile
 from .record import PatientRecord
 from .report import PatientOutcome, RunReport
 from .resources import InvalidOutputError, PlanResources, to_fhir
-from .segments import segment
+from .segments import SegmentMatch, segment
 from .sinks import Sink
 from .sources import Source
 
 log = logging.getLogger("fhir_tailor.pipeline")
 
 
+def assess(
+    record: PatientRecord, definitions: Definitions, as_of: date, report: RunReport | None = None
+) -> tuple[Profile, list[SegmentMatch], Plan | None]:
+    """One patient's profile, segments and personalized plan (``None`` if no module applies)."""
+    on_issue = report.data_issue if report is not None else None
+    profile = build_profile(record, definitions.rules, as_of, on_issue)
+    matches = segment(profile, definitions.segments)
+    return profile, matches, plan_for(profile, matches, definitions.catalog)
+
+
 def profile_and_plan(
     record: PatientRecord, definitions: Definitions, as_of: date, report: RunReport | None = None
 ) -> tuple[Profile, Plan | None]:
     """The profile of one patient and its personalized plan (``None`` if no module applies)."""
-    on_issue = report.data_issue if report is not None else None
-    profile = build_profile(record, definitions.rules, as_of, on_issue)
-    return profile, plan_for(profile, segment(profile, definitions.segments), definitions.catalog)
+    profile, _, plan = assess(record, definitions, as_of, report)
+    return profile, plan
 
 
 def run(

@@ -42,7 +42,7 @@ def edit(path: Path, change: object) -> None:
 
 def test_unknown_key_is_named(profiles: Path) -> None:
     edit(profiles / "features" / "medical.yaml", lambda d: d["features"][0].update(severty="high"))
-    with pytest.raises(DefinitionError, match=r"medical\.yaml: features\.0\.severty"):
+    with pytest.raises(DefinitionError, match=r"medical\.yaml:\d+: features\.0\.severty"):
         load_definitions(profiles)
 
 
@@ -89,12 +89,37 @@ def test_duplicate_feature(profiles: Path) -> None:
 def test_bad_rule_kind(profiles: Path) -> None:
     edit(profiles / "variants.yaml", lambda d: d["variants"][0].update(when={"feture": "x"}))
     with pytest.raises(
-        DefinitionError, match=r"variants\.yaml: variants\.0\.when: .*one of the keys"
+        DefinitionError, match=r"variants\.yaml:\d+: variants\.0\.when: .*one of the keys"
     ):
         load_definitions(profiles)
 
 
 def test_invalid_yaml(profiles: Path) -> None:
     (profiles / "catalog.yaml").write_text("catalog: [unclosed\n")
-    with pytest.raises(DefinitionError, match=r"catalog\.yaml: invalid YAML"):
+    with pytest.raises(DefinitionError, match=r"catalog\.yaml:\d+: invalid YAML"):
         load_definitions(profiles)
+
+
+def test_error_names_the_line_of_the_bad_value(profiles: Path) -> None:
+    path = profiles / "features" / "extra.yaml"
+    path.write_text(
+        "version: '1'\n"
+        "changelog: ['1: test']\n"
+        "dimension: medical\n"
+        "features:\n"
+        "  - id: extra\n"
+        "    label: Extra\n"
+        "    rules:\n"
+        "      - id: extra.one\n"
+        "        resource: Observation\n"
+        "        codes: [{system: 'http://loinc.org', code: 1-8}]\n"
+        "        value:\n"
+        "          bands:\n"
+        "            - {min: 5, status: present, severity: moderate}\n"
+        "            - {status: presnt}\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_definitions(profiles)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:14: features.0.rules.0.value.bands.1.status:")
+    assert "'present', 'absent' or 'unknown'" in message
