@@ -450,22 +450,38 @@ _STATUS_RANK = {"unknown": 0, "absent": 1, "present": 2}
 
 
 def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) -> Finding:
-    conditions = [e for e in items if e.from_condition]
-    if conditions:
-        decisive = sorted(conditions, key=lambda e: (SEVERITY_RANK[e.severity], _day(e)))
-        stale = False
-    else:
-        known = [e for e in items if e.status != "unknown"] or items
-        latest = max(_day(e) for e in known)
-        decisive = sorted(
-            (e for e in known if _day(e) == latest),
+    observed = [e for e in items if not e.from_condition]
+    latest: list[_Evidence] = []
+    stale = False
+    if observed:
+        known = [e for e in observed if e.status != "unknown"] or observed
+        newest = max(_day(e) for e in known)
+        latest = sorted(
+            (e for e in known if _day(e) == newest),
             key=lambda e: (_STATUS_RANK[e.status], SEVERITY_RANK[e.severity]),
         )
-        top = decisive[-1]
-        decisive = [e for e in decisive if (e.status, e.severity) == (top.status, top.severity)]
+        top = latest[-1]
+        latest = [e for e in latest if (e.status, e.severity) == (top.status, top.severity)]
         stale = current_for_days is not None and (
             top.effective is None or as_of - top.effective > timedelta(days=current_for_days)
         )
+    conditions = sorted(
+        (e for e in items if e.from_condition), key=lambda e: (SEVERITY_RANK[e.severity], _day(e))
+    )
+    if conditions:
+        # A diagnosis makes the feature present; a current measurement may grade it higher
+        # (an obesity diagnosis with a BMI of 45 is severe obesity).
+        top = conditions[-1]
+        graver = (
+            latest
+            and not stale
+            and latest[-1].status == "present"
+            and SEVERITY_RANK[latest[-1].severity] > SEVERITY_RANK[top.severity]
+        )
+        decisive = [*conditions, *latest] if graver else conditions
+        stale = False
+    else:
+        decisive = latest
     top = decisive[-1]
     feature, code = top.match.feature, top.match.code
     return Finding(

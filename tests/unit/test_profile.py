@@ -236,3 +236,24 @@ def test_unknown_and_malformed_elements_are_tolerated(definitions: Definitions) 
         and finding.severity == "moderate"
         and finding.effective == date(2026, 9, 1)
     )
+
+
+@pytest.mark.parametrize(
+    ("bmi", "when", "severity", "sources"),
+    [
+        (45.0, "2026-09-01", "high", ("Condition/c1", "Observation/o1")),
+        (32.0, "2026-09-01", "moderate", ("Condition/c1",)),
+        (45.0, "2024-01-10", "moderate", ("Condition/c1",)),  # stale measurement
+    ],
+)
+def test_a_current_graver_measurement_grades_a_diagnosis(
+    definitions: Definitions, bmi: float, when: str, severity: str, sources: tuple[str, ...]
+) -> None:
+    rec = record(
+        condition("c1", ICD10, "E66.9"),
+        observation("o1", "39156-5", when=when, **quantity(bmi, "kg/m2")),
+    )
+    finding = profile_of(definitions, rec).finding("obesity")
+    assert finding is not None
+    assert (finding.status, finding.severity, finding.stale) == ("present", severity, False)
+    assert finding.sources == sources
