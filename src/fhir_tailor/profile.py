@@ -260,7 +260,11 @@ def _read_resource(
         if resource.get("status") in VOID_OBSERVATION:
             return
         when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
-        parts: list[tuple[Resource, str]] = [(resource, "")]
+        # A panel that only groups its members (``hasMember``, no value) has nothing to read.
+        grouping = bool(resource.get("hasMember")) and not any(
+            key.startswith("value") for key in resource
+        )
+        parts: list[tuple[Resource, str]] = [] if grouping else [(resource, "")]
         for n, component in enumerate(resource.get("component") or ()):
             if isinstance(component, dict):
                 parts.append((component, f"component[{n}]."))

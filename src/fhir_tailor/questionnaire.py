@@ -52,8 +52,10 @@ def _walk(items: object, path: str) -> Iterator[tuple[str, Resource]]:
         here = f"{path}[{n}]"
         answers = [a for a in item.get("answer") or () if isinstance(a, dict)]
         code = item_code(item)
-        if code is not None and answers:
-            yield f"{here}.answer.", _as_observation(code, answers[0])
+        if code is not None:
+            # Each answer of a multi-select item is read on its own, as separate Observations.
+            for m, answer in enumerate(answers):
+                yield f"{here}.answer[{m}].", _as_observation(code, answer)
         yield from _walk(item.get("item"), f"{here}.item")
         for m, answer in enumerate(answers):
             yield from _walk(answer.get("item"), f"{here}.answer[{m}].item")

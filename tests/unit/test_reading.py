@@ -301,3 +301,21 @@ def test_contact_preference_from_ranked_telecom(
 ) -> None:
     rec = PatientRecord(patient(telecom=telecom), ())
     assert build_profile(rec, rules, AS_OF).facts.contact_preference == expected
+
+
+def test_every_answer_of_a_multi_select_item_is_read(rules: ProfileRules) -> None:
+    qr = questionnaire([{"linkId": "/88122-7", "answer": [coded("LA28398-8"), coded("LA28397-0")]}])
+    assert status(profile(rules, qr), "hungry") == ("present", "moderate")
+
+
+def test_a_grouping_panel_without_value_is_not_reported(rules: ProfileRules) -> None:
+    issues: list[tuple[str, str]] = []
+    member = observation("m1", "44261-6", valueInteger=3)
+    panel = observation("panel", "44261-6", hasMember=[{"reference": "Observation/m1"}])
+    rec = record(panel, member)
+    prof = build_profile(rec, rules, AS_OF, lambda ref, problem: issues.append((ref, problem)))
+    assert status(prof, "scored") == ("absent", None)
+    assert issues == []
+    del panel["hasMember"]
+    build_profile(rec, rules, AS_OF, lambda ref, problem: issues.append((ref, problem)))
+    assert [ref for ref, _ in issues] == ["Observation/panel"]
