@@ -91,12 +91,17 @@ def test_without_variations_the_standard_module_is_unchanged(definitions: Defini
 
 
 def test_no_module_no_plan(definitions: Definitions) -> None:
-    healthy = record(
+    """A screened adult under 65 with nothing found needs no plan (older adults also need fall
+    risk and cognitive screening)."""
+    screened = (
         observation("o1", "88122-7", when="2026-10-01", **answer("LA28398-8")),
         observation("o2", "44261-6", when="2026-10-01", valueInteger=1),
     )
-    _, plan = profile_and_plan(healthy, definitions, AS_OF)
+    _, plan = profile_and_plan(record(*screened, birthDate="1980-05-20"), definitions, AS_OF)
     assert plan is None
+    _, older = profile_and_plan(record(*screened), definitions, AS_OF)  # born 1960
+    assert older is not None
+    assert {m.id for m in older.modules} == {"cognitive-screening", "fall-risk-screening"}
 
 
 def test_same_profile_same_plan_byte_for_byte(definitions: Definitions) -> None:

@@ -1,0 +1,1013 @@
+"""The bundled catalog, module by module and variant by variant.
+
+Every expected value here (module ids, care paths, goal measures, comparators, thresholds,
+standard codes, SDOH categories, variant reasons) is written out by hand from the published
+sources cited in the YAML, never read back from the YAML: a wrong code, threshold or rule makes
+a test fail. Profiles are built directly (findings, facts and data gaps), so the module and
+variant rules are tested independently of the feature mappings; a few end-to-end cases build
+FHIR records with ``builders`` to check the whole path.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
+from conftest import AS_OF
+
+from fhir_tailor.definitions import Definitions
+from fhir_tailor.mapping import SEVERITY_RANK
+from fhir_tailor.pipeline import profile_and_plan
+from fhir_tailor.plan import Plan, PlannedActivity, PlannedGoal, plan_for
+from fhir_tailor.profile import (
+    Coding,
+    DataGap,
+    DimensionProfile,
+    Finding,
+    PatientFacts,
+    Profile,
+)
+from fhir_tailor.record import PatientRecord
+from fhir_tailor.segments import segment
+
+LOINC = "http://loinc.org"
+LOCAL = "https://fhir-tailor.dev/fhir/CodeSystem/goal-measure"
+V3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+#: The dimension of every feature (profiles/features/*.yaml, per the feature list of the brief).
+DIMENSION = {
+    **dict.fromkeys(
+        [
+            "type1_diabetes",
+            "type2_diabetes",
+            "hypertension",
+            "heart_failure",
+            "copd",
+            "asthma",
+            "ckd",
+            "coronary_disease",
+            "obesity",
+            "hba1c_above_target",
+            "bp_above_target",
+            "egfr_reduced",
+            "ldl_above_target",
+            "polypharmacy",
+            "recent_hospital_discharge",
+        ],
+        "medical",
+    ),
+    **dict.fromkeys(
+        [
+            "depression",
+            "depression_screen_positive",
+            "anxiety",
+            "unhealthy_alcohol_use",
+            "tobacco_use",
+            "cognitive_impairment",
+            "low_health_literacy",
+        ],
+        "cognitive_behavioral",
+    ),
+    **dict.fromkeys(
+        [
+            "food_insecurity",
+            "housing_instability",
+            "inadequate_housing",
+            "transportation_insecurity",
+            "utility_insecurity",
+            "financial_strain",
+            "unemployment",
+            "low_education",
+            "social_isolation",
+            "interpersonal_safety",
+            "stress",
+            "lives_alone",
+            "caregiver_present",
+        ],
+        "social",
+    ),
+    **dict.fromkeys(
+        [
+            "fall_history",
+            "fall_risk",
+            "adl_dependence",
+            "iadl_dependence",
+            "mobility_limitation",
+            "disability",
+            "assistive_device",
+        ],
+        "functional",
+    ),
+}
+ASSETS = {"caregiver_present"}
+NEEDS = ("none", "low", "moderate", "high")
+
+
+def source(feature: str) -> str:
+    return f"Condition/{feature.replace('_', '-')}"
+
+
+def make_profile(
+    *features: str | tuple[str, str],
+    age: int | None = 50,
+    gaps: tuple[str, ...] = (),
+    language: str | None = None,
+    contact: str | None = None,
+    stale: tuple[str, ...] = (),
+) -> Profile:
+    """A profile with the given current findings (``"feature"`` or ``("feature", severity)``;
+    moderate by default, none for assets). A dimension's need is its highest severity."""
+    by_dimension: dict[str, list[Finding]] = {d: [] for d in ("medical", "cognitive_behavioral")}
+    by_dimension.update(social=[], functional=[])
+    for item in (*features, *stale):
+        name, severity = item if isinstance(item, tuple) else (item, "moderate")
+        by_dimension[DIMENSION[name]].append(
+            Finding(
+                feature=name,
+                label=name.replace("_", " "),
+                status="present",
+                severity=None if name in ASSETS else severity,  # type: ignore[arg-type]
+                stale=item in stale,
+                code=Coding(system="urn:test", code=name),
+                rule=f"{name}.test",
+                sources=(source(name),),
+            )
+        )
+    for findings in by_dimension.values():
+        findings.sort(key=lambda f: f.feature)  # as build_profile orders them
+    dimensions = {
+        name: DimensionProfile(
+            need=NEEDS[
+                max(
+                    (SEVERITY_RANK[f.severity] for f in findings if not f.stale),
+                    default=0,
+                )
+            ],
+            findings=tuple(findings),
+        )
+        for name, findings in by_dimension.items()
+    }
+    return Profile(
+        patient="Patient/p1",
+        as_of=AS_OF,
+        facts=PatientFacts(age=age, preferred_language=language, contact_preference=contact),
+        data_gaps=tuple(DataGap(id=g, label=g) for g in gaps),
+        **dimensions,
+    )
+
+
+def plan_of(definitions: Definitions, profile: Profile) -> Plan | None:
+    return plan_for(profile, segment(profile, definitions.segments), definitions.catalog)
+
+
+def modules_of(definitions: Definitions, profile: Profile) -> list[str]:
+    plan = plan_of(definitions, profile)
+    return [m.id for m in plan.modules] if plan else []
+
+
+def goal(plan: Plan, key: str) -> PlannedGoal:
+    return next(g for g in plan.goals if g.key == key)
+
+
+def activity(plan: Plan, key: str) -> PlannedActivity:
+    return next(a for a in plan.activities if a.key == key)
+
+
+# -- modules ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """An expected goal target: the measure, and a quantity or (part of) a text."""
+
+    system: str
+    code: str
+    comparator: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    text: str | None = None
+    category: str | None = None
+    sdoh: str | None = None
+
+
+@dataclass(frozen=True)
+class ModuleCase:
+    id: str
+    care_path: str
+    dimensions: tuple[str, ...]
+    triggers: tuple[dict[str, Any], ...]
+    not_triggered: dict[str, Any]
+    goals: dict[str, Target]
+    #: activity id -> (SNOMED CT code or None, SDOH category or None)
+    activities: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+
+def p(*features: str | tuple[str, str], **facts: Any) -> dict[str, Any]:
+    return {"features": features, **facts}
+
+
+MODULES = [
+    ModuleCase(
+        "diabetes-outpatient",
+        "chronic-care",
+        ("medical",),
+        (p("type2_diabetes"),),
+        p("type1_diabetes"),
+        {"hba1c-below-7": Target(LOINC, "4548-4", "<", 7, "%")},
+        {"hba1c-test": ("43396009", None)},
+    ),
+    ModuleCase(
+        "diabetes-type1",
+        "chronic-care",
+        ("medical",),
+        (p("type1_diabetes"),),
+        p("type2_diabetes"),
+        {"hba1c-below-7": Target(LOINC, "4548-4", "<", 7, "%")},
+        {"type1-hba1c-test": ("43396009", None)},
+    ),
+    ModuleCase(
+        "hypertension-outpatient",
+        "chronic-care",
+        ("medical",),
+        (p("hypertension"),),
+        p("bp_above_target"),
+        {"systolic-below-140": Target(LOINC, "8480-6", "<", 140, "mm[Hg]")},
+    ),
+    ModuleCase(
+        "heart-failure",
+        "chronic-care",
+        ("medical", "functional"),
+        (p("heart_failure"),),
+        p("coronary_disease"),
+        {"daily-weight-stable": Target(LOINC, "29463-7", text="2 kg in 3 days")},
+        {"cardiac-rehabilitation-referral": (None, None)},
+    ),
+    ModuleCase(
+        "chronic-lung-disease",
+        "chronic-care",
+        ("medical",),
+        (p("copd"), p("asthma")),
+        p("tobacco_use"),
+        {"smoke-free": Target(LOINC, "72166-2", text="LA15920-4")},
+        {"pulmonary-rehabilitation": ("15081005", None)},
+    ),
+    ModuleCase(
+        "ckd-care",
+        "chronic-care",
+        ("medical",),
+        (p("ckd"), p(("egfr_reduced", "high"))),
+        p("hypertension"),
+        {
+            "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "egfr-monitored": Target(LOINC, "98979-8", text="6 months"),
+        },
+    ),
+    ModuleCase(
+        "lipid-management",
+        "chronic-care",
+        ("medical",),
+        (p(("ldl_above_target", "low")), p(("ldl_above_target", "high"))),
+        p("hypertension"),
+        {"ldl-below-100": Target(LOINC, "13457-7", "<", 100, "mg/dL")},
+    ),
+    ModuleCase(
+        "weight-management",
+        "chronic-care",
+        ("medical",),
+        (p("obesity"),),
+        p("type2_diabetes"),
+        {"weight-loss-5-percent": Target(LOINC, "29463-7", text="5% below baseline")},
+        {
+            "weight-management-program-referral": ("408289007", None),
+            "dietitian-referral": ("103699006", None),
+        },
+    ),
+    ModuleCase(
+        "post-discharge-follow-up",
+        "post-discharge",
+        ("medical",),
+        (p("recent_hospital_discharge"),),
+        p(stale=("recent_hospital_discharge",)),
+        {"no-readmission-30-days": Target(LOCAL, "readmission-30-days", text="no unplanned")},
+        {
+            "discharge-follow-up-call": ("386473003", None),
+            "post-discharge-visit": (None, None),
+            "medication-reconciliation": ("430193006", None),
+        },
+    ),
+    ModuleCase(
+        "depression-care",
+        "behavioral-health",
+        ("cognitive_behavioral",),
+        (p(("depression", "moderate")), p(("depression", "high"))),
+        p(("depression", "low")),
+        {"phq9-below-10": Target(LOINC, "44261-6", "<", 10, "{score}", category="behavioral")},
+        {"behavioral-health-referral": ("390866009", None)},
+    ),
+    ModuleCase(
+        "anxiety-care",
+        "behavioral-health",
+        ("cognitive_behavioral",),
+        (p(("anxiety", "moderate")), p(("anxiety", "high"))),
+        p(("anxiety", "low")),
+        {"gad7-below-10": Target(LOINC, "70274-6", "<", 10, "{score}", category="behavioral")},
+        {"anxiety-behavioral-health-referral": ("390866009", None)},
+    ),
+    ModuleCase(
+        "alcohol-use",
+        "behavioral-health",
+        ("cognitive_behavioral",),
+        (p("unhealthy_alcohol_use"),),
+        p("tobacco_use"),
+        {"audit-c-below-3": Target(LOINC, "75626-2", "<", 3, "{score}", category="behavioral")},
+        {"alcohol-brief-intervention": ("281078001", None)},
+    ),
+    ModuleCase(
+        "tobacco-cessation",
+        "behavioral-health",
+        ("cognitive_behavioral", "medical"),
+        (p("tobacco_use"),),
+        p("unhealthy_alcohol_use"),
+        {"tobacco-free": Target(LOINC, "72166-2", text="LA15920-4", category="behavioral")},
+        {
+            "cessation-counseling": ("225323000", None),
+            "quitline-referral": ("449871000124100", None),
+        },
+    ),
+    ModuleCase(
+        "cognitive-impairment-support",
+        "chronic-care",
+        ("cognitive_behavioral", "functional"),
+        (p("cognitive_impairment"),),
+        p(("depression", "moderate")),
+        {
+            "care-plan-with-care-partner": Target(
+                LOCAL, "dementia-care-plan", text="care partner", category="safety"
+            )
+        },
+        {
+            "cognitive-care-planning-visit": ("113024001", None),
+            "home-safety-occupational-therapy": ("306166004", None),
+        },
+    ),
+    ModuleCase(
+        "social-needs-navigation",
+        "social-care",
+        ("social",),
+        (p("transportation_insecurity"), p(("interpersonal_safety", "high"))),
+        p(("lives_alone", "low")),
+        {
+            "social-needs-addressed": Target(
+                LOCAL,
+                "social-needs-connected",
+                text="accepted referral",
+                sdoh="sdoh-category-unspecified",
+            )
+        },
+        {"navigator-referral": ("464021000124104", "sdoh-category-unspecified")},
+    ),
+    ModuleCase(
+        "food-security",
+        "social-care",
+        ("social",),
+        (p("food_insecurity"),),
+        p("housing_instability"),
+        {
+            "food-secure": Target(
+                LOINC, "88124-3", text="LA19983-8", category="dietary", sdoh="food-insecurity"
+            )
+        },
+        {
+            "community-meals-referral": ("713109004", "food-insecurity"),
+            "budget-nutrition-counseling": ("103699006", None),
+        },
+    ),
+    ModuleCase(
+        "housing-stability",
+        "social-care",
+        ("social",),
+        (p("housing_instability"), p(("housing_instability", "high"))),
+        p("inadequate_housing"),
+        {"stably-housed": Target(LOINC, "71802-3", text="LA30189-7", sdoh="housing-instability")},
+        {"housing-assessment": ("225340009", "housing-instability")},
+    ),
+    ModuleCase(
+        "interpersonal-safety",
+        "social-care",
+        ("social",),
+        (p(("interpersonal_safety", "high")),),
+        p("stress"),
+        {
+            "hits-below-11": Target(
+                LOINC,
+                "95614-4",
+                "<",
+                11,
+                "{score}",
+                category="safety",
+                sdoh="intimate-partner-violence",
+            )
+        },
+        {"safety-social-work-referral": ("308440001", "intimate-partner-violence")},
+    ),
+    ModuleCase(
+        "transportation-access",
+        "social-care",
+        ("social",),
+        (p("transportation_insecurity"),),
+        p("food_insecurity"),
+        {
+            "transport-not-a-barrier": Target(
+                LOINC, "93030-5", text="LA32-8", sdoh="transportation-insecurity"
+            )
+        },
+        {"transportation-assistance-referral": (None, "transportation-insecurity")},
+    ),
+    ModuleCase(
+        "fall-prevention",
+        "functional-support",
+        ("functional",),
+        (p("fall_history"), p("fall_risk"), p("adl_dependence")),
+        p("mobility_limitation"),
+        {"no-falls-6-months": Target(LOCAL, "falls-count", text="zero falls", category="safety")},
+        {
+            "fall-risk-assessment": ("414191008", None),
+            "home-safety-evaluation": ("306166004", None),
+            "strength-balance-program": ("306170007", None),
+        },
+    ),
+    ModuleCase(
+        "daily-living-support",
+        "functional-support",
+        ("functional",),
+        (p("adl_dependence"), p("iadl_dependence")),
+        p("fall_history"),
+        {
+            "daily-needs-covered": Target(
+                LOCAL, "adl-needs-covered", text="daily-living needs", category="nursing"
+            )
+        },
+        {"functional-assessment": ("306166004", None), "home-health-referral": ("417511005", None)},
+    ),
+    ModuleCase(
+        "sdoh-screening",
+        "screening",
+        ("social",),
+        (p(gaps=("no_sdoh_screening",)),),
+        p(gaps=("no_depression_screening",)),
+        {"sdoh-screen-recorded": Target(LOINC, "96777-8", text="completed")},
+        {"complete-sdoh-screening": ("710824005", None)},
+    ),
+    ModuleCase(
+        "depression-screening",
+        "screening",
+        ("cognitive_behavioral",),
+        (p(gaps=("no_depression_screening",)),),
+        p(gaps=("no_sdoh_screening",)),
+        {"phq9-recorded": Target(LOINC, "44261-6", text="PHQ-9 completed")},
+        {"complete-phq9": ("171207006", None)},
+    ),
+    ModuleCase(
+        "hba1c-monitoring",
+        "screening",
+        ("medical",),
+        (p(gaps=("no_recent_hba1c",)),),
+        p(gaps=("no_sdoh_screening",)),
+        {"hba1c-recorded": Target(LOINC, "4548-4", text="6 months")},
+        {"order-hba1c": ("43396009", None)},
+    ),
+    ModuleCase(
+        "bp-measurement",
+        "screening",
+        ("medical",),
+        (p(gaps=("no_recent_bp",)),),
+        p(gaps=("no_recent_egfr",)),
+        {"bp-recorded": Target(LOINC, "8480-6", text="blood pressure recorded")},
+        {"measure-blood-pressure": (None, None)},
+    ),
+    ModuleCase(
+        "egfr-monitoring",
+        "screening",
+        ("medical",),
+        (p(gaps=("no_recent_egfr",)),),
+        p(gaps=("no_recent_bp",)),
+        {"egfr-recorded": Target(LOINC, "98979-8", text="12 months")},
+        {"order-egfr": (None, None)},
+    ),
+    ModuleCase(
+        "fall-risk-screening",
+        "screening",
+        ("functional",),
+        (p(gaps=("no_fall_risk_screening",)),),
+        p(gaps=("no_cognitive_screening",)),
+        {"fall-risk-recorded": Target(LOINC, "73830-2", text="completed", category="safety")},
+        {"complete-fall-risk-screen": ("414191008", None)},
+    ),
+    ModuleCase(
+        "cognitive-screening",
+        "screening",
+        ("cognitive_behavioral",),
+        (p(gaps=("no_cognitive_screening",)),),
+        p(gaps=("no_fall_risk_screening",)),
+        {"cognitive-screen-recorded": Target(LOINC, "72233-0", text="Mini-Cog")},
+        {"complete-cognitive-screen": ("113024001", None)},
+    ),
+]
+
+
+def build(spec: dict[str, Any]) -> Profile:
+    spec = dict(spec)
+    return make_profile(*spec.pop("features", ()), **spec)
+
+
+def test_every_module_is_covered(definitions: Definitions) -> None:
+    assert len(MODULES) >= 16
+    assert {m.id for m in definitions.catalog.modules} == {case.id for case in MODULES}
+
+
+@pytest.mark.parametrize("case", MODULES, ids=lambda c: c.id)
+def test_module_metadata(definitions: Definitions, case: ModuleCase) -> None:
+    module = next(m for m in definitions.catalog.modules if m.id == case.id)
+    assert module.care_path == case.care_path
+    assert module.dimensions == case.dimensions
+    assert {g.id for g in module.goals} == set(case.goals)
+    assert set(case.activities) <= {a.id for a in module.activities}
+
+
+@pytest.mark.parametrize("case", MODULES, ids=lambda c: c.id)
+def test_module_is_chosen_with_its_goals(definitions: Definitions, case: ModuleCase) -> None:
+    for trigger in case.triggers:
+        plan = plan_of(definitions, build(trigger))
+        assert plan is not None and case.id in [m.id for m in plan.modules], trigger
+        chosen = next(m for m in plan.modules if m.id == case.id)
+        assert chosen.evidence, "a chosen module records why it applies"
+        for goal_id, expected in case.goals.items():
+            target = goal(plan, f"{case.id}.{goal_id}").target
+            planned = goal(plan, f"{case.id}.{goal_id}")
+            assert (target.measure.system, target.measure.code) == (expected.system, expected.code)
+            assert target.comparator == expected.comparator
+            assert target.value == expected.value
+            assert target.unit == expected.unit
+            if expected.text is None:
+                assert target.text is None
+            else:
+                assert target.text is not None and expected.text in target.text
+            assert planned.category == expected.category
+            assert planned.sdoh_category == expected.sdoh
+            assert planned.due_date > AS_OF
+        for activity_id, (code, sdoh) in case.activities.items():
+            planned_activity = activity(plan, f"{case.id}.{activity_id}")
+            if code is None:
+                assert planned_activity.standard_code is None
+            else:
+                assert planned_activity.standard_code is not None
+                assert planned_activity.standard_code.system == SNOMED
+                assert planned_activity.standard_code.code == code
+            assert planned_activity.sdoh_category == sdoh
+            assert planned_activity.reasons == chosen.evidence
+
+
+@pytest.mark.parametrize("case", MODULES, ids=lambda c: c.id)
+def test_module_is_not_chosen_otherwise(definitions: Definitions, case: ModuleCase) -> None:
+    assert case.id not in modules_of(definitions, build(case.not_triggered))
+
+
+def test_post_discharge_timing_is_in_the_activities(definitions: Definitions) -> None:
+    plan = plan_of(definitions, make_profile("recent_hospital_discharge"))
+    assert plan is not None
+    call = activity(plan, "post-discharge-follow-up.discharge-follow-up-call")
+    visit = activity(plan, "post-discharge-follow-up.post-discharge-visit")
+    assert "2 business days" in call.description and "follow-up-call" in call.tags
+    assert "7 days" in visit.description and "14 days" in visit.description
+    assert visit.kind == "Appointment" and "follow-up-visit" in visit.tags
+    readmission = goal(plan, "post-discharge-follow-up.no-readmission-30-days")
+    assert (readmission.due_date - AS_OF).days == 30
+
+
+def test_social_referrals_are_service_requests_with_a_domain(definitions: Definitions) -> None:
+    plan = plan_of(
+        definitions,
+        make_profile("food_insecurity", "housing_instability", ("interpersonal_safety", "high")),
+    )
+    assert plan is not None
+    referrals = {a.key: a.sdoh_category for a in plan.activities if a.is_referral}
+    assert referrals == {
+        "food-security.community-meals-referral": "food-insecurity",
+        "housing-stability.housing-assessment": "housing-instability",
+        "interpersonal-safety.safety-social-work-referral": "intimate-partner-violence",
+        "social-needs-navigation.navigator-referral": "sdoh-category-unspecified",
+        "food-resources-referral": "food-insecurity",
+        "housing-resources-referral": "housing-instability",
+    }
+
+
+# -- end to end, from FHIR records -----------------------------------------------------------
+
+
+def encounter(eid: str, end: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "finished",
+        "class": {"system": V3, "code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-11-01", "end": end},
+    }
+
+
+def modules_from(definitions: Definitions, rec: PatientRecord) -> list[str]:
+    _, plan = profile_and_plan(rec, definitions, AS_OF)
+    return [m.id for m in plan.modules] if plan else []
+
+
+def test_a_recent_inpatient_stay_starts_transitional_care(definitions: Definitions) -> None:
+    recent = record(encounter("e1", "2026-11-10"), birthDate="1980-01-01")
+    assert "post-discharge-follow-up" in modules_from(definitions, recent)
+    old = record(encounter("e1", "2026-08-01"), birthDate="1980-01-01")
+    assert "post-discharge-follow-up" not in modules_from(definitions, old)
+
+
+def test_older_adults_without_screening_get_fall_and_cognitive_screening(
+    definitions: Definitions,
+) -> None:
+    older = modules_from(definitions, record(birthDate="1950-03-01"))
+    assert {"fall-risk-screening", "cognitive-screening"} <= set(older)
+    younger = modules_from(definitions, record(birthDate="1990-03-01"))
+    assert not {"fall-risk-screening", "cognitive-screening"} & set(younger)
+
+
+def test_type2_diagnosis_gives_diabetes_care_and_hba1c_order(definitions: Definitions) -> None:
+    chosen = modules_from(definitions, record(condition("c1", SNOMED, "44054006")))
+    assert {"diabetes-outpatient", "hba1c-monitoring"} <= set(chosen)
+    assert "diabetes-type1" not in chosen
+
+
+# -- variants --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VariantCase:
+    id: str
+    scope: str
+    applies: Profile
+    not_applies: Profile
+    #: the goal or activity key the variant changes or adds
+    key: str
+    #: text expected in the changed description (or the adjusted goal value)
+    change: str | float
+    #: feature or fact ids expected among the evidence
+    evidence: tuple[str, ...]
+
+
+VARIANTS = [
+    VariantCase(
+        "hba1c-target-older-complex",
+        "medical",
+        make_profile("type2_diabetes", "cognitive_impairment", age=72),
+        make_profile("type2_diabetes", "cognitive_impairment", age=60),
+        "diabetes-outpatient.hba1c-below-7",
+        8,
+        ("age", "cognitive_impairment"),
+    ),
+    VariantCase(
+        "hba1c-target-older-complex-type1",
+        "medical",
+        make_profile("type1_diabetes", "iadl_dependence", age=80),
+        make_profile("type1_diabetes", age=80),
+        "diabetes-type1.hba1c-below-7",
+        8,
+        ("age", "iadl_dependence"),
+    ),
+    VariantCase(
+        "bp-target-diabetes-ckd",
+        "medical",
+        make_profile("hypertension", "ckd"),
+        make_profile("hypertension", "coronary_disease"),
+        "hypertension-outpatient.systolic-below-140",
+        130,
+        ("hypertension", "ckd"),
+    ),
+    VariantCase(
+        "ldl-target-secondary-prevention",
+        "medical",
+        make_profile("coronary_disease"),
+        make_profile(("ldl_above_target", "high")),
+        "lipid-management.ldl-below-100",
+        70,
+        ("coronary_disease",),
+    ),
+    VariantCase(
+        "pharmacist-medication-review",
+        "medical",
+        make_profile("hypertension", "polypharmacy"),
+        make_profile("hypertension"),
+        "pharmacist-medication-review",
+        "clinical pharmacist",
+        ("polypharmacy",),
+    ),
+    VariantCase(
+        "teach-back-education",
+        "cognitive_behavioral",
+        make_profile("type2_diabetes", "low_health_literacy"),
+        make_profile("type2_diabetes", "low_education"),
+        "diabetes-outpatient.diabetes-self-management-education",
+        "teach-back",
+        ("low_health_literacy",),
+    ),
+    VariantCase(
+        "caregiver-in-education",
+        "cognitive_behavioral",
+        make_profile("cognitive_impairment", "caregiver_present"),
+        make_profile("cognitive_impairment"),
+        "cognitive-impairment-support.dementia-education",
+        "Invite the caregiver",
+        ("cognitive_impairment", "caregiver_present"),
+    ),
+    VariantCase(
+        "large-print-plain-language",
+        "cognitive_behavioral",
+        make_profile("cognitive_impairment", "hypertension"),
+        make_profile("hypertension", "low_education"),
+        "hypertension-outpatient.lifestyle-education",
+        "large-print",
+        ("cognitive_impairment",),
+    ),
+    VariantCase(
+        "telehealth-follow-up",
+        "social",
+        make_profile("hypertension", "transportation_insecurity"),
+        make_profile("hypertension", "transportation_insecurity", "mobility_limitation"),
+        "hypertension-outpatient.hypertension-follow-up-visit",
+        "telehealth",
+        ("transportation_insecurity",),
+    ),
+    VariantCase(
+        "food-resources-referral",
+        "social",
+        make_profile("food_insecurity"),
+        make_profile("housing_instability"),
+        "food-resources-referral",
+        "food bank",
+        ("food_insecurity",),
+    ),
+    VariantCase(
+        "housing-resources-referral",
+        "social",
+        make_profile(("housing_instability", "high")),
+        make_profile("inadequate_housing"),
+        "housing-resources-referral",
+        "housing assistance",
+        ("housing_instability",),
+    ),
+    VariantCase(
+        "medications-by-mail",
+        "social",
+        make_profile("hypertension", "transportation_insecurity"),
+        make_profile("hypertension", "food_insecurity"),
+        "medications-by-mail",
+        "mail-order pharmacy",
+        ("transportation_insecurity",),
+    ),
+    VariantCase(
+        "home-visit-limited-mobility",
+        "functional",
+        make_profile("hypertension", "mobility_limitation"),
+        make_profile("hypertension", "fall_history"),
+        "hypertension-outpatient.hypertension-follow-up-visit",
+        "home visit",
+        ("mobility_limitation",),
+    ),
+    VariantCase(
+        "caregiver-check-in",
+        "functional",
+        make_profile(("lives_alone", "low"), "fall_history"),
+        make_profile(("lives_alone", "low"), "hypertension"),
+        "weekly-check-in-call",
+        "Weekly check-in call",
+        ("lives_alone", "fall_history"),
+    ),
+    VariantCase(
+        "interpreter",
+        "preference",
+        make_profile("hypertension", language="es"),
+        make_profile("hypertension", language="en-US"),
+        "arrange-interpreter",
+        "interpreter",
+        ("preferred_language",),
+    ),
+    VariantCase(
+        "sms-reminders",
+        "preference",
+        make_profile("hypertension", contact="sms"),
+        make_profile("hypertension", contact="phone"),
+        "hypertension-outpatient.hypertension-follow-up-visit",
+        "text message (SMS)",
+        ("contact_preference",),
+    ),
+    VariantCase(
+        "phone-outreach",
+        "preference",
+        make_profile("hypertension", contact="phone"),
+        make_profile("hypertension", contact="sms"),
+        "hypertension-outpatient.hypertension-follow-up-visit",
+        "by phone call",
+        ("contact_preference",),
+    ),
+    VariantCase(
+        "safe-contact",
+        "social",
+        make_profile(("interpersonal_safety", "high")),
+        make_profile("transportation_insecurity"),
+        "social-needs-navigation.navigator-follow-up",
+        "safe number",
+        ("interpersonal_safety",),
+    ),
+]
+
+#: The reason each variant states, in words a clinician would check (a part of it).
+REASONS = {
+    "hba1c-target-older-complex": "8.0%",
+    "hba1c-target-older-complex-type1": "8.0%",
+    "bp-target-diabetes-ckd": "130",
+    "ldl-target-secondary-prevention": "70 mg/dL",
+    "pharmacist-medication-review": "five or more",
+    "teach-back-education": "low health literacy",
+    "caregiver-in-education": "cognitive impairment",
+    "large-print-plain-language": "cognitive impairment",
+    "telehealth-follow-up": "transportation insecurity",
+    "food-resources-referral": "food insecurity",
+    "housing-resources-referral": "housing instability",
+    "medications-by-mail": "transportation insecurity",
+    "home-visit-limited-mobility": "wheelchair",
+    "caregiver-check-in": "lives alone",
+    "interpreter": "language other than English",
+    "sms-reminders": "SMS",
+    "phone-outreach": "phone",
+    "safe-contact": "interpersonal violence",
+}
+
+
+def test_every_variant_is_covered(definitions: Definitions) -> None:
+    assert len(VARIANTS) >= 12
+    assert {v.id for v in definitions.catalog.variants} == {case.id for case in VARIANTS}
+    scopes = {v.id: v.scope for v in definitions.catalog.variants}
+    assert scopes == {case.id: case.scope for case in VARIANTS}
+    assert set(scopes.values()) == {
+        "medical",
+        "cognitive_behavioral",
+        "social",
+        "functional",
+        "preference",
+    }
+
+
+def changed(plan: Plan, key: str) -> PlannedGoal | PlannedActivity | None:
+    items: list[PlannedGoal | PlannedActivity] = [*plan.goals, *plan.activities]
+    return next((item for item in items if item.key == key), None)
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=lambda c: c.id)
+def test_variant_applies_with_reason_and_evidence(
+    definitions: Definitions, case: VariantCase
+) -> None:
+    plan = plan_of(definitions, case.applies)
+    assert plan is not None
+    item = changed(plan, case.key)
+    assert item is not None, case.key
+    variation = next(v for v in item.variations if v.variant == case.id)
+    assert REASONS[case.id] in variation.reason
+    assert set(case.evidence) <= {e.id for e in variation.evidence}
+    assert all(e.sources for e in variation.evidence)
+    if isinstance(item, PlannedGoal):
+        assert item.target.value == case.change
+        assert item.target.comparator == "<"
+        assert f"{case.change:g}" in item.description
+    else:
+        assert isinstance(case.change, str) and case.change in item.description
+
+
+@pytest.mark.parametrize("case", VARIANTS, ids=lambda c: c.id)
+def test_variant_does_not_apply_otherwise(definitions: Definitions, case: VariantCase) -> None:
+    plan = plan_of(definitions, case.not_applies)
+    assert plan is not None
+    assert all(case.id not in [v.variant for v in g.variations] for g in plan.goals)
+    assert all(case.id not in [v.variant for v in a.variations] for a in plan.activities)
+    item = changed(plan, case.key)
+    if isinstance(item, PlannedGoal):
+        standard = {
+            "diabetes-outpatient.hba1c-below-7": 7,
+            "diabetes-type1.hba1c-below-7": 7,
+            "hypertension-outpatient.systolic-below-140": 140,
+            "lipid-management.ldl-below-100": 100,
+        }
+        assert item.target.value == standard[case.key]
+    elif item is not None:
+        assert isinstance(case.change, str) and case.change not in item.description
+
+
+def test_variations_compose_on_one_activity(definitions: Definitions) -> None:
+    profile = make_profile("hypertension", "transportation_insecurity", contact="sms")
+    plan = plan_of(definitions, profile)
+    assert plan is not None
+    visit = activity(plan, "hypertension-outpatient.hypertension-follow-up-visit")
+    assert [v.variant for v in visit.variations] == ["telehealth-follow-up", "sms-reminders"]
+    assert "telehealth" in visit.tags
+
+
+def test_home_visit_replaces_telehealth_when_mobility_is_limited(
+    definitions: Definitions,
+) -> None:
+    profile = make_profile("hypertension", "transportation_insecurity", "assistive_device")
+    plan = plan_of(definitions, profile)
+    assert plan is not None
+    visit = activity(plan, "hypertension-outpatient.hypertension-follow-up-visit")
+    assert [v.variant for v in visit.variations] == ["home-visit-limited-mobility"]
+    assert "home-visit" in visit.tags and "telehealth" not in visit.tags
+
+
+def test_no_sms_reminders_when_interpersonal_violence_is_reported(
+    definitions: Definitions,
+) -> None:
+    profile = make_profile("hypertension", ("interpersonal_safety", "high"), contact="sms")
+    plan = plan_of(definitions, profile)
+    assert plan is not None
+    visit = activity(plan, "hypertension-outpatient.hypertension-follow-up-visit")
+    assert "sms-reminders" not in [v.variant for v in visit.variations]
+    calls = [a for a in plan.activities if "follow-up-call" in a.tags]
+    assert calls and all("safe-contact" in [v.variant for v in a.variations] for a in calls)
+
+
+def test_stale_findings_trigger_no_variant(definitions: Definitions) -> None:
+    profile = make_profile("type2_diabetes", age=75, stale=("cognitive_impairment",))
+    plan = plan_of(definitions, profile)
+    assert plan is not None
+    assert goal(plan, "diabetes-outpatient.hba1c-below-7").target.value == 7
+
+
+# -- determinism -----------------------------------------------------------------------------
+
+
+def test_same_profile_same_plan(definitions: Definitions) -> None:
+    features = (
+        "type2_diabetes",
+        "hypertension",
+        "ckd",
+        "cognitive_impairment",
+        "caregiver_present",
+        "food_insecurity",
+        "transportation_insecurity",
+        "fall_history",
+        ("lives_alone", "low"),
+    )
+    kwargs: dict[str, Any] = {
+        "age": 78,
+        "gaps": ("no_depression_screening",),
+        "language": "es",
+        "contact": "phone",
+    }
+    first = plan_of(definitions, make_profile(*features, **kwargs))
+    shuffled = list(features)
+    random.Random(3).shuffle(shuffled)
+    second = plan_of(definitions, make_profile(*shuffled, **kwargs))
+    assert first is not None and second is not None
+    assert first.model_dump_json() == second.model_dump_json()
+    assert first.fingerprint() == second.fingerprint()
+
+
+def test_same_record_same_plan_whatever_the_resource_order(definitions: Definitions) -> None:
+    rec = record(
+        condition("c1", SNOMED, "44054006"),
+        condition("c2", ICD10, "Z59.82"),
+        condition("c3", ICD10, "I10"),
+        observation("o1", "4548-4", **quantity(9.4, "%")),
+        observation("o2", "88122-7", when="2026-10-01", **answer("LA28397-0")),
+        encounter("e1", "2026-11-10"),
+        birthDate="1948-02-02",
+        communication=[{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es"}]}}],
+        telecom=[{"system": "sms", "value": "+15550100", "rank": 1}],
+    )
+    _, first = profile_and_plan(rec, definitions, AS_OF)
+    shuffled = list(rec.resources)
+    random.Random(11).shuffle(shuffled)
+    _, second = profile_and_plan(PatientRecord(rec.patient, tuple(shuffled)), definitions, AS_OF)
+    assert first is not None and second is not None
+    assert first.model_dump_json() == second.model_dump_json()
+    assert {"diabetes-outpatient", "hypertension-outpatient", "post-discharge-follow-up"} <= {
+        m.id for m in first.modules
+    }
+
+
+def test_hypertension_without_a_reading_gets_a_blood_pressure_check(
+    definitions: Definitions,
+) -> None:
+    unmeasured = record(condition("c1", ICD10, "I10"), birthDate="1980-01-01")
+    assert "bp-measurement" in modules_from(definitions, unmeasured)
+    measured = record(
+        condition("c1", ICD10, "I10"),
+        observation("o1", "8480-6", when="2026-10-01", **quantity(128, "mm[Hg]")),
+        birthDate="1980-01-01",
+    )
+    assert "bp-measurement" not in modules_from(definitions, measured)
