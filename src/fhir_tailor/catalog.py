@@ -41,6 +41,33 @@ CarePath = Literal[
 ]
 #: Goal.category codes (http://terminology.hl7.org/CodeSystem/goal-category).
 GoalCategory = Literal["dietary", "safety", "behavioral", "nursing", "physiotherapy"]
+#: SDOH domains: the SDOH Clinical Care IG (STU 2.3) value set SDOHCC-ValueSetSDOHCategory, whose
+#: binding on Goal.category and ServiceRequest.category is required; a typo fails at load time.
+SdohCategory = Literal[
+    "sdoh-category-unspecified",
+    "food-insecurity",
+    "housing-instability",
+    "homelessness",
+    "inadequate-housing",
+    "transportation-insecurity",
+    "financial-insecurity",
+    "material-hardship",
+    "educational-attainment",
+    "employment-status",
+    "veteran-status",
+    "stress",
+    "social-connection",
+    "intimate-partner-violence",
+    "elder-abuse",
+    "personal-health-literacy",
+    "health-insurance-coverage-status",
+    "medical-cost-burden",
+    "digital-literacy",
+    "digital-access",
+    "utility-insecurity",
+    "incarceration-status",
+    "language-access",
+]
 #: What a variant adapts the plan to: one of the four dimensions, or a stated preference.
 VariantScope = Literal["medical", "cognitive_behavioral", "social", "functional", "preference"]
 
@@ -89,7 +116,7 @@ class GoalTemplate(Strict):
     id: str = Field(pattern=_KEBAB)
     description: str
     category: GoalCategory | None = None
-    sdoh_category: str | None = None
+    sdoh_category: SdohCategory | None = None
     target: GoalTarget
 
 
@@ -101,7 +128,7 @@ class ActivityTemplate(Strict):
     kind: ActivityKind
     description: str
     code: Code | None = None
-    sdoh_category: str | None = None
+    sdoh_category: SdohCategory | None = None
     tags: tuple[str, ...] = ()
 
 

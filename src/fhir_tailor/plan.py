@@ -23,6 +23,7 @@ from .catalog import (
     GoalCategory,
     GoalTarget,
     Module,
+    SdohCategory,
     Variant,
 )
 from .profile import Profile
@@ -71,7 +72,7 @@ class PlannedGoal(Model):
     module: str
     description: str
     category: GoalCategory | None = None
-    sdoh_category: str | None = None
+    sdoh_category: SdohCategory | None = None
     target: GoalTarget
     due_date: date
     addresses: tuple[str, ...]
@@ -86,11 +87,16 @@ class PlannedActivity(Model):
     kind: ActivityKind
     code: Code
     standard_code: Code | None = None
-    sdoh_category: str | None = None
+    sdoh_category: SdohCategory | None = None
     description: str
     tags: tuple[str, ...]
     reasons: tuple[EvidenceRef, ...]
     variations: tuple[Variation, ...] = ()
+
+    @property
+    def is_referral(self) -> bool:
+        """A social-care referral: written as its own ServiceRequest, not as a CarePlan detail."""
+        return self.kind == "ServiceRequest" and self.sdoh_category is not None
 
 
 class Plan(Model):

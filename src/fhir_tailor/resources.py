@@ -1,8 +1,12 @@
-"""FHIR resources for a plan: a CarePlan, its Goals and a Provenance, validated before use.
+"""FHIR resources for a plan: a CarePlan, its Goals, its referrals and a Provenance.
 
-Output is R4 JSON shaped for US Core CarePlan (narrative text, status, intent, ``assess-plan``
-category, subject). Every resource we write is validated with the strict ``fhir.resources``
-R4B models: an invalid one is a bug in fhir-tailor, raised as :class:`InvalidOutputError`.
+Output is R4 JSON conforming to US Core 7.0.0 and, for social needs, the SDOH Clinical Care IG
+STU 2.3.0; :mod:`fhir_tailor.conformance` says which profiles each resource claims and why. A
+social-care referral (a ``ServiceRequest`` activity with an SDOH category) becomes a
+ServiceRequest of its own, which the CarePlan activity references, so that referral platforms can
+find and track it; other activities stay inline as ``CarePlan.activity.detail``. Every resource
+we write is validated with the strict ``fhir.resources`` R4B models: an invalid one is a bug in
+fhir-tailor, raised as :class:`InvalidOutputError`.
 
 Idempotence rests on three markers every written resource carries:
 
@@ -10,9 +14,9 @@ Idempotence rests on three markers every written resource carries:
   so a re-run finds what an earlier run wrote;
 - a ``meta.tag`` saying fhir-tailor generated it;
 - a *content digest* extension over the fields a clinician edits (status, text of activities,
-  targets): if the stored digest no longer matches the resource, someone changed it, and
-  fhir-tailor leaves it alone. The CarePlan also carries the plan fingerprint, so an unchanged
-  plan is not written again.
+  targets, what a referral asks for and of whom): if the stored digest no longer matches the
+  resource, someone changed it, and fhir-tailor leaves it alone. The CarePlan also carries the
+  plan fingerprint, so an unchanged plan is not written again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -29,6 +34,17 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from . import __version__
+from .catalog import Code
+from .conformance import (
+    CAREPLAN_CATEGORY,
+    GOAL_CATEGORY,
+    PERTAINS_TO_GOAL,
+    SDOH_CATEGORY,
+    SOCIAL_SERVICE_PROCEDURE,
+    US_CORE_CAREPLAN,
+    goal_profiles,
+    referral_profiles,
+)
 from .errors import FhirTailorError
 from .fhirdata import Resource
 from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal
@@ -36,14 +52,36 @@ from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal
 TAILOR = "https://fhir-tailor.dev/fhir"
 CAREPLAN_ID_SYSTEM = f"{TAILOR}/id/careplan"
 GOAL_ID_SYSTEM = f"{TAILOR}/id/goal"
+SERVICEREQUEST_ID_SYSTEM = f"{TAILOR}/id/servicerequest"
 SOFTWARE_ID_SYSTEM = f"{TAILOR}/id/software"
 GENERATED_TAG = {"system": f"{TAILOR}/CodeSystem/tag", "code": "generated"}
 PLAN_FINGERPRINT_URL = f"{TAILOR}/StructureDefinition/plan-fingerprint"
 CONTENT_DIGEST_URL = f"{TAILOR}/StructureDefinition/content-digest"
-CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
 UCUM = "http://unitsofmeasure.org"
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 REASON_TYPES = ("Condition/", "Observation/")
+#: The fields a person edits, by resource type; CarePlan activities are digested apart.
+EDITABLE = {
+    "Goal": ("lifecycleStatus", "description", "target"),
+    "ServiceRequest": (
+        "status",
+        "intent",
+        "category",
+        "priority",
+        "doNotPerform",
+        "code",
+        "occurrenceDateTime",
+        "occurrencePeriod",
+        "occurrenceTiming",
+        "requester",
+        "performerType",
+        "performer",
+        "reasonCode",
+        "reasonReference",
+        "note",
+        "patientInstruction",
+    ),
+}
 
 
 class InvalidOutputError(FhirTailorError):
@@ -62,11 +100,17 @@ class Entry:
 class PlanResources:
     careplan: Entry
     goals: tuple[Entry, ...]
+    service_requests: tuple[Entry, ...]
     provenance: Entry
 
     @property
+    def parts(self) -> tuple[Entry, ...]:
+        """The resources the CarePlan references and fhir-tailor owns: Goals, then referrals."""
+        return (*self.goals, *self.service_requests)
+
+    @property
     def entries(self) -> tuple[Entry, ...]:
-        return (self.careplan, *self.goals, self.provenance)
+        return (self.careplan, *self.parts, self.provenance)
 
 
 def careplan_identifier(plan: Plan) -> str:
@@ -78,15 +122,23 @@ def careplan_identifier(plan: Plan) -> str:
 
 
 def to_fhir(plan: Plan, recorded: datetime) -> PlanResources:
-    """Render a plan as validated CarePlan, Goal and Provenance resources."""
+    """Render a plan as validated CarePlan, Goal, ServiceRequest and Provenance resources."""
     careplan_id = careplan_identifier(plan)
     goals = tuple(_goal_entry(plan, goal, careplan_id) for goal in plan.goals)
     goal_urls = {goal.key: entry.full_url for goal, entry in zip(plan.goals, goals, strict=True)}
-    careplan = Entry(_urn(CAREPLAN_ID_SYSTEM, careplan_id), _careplan(plan, careplan_id, goal_urls))
-    provenance = Entry(
-        _urn("Provenance", careplan_id), _provenance(plan, careplan, goals, recorded)
+    referrals = {
+        activity.key: _service_request_entry(plan, activity, careplan_id, goal_urls)
+        for activity in plan.activities
+        if activity.is_referral
+    }
+    referral_urls = {key: entry.full_url for key, entry in referrals.items()}
+    careplan = Entry(
+        _urn(CAREPLAN_ID_SYSTEM, careplan_id),
+        _careplan(plan, careplan_id, goal_urls, referral_urls),
     )
-    result = PlanResources(careplan, goals, provenance)
+    targets = (careplan, *goals, *referrals.values())
+    provenance = Entry(_urn("Provenance", careplan_id), _provenance(plan, targets, recorded))
+    result = PlanResources(careplan, goals, tuple(referrals.values()), provenance)
     for entry in result.entries:
         validate(entry.resource)
     return result
@@ -102,8 +154,12 @@ def validate(resource: Resource) -> None:
 
 
 def content_digest(resource: Resource) -> str:
-    """Digest of the fields a person would edit; server-assigned ids and meta do not count."""
-    if resource.get("resourceType") == "CarePlan":
+    """Digest of the fields a person would edit; server-assigned ids and meta do not count.
+
+    References the server rewrites (our ``urn:uuid`` links between entries) are left out.
+    """
+    rtype = str(resource.get("resourceType"))
+    if rtype == "CarePlan":
         content: Any = [
             resource.get("status"),
             resource.get("intent"),
@@ -117,11 +173,7 @@ def content_digest(resource: Resource) -> str:
             ],
         ]
     else:
-        content = [
-            resource.get("lifecycleStatus"),
-            resource.get("description"),
-            resource.get("target"),
-        ]
+        content = [resource.get(key) for key in EDITABLE[rtype]]
     canonical = json.dumps(_numbers_as_floats(content), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -155,24 +207,31 @@ def with_digest(resource: Resource) -> Resource:
 def identifier_search(resource: Resource) -> str | None:
     """The search that finds a resource by its fhir-tailor identifier (``identifier=sys|value``)."""
     for identifier in resource.get("identifier") or ():
-        if identifier.get("system") in (CAREPLAN_ID_SYSTEM, GOAL_ID_SYSTEM):
+        if identifier.get("system") in (
+            CAREPLAN_ID_SYSTEM,
+            GOAL_ID_SYSTEM,
+            SERVICEREQUEST_ID_SYSTEM,
+        ):
             return f"identifier={identifier['system']}|{identifier['value']}"
     return None
 
 
-def create_transaction(resources: PlanResources, *, conditional_goals: bool = True) -> Resource:
+def create_transaction(
+    resources: PlanResources, *, unconditional: Collection[str] = ()
+) -> Resource:
     """A transaction Bundle creating the plan's resources, conditional on their identifiers.
 
-    The CarePlan is always created conditionally (``ifNoneExist`` on its identifier). Goals are
-    too unless ``conditional_goals`` is false, for servers that declare no ``identifier`` search
-    on Goal (a conditional create on an undeclared parameter fails the whole transaction).
+    The CarePlan is always created conditionally (``ifNoneExist`` on its identifier). Goals and
+    ServiceRequests are too, except the types in ``unconditional``: those a server declares no
+    ``identifier`` search for (a conditional create on an undeclared parameter fails the whole
+    transaction).
     """
     entries = []
     for entry in resources.entries:
         rtype = entry.resource["resourceType"]
         request = {"method": "POST", "url": rtype}
         search = identifier_search(entry.resource)
-        if search and (conditional_goals or rtype != "Goal"):
+        if search and (rtype == "CarePlan" or rtype not in unconditional):
             request["ifNoneExist"] = search
         entries.append({"fullUrl": entry.full_url, "resource": entry.resource, "request": request})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
@@ -186,10 +245,20 @@ def _ref(reference: str) -> dict[str, str]:
     return {"reference": reference}
 
 
-def _careplan(plan: Plan, identifier: str, goal_urls: dict[str, str]) -> Resource:
+def _coding(code: Code) -> Resource:
+    return {
+        "system": code.system,
+        "code": code.code,
+        **({"display": code.display} if code.display else {}),
+    }
+
+
+def _careplan(
+    plan: Plan, identifier: str, goal_urls: dict[str, str], referral_urls: dict[str, str]
+) -> Resource:
     resource: Resource = {
         "resourceType": "CarePlan",
-        "meta": {"tag": [GENERATED_TAG]},
+        "meta": {"profile": [US_CORE_CAREPLAN], "tag": [GENERATED_TAG]},
         "extension": [{"url": PLAN_FINGERPRINT_URL, "valueString": plan.fingerprint()}],
         "identifier": [{"system": CAREPLAN_ID_SYSTEM, "value": identifier}],
         "instantiatesCanonical": [module.canonical for module in plan.modules],
@@ -207,35 +276,24 @@ def _careplan(plan: Plan, identifier: str, goal_urls: dict[str, str]) -> Resourc
         resource["supportingInfo"] = [_ref(r) for r in plan.supporting_info]
     if goal_urls:
         resource["goal"] = [_ref(url) for url in goal_urls.values()]
-    resource["activity"] = [_activity(plan, a, goal_urls) for a in plan.activities]
+    resource["activity"] = [
+        {"reference": _ref(referral_urls[a.key])}
+        if a.key in referral_urls
+        else _activity(plan, a, goal_urls)
+        for a in plan.activities
+    ]
     return with_digest(resource)
 
 
 def _activity(plan: Plan, activity: PlannedActivity, goal_urls: dict[str, str]) -> Resource:
     module = next((m for m in plan.modules if m.id == activity.module), None)
-    reasons = [_reason_text(f"Module {activity.module}", e) for e in activity.reasons]
-    reasons += [
-        _reason_text(f"Variation {v.variant} ({v.reason})", e)
-        for v in activity.variations
-        for e in v.evidence
-    ]
-    references = sorted(
-        {
-            source
-            for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence))
-            for source in ref.sources
-            if source.startswith(REASON_TYPES)
-        }
-    )
+    references = _reason_references(activity)
     detail: Resource = {
         "kind": activity.kind,
-        "code": {
-            "coding": [{"system": activity.code.system, "code": activity.code.code}],
-            "text": activity.key,
-        },
+        "code": {"coding": _activity_codings(activity), "text": activity.key},
         "status": "not-started",
         "description": activity.description,
-        "reasonCode": [{"text": text} for text in dict.fromkeys(reasons)],
+        "reasonCode": [{"text": text} for text in _reasons(activity)],
     }
     if module is not None:
         detail["instantiatesCanonical"] = [module.canonical]
@@ -247,6 +305,39 @@ def _activity(plan: Plan, activity: PlannedActivity, goal_urls: dict[str, str]) 
     return {"detail": detail}
 
 
+def _activity_codings(activity: PlannedActivity) -> list[Resource]:
+    """The standard code first, where there is one, and always the catalog's own code."""
+    catalog = {"system": activity.code.system, "code": activity.code.code}
+    if activity.standard_code is None:
+        return [catalog]
+    return [_coding(activity.standard_code), catalog]
+
+
+def _reasons(activity: PlannedActivity) -> list[str]:
+    """Why the activity is there: its module's evidence, then each variation's."""
+    reasons = []
+    if activity.module is not None:  # else a variant added it: its reasons are listed below
+        reasons += [_reason_text(f"Module {activity.module}", e) for e in activity.reasons]
+    reasons += [
+        _reason_text(f"Variation {v.variant} ({v.reason})", e)
+        for v in activity.variations
+        for e in v.evidence
+    ]
+    return list(dict.fromkeys(reasons))
+
+
+def _reason_references(activity: PlannedActivity) -> list[str]:
+    """The Conditions and Observations behind the activity and its variations."""
+    return sorted(
+        {
+            source
+            for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence))
+            for source in ref.sources
+            if source.startswith(REASON_TYPES)
+        }
+    )
+
+
 def _reason_text(prefix: str, evidence: EvidenceRef) -> str:
     sources = f" [{', '.join(evidence.sources)}]" if evidence.sources else ""
     return f"{prefix}: {evidence.label}{sources}"
@@ -255,19 +346,7 @@ def _reason_text(prefix: str, evidence: EvidenceRef) -> str:
 def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
     identifier = f"{careplan_id}/{goal.key}"
     target: Resource = {
-        "measure": {
-            "coding": [
-                {
-                    "system": goal.target.measure.system,
-                    "code": goal.target.measure.code,
-                    **(
-                        {"display": goal.target.measure.display}
-                        if goal.target.measure.display
-                        else {}
-                    ),
-                }
-            ]
-        },
+        "measure": {"coding": [_coding(goal.target.measure)]},
         "dueDate": goal.due_date.isoformat(),
     }
     if goal.target.value is not None:
@@ -282,11 +361,18 @@ def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
         target["detailQuantity"] = quantity
     else:
         target["detailString"] = goal.target.text
+    categories = []
+    if goal.category:
+        categories.append({"coding": [{"system": GOAL_CATEGORY, "code": goal.category}]})
+    if goal.sdoh_category:
+        categories.append({"coding": [{"system": SDOH_CATEGORY, "code": goal.sdoh_category}]})
     resource: Resource = {
         "resourceType": "Goal",
-        "meta": {"tag": [GENERATED_TAG]},
+        "meta": {"profile": goal_profiles(goal), "tag": [GENERATED_TAG]},
         "identifier": [{"system": GOAL_ID_SYSTEM, "value": identifier}],
+        # a proposal until a clinician accepts it, like the draft CarePlan that holds it
         "lifecycleStatus": "proposed",
+        **({"category": categories} if categories else {}),
         "description": {"text": goal.description},
         "subject": _ref(plan.patient),
         "startDate": plan.as_of.isoformat(),
@@ -297,14 +383,53 @@ def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
     return Entry(_urn(GOAL_ID_SYSTEM, identifier), with_digest(resource))
 
 
-def _provenance(
-    plan: Plan, careplan: Entry, goals: tuple[Entry, ...], recorded: datetime
-) -> Resource:
+def _service_request_entry(
+    plan: Plan, activity: PlannedActivity, careplan_id: str, goal_urls: dict[str, str]
+) -> Entry:
+    """A social-care referral per SDOHCC ServiceRequest: a draft, like the CarePlan holding it.
+
+    Its intent is ``plan``, as the CarePlan's: fhir-tailor proposes, it authorizes nothing, so
+    there is no requester, and neither performer nor occurrence, which we do not know. The
+    reasons are the activity's evidence: the Conditions and Observations as ``reasonReference``
+    and every module and variation reason, with its sources, as a note.
+    """
+    identifier = f"{careplan_id}/{activity.key}"
+    module = next((m for m in plan.modules if m.id == activity.module), None)
+    profiles = referral_profiles(activity)
+    goals = [
+        goal_urls[goal.key]
+        for goal in plan.goals
+        if goal.module == activity.module and goal.sdoh_category
+    ]
+    resource: Resource = {
+        "resourceType": "ServiceRequest",
+        "meta": {**({"profile": profiles} if profiles else {}), "tag": [GENERATED_TAG]},
+        "extension": [{"url": PERTAINS_TO_GOAL, "valueReference": _ref(url)} for url in goals],
+        "identifier": [{"system": SERVICEREQUEST_ID_SYSTEM, "value": identifier}],
+        **({"instantiatesCanonical": [module.canonical]} if module else {}),
+        "status": "draft",
+        "intent": "plan",
+        "category": [
+            {"coding": [SOCIAL_SERVICE_PROCEDURE]},
+            {"coding": [{"system": SDOH_CATEGORY, "code": activity.sdoh_category}]},
+        ],
+        "code": {"coding": _activity_codings(activity), "text": activity.description},
+        "subject": _ref(plan.patient),
+        "authoredOn": plan.as_of.isoformat(),
+    }
+    references = _reason_references(activity)
+    if references:
+        resource["reasonReference"] = [_ref(r) for r in references]
+    resource["note"] = [{"text": reason} for reason in _reasons(activity)]
+    return Entry(_urn(SERVICEREQUEST_ID_SYSTEM, identifier), with_digest(resource))
+
+
+def _provenance(plan: Plan, targets: tuple[Entry, ...], recorded: datetime) -> Resource:
     sources = sorted({plan.patient, *plan.addresses, *plan.supporting_info})
     return {
         "resourceType": "Provenance",
         "meta": {"tag": [GENERATED_TAG]},
-        "target": [_ref(careplan.full_url), *(_ref(goal.full_url) for goal in goals)],
+        "target": [_ref(target.full_url) for target in targets],
         "recorded": recorded.isoformat(),
         "agent": [
             {
@@ -324,7 +449,10 @@ def _provenance(
 
 
 def _narrative(plan: Plan) -> str:
-    """XHTML narrative: modules, goals and each activity with its variations and reasons."""
+    """XHTML narrative: modules, goals and each activity with its variations and reasons.
+
+    Referrals are ServiceRequests of their own, so this is where a CarePlan reader sees why.
+    """
     parts = ['<div xmlns="http://www.w3.org/1999/xhtml">']
     parts.append(
         f"<p>Personalized care plan ({escape(plan.catalog)} {escape(plan.catalog_version)})"
@@ -342,6 +470,9 @@ def _narrative(plan: Plan) -> str:
             parts.append(
                 f" <em>(adapted: {escape(variation.label)}; {escape(variation.reason)})</em>"
             )
+        reasons = _reasons(activity)
+        if reasons:
+            parts.append("<br/>Reasons: " + escape("; ".join(reasons)))
         parts.append("</li>")
     parts.append("</ul></div>")
     return "".join(parts)

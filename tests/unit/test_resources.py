@@ -42,7 +42,9 @@ def resources(definitions: Definitions) -> PlanResources:
     return to_fhir(plan, RECORDED)
 
 
-def test_careplan_is_valid_us_core_shaped(resources: PlanResources) -> None:
+def test_careplan_is_valid_us_core_shaped(
+    resources: PlanResources, definitions: Definitions
+) -> None:
     careplan = resources.careplan.resource
     CarePlan.model_validate(careplan)
     assert careplan["status"] == "draft" and careplan["intent"] == "plan"
@@ -56,27 +58,27 @@ def test_careplan_is_valid_us_core_shaped(resources: PlanResources) -> None:
     assert {"reference": "Condition/c1"} in careplan["addresses"]
     assert {"reference": "Observation/o1"} in careplan["supportingInfo"]
     assert [g["reference"] for g in careplan["goal"]] == [g.full_url for g in resources.goals]
-    assert any(
-        url.endswith("PlanDefinition/diabetes-outpatient|1.0.0")
-        for url in careplan["instantiatesCanonical"]
+    diabetes = next(m for m in definitions.catalog.modules if m.id == "diabetes-outpatient")
+    assert (
+        f"https://fhir-tailor.dev/fhir/PlanDefinition/diabetes-outpatient|{diabetes.version}"
+        in careplan["instantiatesCanonical"]
     )
+    version = definitions.catalog.info.version
     assert careplan["identifier"][0] == {
         "system": CAREPLAN_ID_SYSTEM,
-        "value": "p1/fhir-tailor-core/2026.11.0",
+        "value": f"p1/fhir-tailor-core/{version}",
     }
     assert GENERATED_TAG in careplan["meta"]["tag"]
 
 
 def test_every_activity_carries_its_reason(resources: PlanResources) -> None:
-    for activity in resources.careplan.resource["activity"]:
-        detail = activity["detail"]
+    details = [a["detail"] for a in resources.careplan.resource["activity"] if "detail" in a]
+    for detail in details:
         assert detail["status"] == "not-started" and detail["description"]
         assert detail["reasonCode"], detail
-    telehealth = next(
-        a["detail"]
-        for a in resources.careplan.resource["activity"]
-        if "telehealth" in a["detail"]["description"]
-    )
+    for referral in resources.service_requests:  # referrals carry theirs on the ServiceRequest
+        assert referral.resource["note"] and referral.resource["reasonReference"]
+    telehealth = next(d for d in details if "telehealth" in d["description"])
     assert any("telehealth-follow-up" in r["text"] for r in telehealth["reasonCode"])
     assert {"reference": "Condition/c2"} in telehealth["reasonReference"]
 
@@ -100,19 +102,22 @@ def test_goals_and_provenance_are_valid(resources: PlanResources) -> None:
     provenance = resources.provenance.resource
     Provenance.model_validate(provenance)
     targets = [t["reference"] for t in provenance["target"]]
-    assert targets == [resources.careplan.full_url, *(g.full_url for g in resources.goals)]
+    assert targets == [resources.careplan.full_url, *(p.full_url for p in resources.parts)]
     assert provenance["agent"][0]["who"]["display"].startswith("fhir-tailor ")
     entities = {e["what"]["reference"] for e in provenance["entity"]}
     assert {"Patient/p1", "Condition/c1", "Observation/o1"} <= entities
 
 
-def test_transaction_is_conditional_on_identifier(resources: PlanResources) -> None:
+def test_transaction_is_conditional_on_identifier(
+    resources: PlanResources, definitions: Definitions
+) -> None:
     bundle = create_transaction(resources)
     first = bundle["entry"][0]
+    version = definitions.catalog.info.version
     assert first["request"] == {
         "method": "POST",
         "url": "CarePlan",
-        "ifNoneExist": f"identifier={CAREPLAN_ID_SYSTEM}|p1/fhir-tailor-core/2026.11.0",
+        "ifNoneExist": f"identifier={CAREPLAN_ID_SYSTEM}|p1/fhir-tailor-core/{version}",
     }
     assert all(e["fullUrl"].startswith("urn:uuid:") for e in bundle["entry"])
 
@@ -167,7 +172,11 @@ def test_invalid_output_is_a_loud_error() -> None:
 
 
 def test_digest_compares_numbers_by_value(resources: PlanResources) -> None:
-    goal = resources.goals[0].resource
+    goal = next(
+        g.resource
+        for g in resources.goals
+        if g.resource["identifier"][0]["value"].endswith("diabetes-outpatient.hba1c-below-7")
+    )
     text = json.dumps(goal)
     as_stored = json.loads(text.replace('"value": 7.0', '"value": 7'))
     assert json.dumps(as_stored) != text  # the server wrote the decimal differently

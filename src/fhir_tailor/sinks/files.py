@@ -22,8 +22,9 @@ def _compact(resource: object) -> str:
 
 @dataclass(slots=True)
 class FolderSink:
-    """Writes ``<patient id>.json`` transaction Bundles, or ``CarePlan.ndjson``/``Goal.ndjson``/
-    ``Provenance.ndjson`` (Bulk Data layout, ready for ``$import`` or a later load)."""
+    """Writes ``<patient id>.json`` transaction Bundles, or one ``<type>.ndjson`` per resource
+    type: ``CarePlan``, ``Goal``, ``ServiceRequest`` (referrals, when a plan has any) and
+    ``Provenance`` (Bulk Data layout, ready for ``$import`` or a later load)."""
 
     folder: Path
     format: FileFormat = "bundles"
@@ -82,7 +83,8 @@ def summarize(plan: Plan) -> str:
     for goal in plan.goals:
         lines.append(f"  goal:     {goal.description} (by {goal.due_date.isoformat()})")
     for activity in plan.activities:
-        lines.append(f"  - {activity.description}")
+        referral = f"  [referral: {activity.sdoh_category}]" if activity.is_referral else ""
+        lines.append(f"  - {activity.description}{referral}")
         for variation in activity.variations:
             sources = sorted({s for e in variation.evidence for s in e.sources})
             lines.append(

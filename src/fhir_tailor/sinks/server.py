@@ -1,18 +1,23 @@
 """Writing plans back to a FHIR server: one atomic transaction per patient, safely.
 
 For each patient the sink first looks for the CarePlan an earlier run wrote (search by its
-business identifier, then read its Goals by reference, which any server supports), and decides:
+business identifier, then read its Goals and referral ServiceRequests by reference, which any
+server supports), and decides:
 
-- none: one transaction creates CarePlan, Goals and Provenance, the CarePlan conditional on
-  its identifier (``ifNoneExist``), so a concurrent or replayed run cannot duplicate it; Goals
-  too where the server declares Goal's ``identifier`` search (HAPI does; some servers do not);
+- none: one transaction creates CarePlan, Goals, ServiceRequests and Provenance, the CarePlan
+  conditional on its identifier (``ifNoneExist``), so a concurrent or replayed run cannot
+  duplicate it; Goals and ServiceRequests too where the server declares their ``identifier``
+  search (HAPI does; some servers do not);
 - ours and the plan unchanged (same fingerprint): nothing is written, no new version appears;
-- ours but the plan changed: one transaction updates CarePlan and Goals with ``If-Match`` on
-  the version we read, creates new Goals, cancels dropped ones and adds a Provenance;
+- ours but the plan changed: one transaction updates CarePlan, Goals and ServiceRequests with
+  ``If-Match`` on the version we read, creates new ones, withdraws dropped ones (Goals
+  ``cancelled``, ServiceRequests ``revoked``) and adds a Provenance;
 - changed by someone else (no fhir-tailor tag, status moved on from draft/proposed, or content
-  no longer matching the digest we stored): left untouched and reported as ``skipped-edited``.
+  no longer matching the digest we stored), the CarePlan or any Goal or ServiceRequest it
+  references: left untouched and reported as ``skipped-edited``.
 
-With ``dry_run`` the same decision is made and shown, with a diff, and nothing is written.
+With ``dry_run`` the same decision is made and shown, with a diff per resource, and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ from ..resources import (
 )
 
 #: The status each resource type has while it is still fhir-tailor's proposal.
-OWNED_STATUS = {"CarePlan": ("status", "draft"), "Goal": ("lifecycleStatus", "proposed")}
+OWNED_STATUS = {
+    "CarePlan": ("status", "draft"),
+    "Goal": ("lifecycleStatus", "proposed"),
+    "ServiceRequest": ("status", "draft"),
+}
+#: The status fhir-tailor gives a Goal or ServiceRequest that a changed plan no longer has.
+WITHDRAWN_STATUS = {"Goal": "cancelled", "ServiceRequest": "revoked"}
+#: What a CarePlan references that fhir-tailor wrote with it, and so checks and updates with it.
+PART_TYPES = ("Goal", "ServiceRequest")
 
 
 @dataclass(slots=True)
@@ -71,17 +84,17 @@ class ServerSink:
         problem = foreign_change(current)
         if problem:
             return PatientOutcome(plan.patient, "skipped-edited", f"{ref}: {problem}", ref)
-        goals = self._current_goals(current)
-        for goal in goals:
-            problem = foreign_change(goal)
+        parts = self._current_parts(current)
+        for part in parts:
+            problem = foreign_change(part)
             if problem:
-                detail = f"Goal/{goal.get('id')} of {ref}: {problem}"
+                detail = f"{part['resourceType']}/{part.get('id')} of {ref}: {problem}"
                 return PatientOutcome(plan.patient, "skipped-edited", detail, ref)
         if extension_value(current, PLAN_FINGERPRINT_URL) == plan.fingerprint():
             return PatientOutcome(plan.patient, "unchanged", careplan=ref)
-        bundle = update_transaction(resources, current, goals)
+        bundle = update_transaction(resources, current, parts)
         if self.dry_run:
-            self._show_diff(current, bundle["entry"][0]["resource"])
+            self._show_diffs(bundle, [current, *parts])
             return PatientOutcome(plan.patient, "would-update", careplan=ref)
         self.client.transaction(bundle)
         return PatientOutcome(plan.patient, "updated", careplan=ref)
@@ -90,32 +103,52 @@ class ServerSink:
         return None
 
     def _create(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
-        conditional_goals = self.client.supports_search("Goal", "identifier")
-        bundle = create_transaction(resources, conditional_goals=conditional_goals)
+        unconditional = [t for t in PART_TYPES if not self.client.supports_search(t, "identifier")]
+        bundle = create_transaction(resources, unconditional=unconditional)
         if self.dry_run:
             self.echo(
-                f"# {plan.patient}: would create CarePlan, {len(resources.goals)} Goals, Provenance"
+                f"# {plan.patient}: would create CarePlan, {len(resources.goals)} Goals, "
+                f"{len(resources.service_requests)} ServiceRequests, Provenance"
             )
             self.echo(json.dumps(bundle, indent=2))
             return PatientOutcome(plan.patient, "would-create")
         response = self.client.transaction(bundle)
         return PatientOutcome(plan.patient, "created", careplan=_location(response))
 
-    def _current_goals(self, careplan: Resource) -> list[Resource]:
-        goals = []
-        for reference in careplan.get("goal") or ():
-            goal_id = reference_id(reference, "Goal")
-            if goal_id:
-                goals.append(self.client.read("Goal", goal_id))
-        return goals
+    def _current_parts(self, careplan: Resource) -> list[Resource]:
+        """The Goals and referral ServiceRequests the stored CarePlan references, read by id."""
+        references = [
+            *(careplan.get("goal") or ()),
+            *(a.get("reference") for a in careplan.get("activity") or () if isinstance(a, dict)),
+        ]
+        parts = []
+        for reference in references:
+            for rtype in PART_TYPES:
+                rid = reference_id(reference, rtype)
+                if rid:
+                    parts.append(self.client.read(rtype, rid))
+        return parts
 
-    def _show_diff(self, current: Resource, new: Resource) -> None:
-        before, after = _comparable(current), _comparable(new)
-        ref = f"CarePlan/{current.get('id')}"
-        diff = difflib.unified_diff(
-            before, after, f"{ref} (server)", f"{ref} (new plan)", lineterm=""
-        )
-        self.echo("\n".join(diff))
+    def _show_diffs(self, bundle: Resource, current: list[Resource]) -> None:
+        """A diff per resource the update would write: replaced ones against the server's
+        version, new ones against nothing; the Provenance, always new, is left out."""
+        stored = {f"{r['resourceType']}/{r['id']}": r for r in current}
+        for entry in bundle["entry"]:
+            new, url = entry["resource"], entry["request"]["url"]
+            if new["resourceType"] == "Provenance":
+                continue
+            before = _comparable(stored[url]) if url in stored else []
+            label = url if url in stored else f"{url} {entry['fullUrl']}"
+            diff = difflib.unified_diff(
+                before,
+                _comparable(new),
+                f"{label} (server)" if before else "/dev/null",
+                f"{label} (new plan)",
+                lineterm="",
+            )
+            text = "\n".join(diff)
+            if text:
+                self.echo(text)
 
 
 def foreign_change(resource: Resource) -> str | None:
@@ -127,8 +160,9 @@ def foreign_change(resource: Resource) -> str | None:
         if isinstance(t, dict)
     ):
         return "not generated by fhir-tailor (no fhir-tailor tag)"
-    field, owned = OWNED_STATUS[str(resource.get("resourceType"))]
-    if resource.get(field) != owned and resource.get(field) != "cancelled":
+    rtype = str(resource.get("resourceType"))
+    field, owned = OWNED_STATUS[rtype]
+    if resource.get(field) not in {owned, WITHDRAWN_STATUS.get(rtype, owned)}:
         return f"{field} is {resource.get(field)!r}, no longer {owned!r}"
     if extension_value(resource, CONTENT_DIGEST_URL) != content_digest(resource):
         return "edited since fhir-tailor wrote it (content digest differs)"
@@ -136,32 +170,34 @@ def foreign_change(resource: Resource) -> str | None:
 
 
 def update_transaction(
-    resources: PlanResources, current: Resource, current_goals: list[Resource]
+    resources: PlanResources, current: Resource, current_parts: list[Resource]
 ) -> Resource:
-    """A transaction replacing our earlier CarePlan and Goals with the new plan's."""
-    by_identifier = {identifier_search(goal): goal for goal in current_goals}
+    """A transaction replacing our earlier CarePlan, Goals and ServiceRequests with the new
+    plan's, matched by identifier; references between them are rewritten to the stored ids."""
+    by_identifier = {identifier_search(part): part for part in current_parts}
     targets = {resources.careplan.full_url: f"CarePlan/{current['id']}"}
     entries: list[Resource] = []
-    for goal in resources.goals:
-        existing = by_identifier.pop(identifier_search(goal.resource), None)
+    for part in resources.parts:
+        existing = by_identifier.pop(identifier_search(part.resource), None)
         if existing is not None:
-            targets[goal.full_url] = f"Goal/{existing['id']}"
+            targets[part.full_url] = f"{existing['resourceType']}/{existing['id']}"
     entries.append(_put(resources.careplan.resource, current, targets))
-    for goal in resources.goals:
-        if goal.full_url in targets:
-            existing_goal = _by_id(current_goals, targets[goal.full_url])
-            entries.append(_put(goal.resource, existing_goal, targets))
+    for part in resources.parts:
+        if part.full_url in targets:
+            existing_part = _by_id(current_parts, targets[part.full_url])
+            entries.append(_put(part.resource, existing_part, targets))
         else:
             entries.append(
                 {
-                    "fullUrl": goal.full_url,
-                    "resource": goal.resource,
-                    "request": {"method": "POST", "url": "Goal"},
+                    "fullUrl": part.full_url,
+                    "resource": _rewrite(part.resource, targets),
+                    "request": {"method": "POST", "url": part.resource["resourceType"]},
                 }
             )
     for dropped in by_identifier.values():
-        cancelled = with_digest({**dropped, "lifecycleStatus": "cancelled"})
-        entries.append(_put(cancelled, dropped, {}))
+        field, _ = OWNED_STATUS[dropped["resourceType"]]
+        withdrawn = with_digest({**dropped, field: WITHDRAWN_STATUS[dropped["resourceType"]]})
+        entries.append(_put(withdrawn, dropped, {}))
     provenance = _rewrite(resources.provenance.resource, targets)
     entries.append(
         {
