@@ -4,6 +4,7 @@ A rule is a YAML mapping with one key naming the test::
 
     {feature: food_insecurity}                      # present and current
     {feature: hba1c_above_target, severity_at_least: high}
+    {feature: depression, status: recorded}         # a current result, present or absent
     {need: social, at_least: moderate}              # a dimension's need level
     {age_at_least: 65} / {age_below: 18}
     {language_not: en}                              # preferred language differs (primary subtag)
@@ -62,12 +63,18 @@ class _Rule(BaseModel):
 
 
 class FeatureRule(_Rule):
+    """A current finding: present (the default, optionally at a severity), absent, or known
+    either way (``recorded``: a current screening result exists, whatever it said)."""
+
     feature: str
     severity_at_least: Severity | None = None
+    status: Literal["present", "absent", "recorded"] = "present"
 
     def evaluate(self, profile: Profile) -> Verdict:
         finding = profile.finding(self.feature)
-        if finding is None or finding.status != "present" or finding.stale:
+        if finding is None or finding.stale or finding.status == "unknown":
+            return FALSE
+        if self.status != "recorded" and finding.status != self.status:
             return FALSE
         if SEVERITY_RANK[finding.severity] < SEVERITY_RANK[self.severity_at_least]:
             return FALSE

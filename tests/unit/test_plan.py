@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
 from conftest import AS_OF
 
@@ -118,3 +119,27 @@ def test_plan_changes_when_the_profile_changes(definitions: Definitions) -> None
     before = plan_of(definitions, diabetic_with_needs())
     after = plan_of(definitions, diabetic_with_needs(communication=SPANISH))
     assert before.fingerprint() != after.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("phq2", "phq9", "applies"),
+    [
+        (4, None, True),  # positive PHQ-2, no PHQ-9 yet: follow up with the PHQ-9
+        (4, 3, False),  # followed by a PHQ-9 (negative): done
+        (4, 12, False),  # followed by a positive PHQ-9: depression care instead
+        (1, None, False),  # negative PHQ-2: screened, nothing to follow up
+    ],
+)
+def test_positive_phq2_is_followed_by_a_phq9(
+    definitions: Definitions, phq2: int, phq9: int | None, applies: bool
+) -> None:
+    screens = [
+        observation("o1", "55758-7", when="2026-10-01", valueInteger=phq2),
+        observation("o2", "88122-7", when="2026-10-01", **answer("LA28398-8")),
+    ]
+    if phq9 is not None:
+        screens.append(observation("o3", "44261-6", when="2026-10-02", valueInteger=phq9))
+    _, plan = profile_and_plan(record(*screens, birthDate="1980-05-20"), definitions, AS_OF)
+    modules = {m.id for m in plan.modules} if plan else set()
+    assert ("depression-screening" in modules) is applies
+    assert ("depression-care" in modules) is (phq9 is not None and phq9 >= 10)

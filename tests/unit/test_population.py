@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import AS_OF
 
 from fhir_tailor.cli import main
-from fhir_tailor.definitions import Definitions
+from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.pipeline import assess
 from fhir_tailor.population import PopulationSummary, plan_shape
 
@@ -58,8 +58,9 @@ def test_segments_command_over_the_bundled_fixtures() -> None:
     result = CliRunner().invoke(main, ["--as-of", "2026-11-15", "segments", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["patients"] == 14
+    patients = len(list((bundled_path("fixtures") / "bundles").glob("*.json")))
+    assert data["patients"] == patients
     assert set(data["segments"]) >= {"diabetes_with_social_needs", "frail_living_alone"}
-    assert all(0 <= info["patients"] <= 14 for info in data["segments"].values())
+    assert all(0 <= info["patients"] <= patients for info in data["segments"].values())
     text = CliRunner().invoke(main, ["--as-of", "2026-11-15", "segments"])
     assert "distinct plans" in text.stdout and "Frail, living alone" in text.stdout
