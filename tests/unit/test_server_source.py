@@ -3,9 +3,11 @@ tests/integration)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
+import pytest
 import respx
 
 from fhir_tailor.client import FhirClient
@@ -61,8 +63,12 @@ def read_one(declared: tuple[str, ...], router: respx.MockRouter) -> tuple[Any, 
 
 
 @respx.mock(assert_all_called=False)
-def test_optional_types_are_read_only_where_declared(respx_mock: respx.MockRouter) -> None:
-    records, issues = read_one(("Condition", "Observation"), respx_mock)
+def test_optional_types_are_read_only_where_declared(
+    respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        records, issues = read_one(("Condition", "Observation"), respx_mock)
+    assert "Encounter, MedicationRequest, QuestionnaireResponse" in caplog.text
     assert [r["resourceType"] for r in records[0].resources] == ["Condition", "Observation"]
     assert issues == []
     searched = {call.request.url.path for call in respx_mock.calls}

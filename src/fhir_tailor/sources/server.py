@@ -10,6 +10,7 @@ Google or Medplum.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,8 @@ from ..client import FhirClient
 from ..errors import FhirTailorError
 from ..fhirdata import Resource, subject_patient_id
 from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
+
+log = logging.getLogger("fhir_tailor.sources.server")
 
 #: The resource types read for each patient, by their ``patient`` search parameter.
 PATIENT_DATA_TYPES = ("Condition", "Observation")
@@ -52,6 +55,12 @@ class ServerSource:
             self.optional_types = tuple(
                 t for t in OPTIONAL_DATA_TYPES if self.client.supports_search(t, "patient")
             )
+            missing = sorted(set(OPTIONAL_DATA_TYPES) - set(self.optional_types))
+            if missing:
+                log.warning(
+                    "server declares no patient search for %s: those resources are not read",
+                    ", ".join(missing),
+                )
         return PATIENT_DATA_TYPES, self.optional_types
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
