@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
+from fhir_tailor.definitions import Definitions
+from fhir_tailor.profile import Finding, Profile, build_profile
 from fhir_tailor.record import PatientRecord
+
+#: The as-of date of every unit test (fixture dates are chosen relative to it).
+AS_OF = date(2026, 11, 15)
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -70,3 +76,22 @@ def answer(code: str) -> dict[str, Any]:
 
 def record(*resources: dict[str, Any], pid: str = "p1", **patient_extra: Any) -> PatientRecord:
     return PatientRecord(patient(pid, **patient_extra), tuple(resources))
+
+
+def profile_of(
+    definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None
+) -> Profile:
+    """The profile of a record as of :data:`AS_OF`, collecting data issues if asked."""
+    handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
+    return build_profile(rec, definitions.rules, AS_OF, handler)
+
+
+def finding_of(
+    definitions: Definitions, feature: str, *resources: dict[str, Any]
+) -> Finding | None:
+    return profile_of(definitions, record(*resources)).finding(feature)
+
+
+def reading(found: Finding | None) -> tuple[str, str | None] | None:
+    """``(status, severity)`` of a finding, or None when there is no finding."""
+    return None if found is None else (found.status, found.severity)

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import AS_OF, ICD10, SNOMED, answer, condition, observation, quantity, record
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.mapping import SEVERITY_RANK

@@ -13,12 +13,20 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builders import ICD10, LOINC, SNOMED, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import (
+    ICD10,
+    LOINC,
+    SNOMED,
+    condition,
+    finding_of,
+    observation,
+    profile_of,
+    quantity,
+    reading,
+    record,
+)
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Finding, Profile, build_profile
-from fhir_tailor.record import PatientRecord
 
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 US_CORE_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
@@ -46,23 +54,6 @@ FUNCTIONAL_FEATURES = (
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def profile_of(
-    definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None
-) -> Profile:
-    handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
-    return build_profile(rec, definitions.rules, AS_OF, handler)
-
-
-def finding_of(
-    definitions: Definitions, feature: str, *resources: dict[str, Any]
-) -> Finding | None:
-    return profile_of(definitions, record(*resources)).finding(feature)
-
-
-def reading(found: Finding | None) -> tuple[str, str | None] | None:
-    return None if found is None else (found.status, found.severity)
 
 
 def score(value: float) -> dict[str, Any]:

@@ -13,22 +13,24 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from builders import ICD10, LOINC, SNOMED, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import (
+    AS_OF,
+    ICD10,
+    LOINC,
+    SNOMED,
+    condition,
+    observation,
+    profile_of,
+    quantity,
+    record,
+)
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Finding, Profile, build_profile
+from fhir_tailor.profile import Finding
 from fhir_tailor.record import PatientRecord
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 EGFR_UNIT = "mL/min/{1.73_m2}"
-
-
-def profile_of(
-    definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None
-) -> Profile:
-    handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
-    return build_profile(rec, definitions.rules, AS_OF, handler)
 
 
 def finding_of(definitions: Definitions, rec: PatientRecord, feature: str) -> Finding | None:

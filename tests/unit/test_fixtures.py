@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AS_OF
+from builders import AS_OF
 
 from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.profile import Finding, Profile, build_profile

@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from conftest import AS_OF
+from builders import AS_OF
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.profile import build_profile

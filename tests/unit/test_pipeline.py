@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from builders import SNOMED, condition, record
-from conftest import AS_OF
+from builders import AS_OF, SNOMED, condition, record
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.errors import FhirTailorError

@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import AS_OF, ICD10, SNOMED, answer, condition, observation, quantity, record
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.pipeline import profile_and_plan

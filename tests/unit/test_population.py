@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from builders import ICD10, SNOMED, condition, record
+from builders import AS_OF, ICD10, SNOMED, condition, record
 from click.testing import CliRunner
-from conftest import AS_OF
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import Definitions, bundled_path

@@ -5,19 +5,19 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from builders import ICD10, SNOMED, VERIFICATION, answer, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import (
+    ICD10,
+    SNOMED,
+    VERIFICATION,
+    answer,
+    condition,
+    observation,
+    profile_of,
+    quantity,
+    record,
+)
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Profile, build_profile
-from fhir_tailor.record import PatientRecord
-
-
-def profile_of(
-    definitions: Definitions, rec: PatientRecord, issues: list[tuple[str, str]] | None = None
-) -> Profile:
-    handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
-    return build_profile(rec, definitions.rules, AS_OF, handler)
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import LOINC, SNOMED, answer, condition, observation, patient, record
-from conftest import AS_OF
+from builders import AS_OF, LOINC, SNOMED, answer, condition, observation, patient, record
 
 from fhir_tailor.mapping import CodeIndex, FeatureFile
 from fhir_tailor.profile import Profile, ProfileRules, build_profile

@@ -6,8 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from builders import ICD10, SNOMED, answer, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import AS_OF, ICD10, SNOMED, answer, condition, observation, quantity, record
 from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.provenance import Provenance

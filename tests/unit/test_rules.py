@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import observation, record
-from conftest import AS_OF
+from builders import AS_OF, observation, record
 from pydantic import TypeAdapter
 
 from fhir_tailor.definitions import Definitions

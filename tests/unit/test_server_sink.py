@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from builders import SNOMED, condition, observation, quantity, record
-from conftest import AS_OF
+from builders import AS_OF, SNOMED, condition, observation, quantity, record
 from plans import food_plan
 
 from fhir_tailor.client import FhirClient
