@@ -26,6 +26,7 @@ from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
 from .pipeline import assess, profile_and_plan, run
 from .population import PopulationSummary
+from .publish import Definition, Publisher, catalog_definitions, write_files
 from .record import PatientRecord, ReadIssue
 from .report import RunReport
 from .retry import RetryPolicy
@@ -36,7 +37,8 @@ from .sources import Source, file_source
 from .sources.server import PatientSelection, ServerSource
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
-EXIT_FAILED_PATIENTS = 1
+#: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
+EXIT_PARTIAL_FAILURE = 1
 EXIT_CANNOT_START = 3
 
 log = logging.getLogger("fhir_tailor")
@@ -88,25 +90,10 @@ def main(
     ctx.obj = Settings(definitions, as_of.date() if as_of else date.today())
 
 
-def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options that choose where patients are read from."""
+def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that name a FHIR server and how to reach it (what ``_connect`` reads)."""
     options = [
-        click.option(
-            "--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL to read (and write)."
-        ),
-        click.option(
-            "--input",
-            "input_path",
-            type=click.Path(exists=True, path_type=Path),
-            help="Bundle JSON file, folder of Bundles, or folder of Bulk NDJSON files.",
-        ),
-        click.option("--patient", "patient_ids", multiple=True, help="Patient id (repeatable)."),
-        click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
-        click.option(
-            "--since",
-            type=click.DateTime(formats=SINCE_FORMATS),
-            help="Patients whose data changed since this time (server _lastUpdated).",
-        ),
+        click.option("--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL."),
         click.option("--token", envvar="FHIR_TAILOR_TOKEN", help="Static bearer token."),
         click.option("--username", envvar="FHIR_TAILOR_USERNAME", help="HTTP basic user."),
         click.option("--password", envvar="FHIR_TAILOR_PASSWORD", help="HTTP basic password."),
@@ -130,6 +117,28 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that choose where patients are read from (``--server`` reads and writes)."""
+    options = [
+        click.option(
+            "--input",
+            "input_path",
+            type=click.Path(exists=True, path_type=Path),
+            help="Bundle JSON file, folder of Bundles, or folder of Bulk NDJSON files.",
+        ),
+        click.option("--patient", "patient_ids", multiple=True, help="Patient id (repeatable)."),
+        click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
+        click.option(
+            "--since",
+            type=click.DateTime(formats=SINCE_FORMATS),
+            help="Patients whose data changed since this time (server _lastUpdated).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return server_options(func)
 
 
 @dataclass(slots=True)
@@ -282,7 +291,7 @@ def _finish(report: RunReport, report_path: Path | None) -> None:
         if outcome.outcome in ("failed", "skipped-edited"):
             click.echo(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}", err=True)
     if report.failed:
-        sys.exit(EXIT_FAILED_PATIENTS)
+        sys.exit(EXIT_PARTIAL_FAILURE)
 
 
 def _one_record(settings: Settings, params: dict[str, Any], stack: ExitStack) -> PatientRecord:
@@ -387,3 +396,73 @@ def validate_profiles(settings: Settings) -> None:
         "catalog": f"{catalog.info.id} {catalog.info.version}",
     }
     click.echo("profiles OK: " + json.dumps(summary))
+
+
+# -- fhir-tailor catalog: the catalog as FHIR definitions ------------------------------------
+
+
+@main.group()
+def catalog() -> None:
+    """The care-module catalog as FHIR PlanDefinitions and ActivityDefinitions."""
+
+
+@catalog.command("show")
+@click.pass_obj
+def catalog_show(settings: Settings) -> None:
+    """List the PlanDefinitions publish writes (one per module, then the personalization
+    variants) by the canonical url|version that CarePlans name them by."""
+    info = settings.definitions.catalog.info
+    click.echo(f"{info.id} {info.version}: {info.title}")
+    for definition in _catalog_definitions(settings):
+        if definition.resource_type == "PlanDefinition":
+            click.echo(f"{definition.canonical}  {definition.resource['title']}")
+
+
+@catalog.command("publish")
+@server_options
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the definitions as JSON files to this folder instead of to --server.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
+@click.pass_obj
+def catalog_publish(settings: Settings, /, out: Path | None, dry_run: bool, **params: Any) -> None:
+    """Publish the catalog: a PlanDefinition per module, an ActivityDefinition per activity and
+    a PlanDefinition of the personalization variants.
+
+    Idempotent: what the server holds under the same url|version is left alone, or updated
+    (with a warning) when its content differs. Exits 1 when a definition could not be written.
+    """
+    if out is None and params["server"] is None:
+        raise click.UsageError("give --server, or --out for files")
+    definitions = _catalog_definitions(settings)
+    if out is not None:
+        if dry_run:
+            paths = [out / definition.file_name for definition in definitions]
+        else:
+            paths = write_files(definitions, out)
+        for path in paths:
+            click.echo(f"{'would write' if dry_run else 'wrote'} {path}")
+        return
+    with ExitStack() as stack:
+        client = _connect(stack, params)
+        report = Publisher(client, dry_run=dry_run, warn=_warn).publish(definitions)
+    for definition, outcome, detail in report.outcomes:
+        if outcome != "unchanged":
+            line = f"{outcome}: {definition.resource_type} {definition.canonical}"
+            click.echo(line + (f" ({detail})" if detail else ""), err=outcome == "failed")
+    click.echo(report.summary(), err=True)
+    if report.failed:
+        sys.exit(EXIT_PARTIAL_FAILURE)
+
+
+def _catalog_definitions(settings: Settings) -> list[Definition]:
+    try:
+        return catalog_definitions(settings.definitions)
+    except FhirTailorError as exc:
+        _fail(str(exc))
+
+
+def _warn(message: str) -> None:
+    click.echo(message, err=True)

@@ -1,0 +1,433 @@
+"""The catalog as FHIR definitions: a PlanDefinition per module, an ActivityDefinition per
+activity, and one PlanDefinition for the personalization variants, published idempotently.
+
+CarePlans name the modules they instantiate by ``url|version`` (``instantiatesCanonical``);
+publishing makes those canonicals resolve on the server, so a reader of a CarePlan can see the
+standard it follows: when the module applies (an ``applicability`` condition in FHIRPath, see
+:mod:`fhir_tailor.fhirpath`), its goals and its activities.
+
+A definition is identified by ``url`` and ``version``. Publishing looks each one up and
+
+- creates it when missing;
+- leaves it alone when the stored content is the same (a digest of everything but ``id``,
+  ``meta`` and ``text``; numbers compared by value, as servers may rewrite ``7.0`` as ``7``),
+  so a re-run writes nothing and no new versions appear;
+- updates it, with ``If-Match`` on the version read, when the content differs under the same
+  ``url|version``: the module changed without a version bump, which is reported as a warning.
+
+Servers differ in what they let us search: where the CapabilityStatement declares the ``url`` and
+``version`` search parameters for the type, each definition is searched for (and created
+conditionally on them); otherwise (sekmet declares neither type) the type is listed once and
+matched here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from .catalog import ActivityTemplate, Catalog, Code, GoalTemplate, Module, Variant
+from .client import FhirClient
+from .conformance import GOAL_CATEGORY, SDOH_CATEGORY
+from .definitions import Definitions
+from .errors import FhirTailorError
+from .fhirdata import Resource
+from .fhirpath import LANGUAGE, Translator
+from .resources import GENERATED_TAG, UCUM, validate
+from .rules import RuleExpr
+
+PLAN_DEFINITION_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
+#: What the applicability expressions are evaluated against (see :mod:`fhir_tailor.fhirpath`).
+EVALUATION_CONTEXT = (
+    "Evaluated against a collection Bundle of the patient's record (the Patient and its "
+    "Conditions, Observations, QuestionnaireResponses, Encounters and MedicationRequests), "
+    "with %asOf the date the plan is made for."
+)
+PERSONALIZATION = "personalization"
+
+Outcome = Literal["created", "unchanged", "updated", "would-create", "would-update", "failed"]
+
+
+class PublishError(FhirTailorError):
+    """The catalog cannot be published as it is (two definitions claim one ``url|version``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A definitional resource to publish."""
+
+    resource: Resource
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
+
+    @property
+    def url(self) -> str:
+        return str(self.resource["url"])
+
+    @property
+    def version(self) -> str:
+        return str(self.resource["version"])
+
+    @property
+    def canonical(self) -> str:
+        return f"{self.url}|{self.version}"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.resource_type}-{self.url.rsplit('/', 1)[-1]}-{self.version}.json"
+
+
+# -- building ----------------------------------------------------------------------------------
+
+
+def catalog_definitions(definitions: Definitions) -> list[Definition]:
+    """ActivityDefinitions, then a PlanDefinition per module, then the personalization one;
+    each validated with the R4B models."""
+    catalog = definitions.catalog
+    translator = Translator(definitions.rules)
+    activities = [
+        _activity_definition(catalog, activity, module.version)
+        for module in catalog.modules
+        for activity in module.activities
+    ]
+    activities += [
+        _activity_definition(catalog, variant.add_activity, catalog.info.version)
+        for variant in catalog.variants
+        if variant.add_activity is not None
+    ]
+    plans = [_module_plan(catalog, module, translator) for module in catalog.modules]
+    plans.append(_personalization_plan(catalog, translator))
+    result = _distinct([*activities, *plans])
+    for definition in result:
+        validate(definition.resource)
+    return result
+
+
+def _distinct(definitions: list[Definition]) -> list[Definition]:
+    """One definition per ``url|version``: an activity shared by modules of one version is
+    published once, but two different contents under one canonical are an error."""
+    seen: dict[str, Definition] = {}
+    for definition in definitions:
+        earlier = seen.get(definition.canonical)
+        if earlier is None:
+            seen[definition.canonical] = definition
+        elif digest(earlier.resource) != digest(definition.resource):
+            raise PublishError(
+                f"two different {definition.resource_type}s would share {definition.canonical}:"
+                " give the activities distinct ids or their modules distinct versions"
+            )
+    return list(seen.values())
+
+
+def _pascal(identifier: str) -> str:
+    """A computable ``name`` (``[A-Z][A-Za-z0-9_]*``) from a kebab-case id."""
+    return "".join(part[:1].upper() + part[1:] for part in identifier.split("-"))
+
+
+def _coding(code: Code) -> Resource:
+    return {
+        "system": code.system,
+        "code": code.code,
+        **({"display": code.display} if code.display else {}),
+    }
+
+
+def _activity_url(catalog: Catalog, activity_id: str) -> str:
+    return f"{catalog.base}/ActivityDefinition/{activity_id}"
+
+
+def _activity_definition(catalog: Catalog, activity: ActivityTemplate, version: str) -> Definition:
+    code = activity.code or catalog.activity_code(activity.id)
+    return Definition(
+        {
+            "resourceType": "ActivityDefinition",
+            "meta": {"tag": [GENERATED_TAG]},
+            "url": _activity_url(catalog, activity.id),
+            "version": version,
+            "name": _pascal(activity.id),
+            "status": "active",
+            "publisher": catalog.info.publisher,
+            "description": activity.description,
+            "kind": activity.kind,
+            "code": {"coding": [_coding(code)]},
+        }
+    )
+
+
+def _applicability(translator: Translator, rule: RuleExpr) -> Resource:
+    stated = json.dumps(rule.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
+    return {
+        "kind": "applicability",
+        "expression": {
+            "description": f"fhir-tailor rule {stated}. {EVALUATION_CONTEXT}",
+            "language": LANGUAGE,
+            "expression": translator.expression(rule),
+        },
+    }
+
+
+def _goal(goal: GoalTemplate) -> Resource:
+    target = goal.target
+    element: Resource = {"measure": {"coding": [_coding(target.measure)]}}
+    if target.value is not None:
+        quantity: Resource = {
+            "value": target.value,
+            "unit": target.unit,
+            "system": UCUM,
+            "code": target.unit,
+        }
+        if target.comparator:
+            quantity["comparator"] = target.comparator
+        element["detailQuantity"] = quantity
+    else:
+        # R4 PlanDefinition.goal.target.detail[x] has no string: the text goes in a concept
+        element["detailCodeableConcept"] = {"text": target.text}
+    element["due"] = {"value": target.due_in_days, "unit": "days", "system": UCUM, "code": "d"}
+    resource: Resource = {"id": goal.id}
+    if goal.category:
+        resource["category"] = {"coding": [{"system": GOAL_CATEGORY, "code": goal.category}]}
+    resource["description"] = {"text": goal.description}
+    if goal.sdoh_category:
+        resource["addresses"] = [
+            {"coding": [{"system": SDOH_CATEGORY, "code": goal.sdoh_category}]}
+        ]
+    resource["target"] = [element]
+    return resource
+
+
+def _module_plan(catalog: Catalog, module: Module, translator: Translator) -> Definition:
+    goal_ids = [goal.id for goal in module.goals]
+    steps = [
+        {
+            "id": activity.id,
+            "description": activity.description,
+            **({"goalId": goal_ids} if goal_ids else {}),
+            "definitionCanonical": f"{_activity_url(catalog, activity.id)}|{module.version}",
+        }
+        for activity in module.activities
+    ]
+    resource: Resource = {
+        "resourceType": "PlanDefinition",
+        "meta": {"tag": [GENERATED_TAG]},
+        "url": catalog.module_url(module),
+        "version": module.version,
+        "name": _pascal(module.id),
+        "title": module.title,
+        "type": {"coding": [{"system": PLAN_DEFINITION_TYPE, "code": "clinical-protocol"}]},
+        "status": "active",
+        "publisher": catalog.info.publisher,
+        "description": module.description,
+    }
+    if module.goals:
+        resource["goal"] = [_goal(goal) for goal in module.goals]
+    resource["action"] = [
+        {
+            "title": module.title,
+            "condition": [_applicability(translator, module.applies_when)],
+            "action": steps,
+        }
+    ]
+    return Definition(resource)
+
+
+def _variant_action(catalog: Catalog, variant: Variant, translator: Translator) -> Resource:
+    action: Resource = {
+        "id": variant.id,
+        "title": variant.label,
+        "description": f"{variant.label}: {variant.reason}",
+        "textEquivalent": _change(variant),
+        "condition": [_applicability(translator, variant.when)],
+    }
+    if variant.add_activity is not None:
+        url = _activity_url(catalog, variant.add_activity.id)
+        action["definitionCanonical"] = f"{url}|{catalog.info.version}"
+    return action
+
+
+def _change(variant: Variant) -> str:
+    """What the variant does to a plan, in words."""
+    if variant.replace is not None:
+        change = variant.replace
+        kind = f", as a {change.kind}" if change.kind else ""
+        return f"Activities tagged {change.tag!r} become: {change.description}{kind}"
+    if variant.annotate is not None:
+        return f"Activities tagged {variant.annotate.tag!r} add: {variant.annotate.append}"
+    if variant.add_activity is not None:
+        return f"Adds the activity: {variant.add_activity.description}"
+    assert variant.adjust_goal is not None
+    goal = variant.adjust_goal
+    target = " ".join(p for p in (goal.comparator, f"{goal.value:g}") if p)
+    return f"Goal {goal.goal} becomes: {goal.description} (target {target})"
+
+
+def _personalization_plan(catalog: Catalog, translator: Translator) -> Definition:
+    return Definition(
+        {
+            "resourceType": "PlanDefinition",
+            "meta": {"tag": [GENERATED_TAG]},
+            "url": f"{catalog.base}/PlanDefinition/{PERSONALIZATION}",
+            "version": catalog.info.version,
+            "name": _pascal(PERSONALIZATION),
+            "title": f"{catalog.info.title}: personalization variants",
+            "type": {"coding": [{"system": PLAN_DEFINITION_TYPE, "code": "eca-rule"}]},
+            "status": "active",
+            "publisher": catalog.info.publisher,
+            "description": (
+                "Warranted variations of the standard modules, applied in this order: each "
+                "applies when its condition holds and is recorded, with its reason and evidence, "
+                "on every activity or goal it changes or adds."
+            ),
+            "action": [_variant_action(catalog, v, translator) for v in catalog.variants],
+        }
+    )
+
+
+# -- comparing ---------------------------------------------------------------------------------
+
+
+def digest(resource: Resource) -> str:
+    """A digest of the definitional content: all but ``id``, ``meta`` and ``text``, which the
+    server owns or derives; numbers by value."""
+    content = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
+    canonical = json.dumps(_numbers_as_floats(content), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _numbers_as_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _numbers_as_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_floats(item) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PublishReport:
+    """What happened to each definition, in publishing order, with a detail (the resource, or
+    why it failed)."""
+
+    outcomes: list[tuple[Definition, Outcome, str | None]] = field(default_factory=list)
+
+    def add(self, definition: Definition, outcome: Outcome, detail: str | None = None) -> None:
+        self.outcomes.append((definition, outcome, detail))
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(outcome for _, outcome, _ in self.outcomes)
+
+    @property
+    def failed(self) -> bool:
+        return self.counts["failed"] > 0
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts.items()))
+        return f"catalog publish: {len(self.outcomes)} definitions ({counts or 'none'})"
+
+
+def write_files(definitions: Sequence[Definition], folder: Path) -> list[Path]:
+    """One pretty JSON file per definition, named by type, id and version."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for definition in definitions:
+        path = folder / definition.file_name
+        path.write_text(json.dumps(definition.resource, indent=2, ensure_ascii=False) + "\n")
+        paths.append(path)
+    return paths
+
+
+@dataclass(slots=True)
+class Publisher:
+    """Writes definitions to a server, creating what is missing and updating what changed."""
+
+    client: FhirClient
+    dry_run: bool = False
+    warn: Callable[[str], None] = print
+    _listed: dict[str, dict[str, list[Resource]]] = field(default_factory=dict)
+
+    def publish(self, definitions: Sequence[Definition]) -> PublishReport:
+        report = PublishReport()
+        for definition in definitions:
+            try:
+                outcome, detail = self._one(definition)
+            except FhirTailorError as exc:
+                outcome, detail = "failed", str(exc)
+            report.add(definition, outcome, detail)
+        return report
+
+    def _one(self, definition: Definition) -> tuple[Outcome, str | None]:
+        stored = self._find(definition)
+        if len(stored) > 1:
+            ids = ", ".join(f"{definition.resource_type}/{r.get('id')}" for r in stored)
+            return "failed", f"several resources share {definition.canonical}: {ids}"
+        if not stored:
+            if self.dry_run:
+                return "would-create", None
+            created = self.client.create(
+                definition.resource, if_none_exist=self._condition(definition)
+            )
+            return "created", f"{definition.resource_type}/{created.get('id')}"
+        current = stored[0]
+        reference = f"{definition.resource_type}/{current.get('id')}"
+        if digest(current) == digest(definition.resource):
+            return "unchanged", reference
+        self.warn(
+            f"warning: {reference} ({definition.canonical}) differs from the catalog under the "
+            "same version; updating it in place. A changed module needs a new version (the "
+            "variants: a new catalog version)"
+        )
+        if self.dry_run:
+            return "would-update", reference
+        version = (current.get("meta") or {}).get("versionId")
+        self.client.update({**definition.resource, "id": current["id"]}, if_match=version)
+        return "updated", reference
+
+    def _searchable(self, resource_type: str) -> bool:
+        return all(self.client.supports_search(resource_type, p) for p in ("url", "version"))
+
+    def _find(self, definition: Definition) -> list[Resource]:
+        rtype = definition.resource_type
+        if self._searchable(rtype):
+            found = self.client.search(
+                rtype, {"url": definition.url, "version": definition.version}
+            )
+            return [r for r in found if r.get("resourceType") == rtype]
+        if rtype not in self._listed:
+            self._listed[rtype] = _by_canonical(self.client.search(rtype, count=100), rtype)
+        return self._listed[rtype].get(definition.canonical, [])
+
+    def _condition(self, definition: Definition) -> str | None:
+        """The ``If-None-Exist`` query, where the server declares both the conditional create
+        and the search it needs; elsewhere the search made before creating has to do."""
+        rtype = definition.resource_type
+        if not (self._searchable(rtype) and self._creates_conditionally(rtype)):
+            return None
+        return urlencode({"url": definition.url, "version": definition.version})
+
+    def _creates_conditionally(self, resource_type: str) -> bool:
+        for rest in self.client.capabilities().get("rest") or ():
+            for resource in rest.get("resource") or ():
+                if resource.get("type") == resource_type:
+                    return resource.get("conditionalCreate") is True
+        return False
+
+
+def _by_canonical(resources: Iterator[Resource], resource_type: str) -> dict[str, list[Resource]]:
+    found: dict[str, list[Resource]] = {}
+    for resource in resources:
+        if resource.get("resourceType") == resource_type:
+            key = f"{resource.get('url')}|{resource.get('version')}"
+            found.setdefault(key, []).append(resource)
+    return found

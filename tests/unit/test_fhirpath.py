@@ -1,0 +1,790 @@
+"""Published FHIRPath applicability expressions agree with the Python rule evaluation.
+
+Each expression is evaluated with fhirpathpy (R4 model) over a collection Bundle of the patient's
+record, with ``%asOf`` in the environment, and compared with ``rule.evaluate(profile).holds``:
+over every bundled fixture patient for every module and variant of the catalog, and over
+hand-written records for each kind of rule on synthetic mappings.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import pytest
+from builders import (
+    AS_OF,
+    ICD10,
+    LOINC,
+    SNOMED,
+    answer,
+    condition,
+    observation,
+    quantity,
+    record,
+)
+from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.models import models
+from pydantic import TypeAdapter
+
+from fhir_tailor.definitions import bundled_path, load_definitions
+from fhir_tailor.fhirpath import Translator
+from fhir_tailor.mapping import CodeIndex, FeatureFile
+from fhir_tailor.profile import (
+    DimensionDefinition,
+    GapDefinition,
+    ProfileRules,
+    build_profile,
+)
+from fhir_tailor.record import PatientRecord
+from fhir_tailor.rules import RuleExpr
+from fhir_tailor.sources import file_source
+
+R4 = models["r4"]
+ENVIRONMENT = {"asOf": AS_OF.isoformat()}
+RULE = TypeAdapter(RuleExpr)
+
+
+def bundle(rec: PatientRecord) -> dict[str, Any]:
+    """The evaluation context: a collection Bundle of the patient and its resources."""
+    entries = [{"resource": copy.deepcopy(r)} for r in (rec.patient, *rec.resources)]
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+@cache
+def compiled(expression: str) -> Callable[..., list[Any]]:
+    function: Callable[..., list[Any]] = compile_fhirpath(expression, R4)
+    return function
+
+
+def fhirpath_holds(expression: str, rec: PatientRecord) -> object:
+    result = compiled(expression)(bundle(rec), ENVIRONMENT)
+    assert len(result) == 1 and isinstance(result[0], bool), result
+    return result[0]
+
+
+# -- the catalog over the fixture patients -----------------------------------------------------
+
+DEFINITIONS = load_definitions(bundled_path("profiles"))
+FIXTURE_RECORDS = list(file_source(bundled_path("fixtures") / "bundles").records(lambda _: None))
+CATALOG_RULES = [
+    *(pytest.param(m.applies_when, id=f"module-{m.id}") for m in DEFINITIONS.catalog.modules),
+    *(pytest.param(v.when, id=f"variant-{v.id}") for v in DEFINITIONS.catalog.variants),
+]
+
+
+@pytest.fixture(scope="module")
+def fixture_profiles() -> list[tuple[PatientRecord, Any]]:
+    return [(r, build_profile(r, DEFINITIONS.rules, AS_OF)) for r in FIXTURE_RECORDS]
+
+
+@pytest.mark.parametrize("rule", CATALOG_RULES)
+def test_catalog_expression_agrees_on_every_fixture_patient(
+    rule: RuleExpr, fixture_profiles: list[tuple[PatientRecord, Any]]
+) -> None:
+    expression = Translator(DEFINITIONS.rules).expression(rule)
+    for rec, profile in fixture_profiles:
+        expected = rule.evaluate(profile).holds
+        assert fhirpath_holds(expression, rec) is expected, rec.patient_id
+
+
+def test_fixture_patients_exercise_both_outcomes() -> None:
+    """The agreement above is only worth something if rules hold for some patients, not all."""
+    profiles = [build_profile(r, DEFINITIONS.rules, AS_OF) for r in FIXTURE_RECORDS]
+    modules = DEFINITIONS.catalog.modules
+    holding = {m.id for m in modules if any(m.applies_when.evaluate(p).holds for p in profiles)}
+    assert len(holding) >= 5
+    assert all(not all(m.applies_when.evaluate(p).holds for p in profiles) for m in modules)
+
+
+# -- each kind of rule, on synthetic mappings --------------------------------------------------
+
+EXAMPLE = "http://example.org/fhir/CodeSystem"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+MEDICAL = FeatureFile.model_validate(
+    {
+        "version": "1",
+        "changelog": ["test"],
+        "dimension": "medical",
+        "features": [
+            {
+                "id": "diabetes",
+                "label": "Diabetes",
+                "rules": [
+                    {
+                        "id": "diabetes.icd",
+                        "resource": "Condition",
+                        "codes": [{"system": ICD10, "code": "E11", "prefix": True}],
+                        "severity": "moderate",
+                    },
+                    {
+                        "id": "diabetes.category",
+                        "resource": "Condition",
+                        "match": "category",
+                        "codes": [{"system": EXAMPLE, "code": "diabetes"}],
+                        "severity": "low",
+                    },
+                ],
+            },
+            {
+                "id": "hba1c_high",
+                "label": "HbA1c above target",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "hba1c.loinc",
+                        "resource": "Observation",
+                        "codes": [{"system": LOINC, "code": "4548-4"}],
+                        "value": {
+                            "unit": "%",
+                            "bands": [
+                                {"min": 9, "status": "present", "severity": "high"},
+                                {"min": 7, "status": "present", "severity": "moderate"},
+                                {"status": "absent"},
+                            ],
+                        },
+                    }
+                ],
+            },
+            {
+                "id": "systolic_high",
+                "label": "Systolic blood pressure above target",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "systolic.loinc",
+                        "resource": "Observation",
+                        "codes": [{"system": LOINC, "code": "8480-6"}],
+                        "value": {
+                            "unit": "mm[Hg]",
+                            "bands": [
+                                {"min": 140, "status": "present", "severity": "moderate"},
+                                {"status": "absent"},
+                            ],
+                        },
+                    }
+                ],
+            },
+            {
+                "id": "egfr_low",
+                "label": "Reduced eGFR",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "egfr.loinc",
+                        "resource": "Observation",
+                        "codes": [{"system": LOINC, "code": "33914-3"}],
+                        "value": {
+                            "bands": [
+                                {"min": 60, "status": "absent"},
+                                {"min": 30, "status": "present", "severity": "moderate"},
+                                {"status": "present", "severity": "high"},
+                            ]
+                        },
+                    }
+                ],
+            },
+            {
+                "id": "falls",
+                "label": "Falls",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "falls.snomed",
+                        "resource": "Observation",
+                        "codes": [{"system": SNOMED, "code": "428942009"}],
+                        "severity": "moderate",
+                    }
+                ],
+            },
+            {
+                "id": "recent_stay",
+                "label": "Recent hospital stay",
+                "current_for_days": 30,
+                "rules": [
+                    {
+                        "id": "recent_stay.class",
+                        "resource": "Encounter",
+                        "codes": [{"system": ACT_CODE, "code": "IMP"}],
+                        "severity": "moderate",
+                    }
+                ],
+            },
+            {
+                "id": "polypharmacy",
+                "label": "Polypharmacy",
+                "rules": [
+                    {
+                        "id": "polypharmacy.count",
+                        "resource": "MedicationRequest",
+                        "value": {
+                            "bands": [
+                                {"min": 10, "status": "present", "severity": "high"},
+                                {"min": 5, "status": "present", "severity": "moderate"},
+                                {"status": "absent"},
+                            ]
+                        },
+                    }
+                ],
+            },
+        ],
+    }
+)
+FOOD_ANSWERS = [
+    {"system": LOINC, "code": "LA28397-0", "status": "present", "severity": "moderate"},
+    {"system": LOINC, "code": "LA28398-8", "status": "absent"},
+]
+SOCIAL = FeatureFile.model_validate(
+    {
+        "version": "1",
+        "changelog": ["test"],
+        "dimension": "social",
+        "features": [
+            {
+                "id": "food",
+                "label": "Food insecurity",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "food.hvs",
+                        "resource": "Observation",
+                        "codes": [{"system": LOINC, "code": "88122-7"}],
+                        "answers": FOOD_ANSWERS,
+                    },
+                    {
+                        "id": "food.icd",
+                        "resource": "Condition",
+                        "codes": [{"system": ICD10, "code": "Z59.41"}],
+                        "severity": "moderate",
+                    },
+                ],
+            },
+            {
+                "id": "housing",
+                "label": "Housing instability",
+                "current_for_days": 365,
+                "rules": [
+                    {
+                        "id": "housing.ahc",
+                        "resource": "Observation",
+                        "codes": [{"system": LOINC, "code": "71802-3"}],
+                        "answers": [
+                            {"code": "LA31995-6", "status": "present", "severity": "high"},
+                            {"code": "LA31994-9", "status": "present", "severity": "moderate"},
+                            {"code": "LA31993-1", "status": "absent"},
+                        ],
+                    },
+                    {
+                        "id": "housing.icd",
+                        "resource": "Condition",
+                        "codes": [{"system": ICD10, "code": "Z59.0", "prefix": True}],
+                        "severity": "moderate",
+                    },
+                ],
+            },
+            {
+                "id": "caregiver",
+                "label": "Has a caregiver",
+                "asset": True,
+                "rules": [
+                    {
+                        "id": "caregiver.example",
+                        "resource": "Observation",
+                        "codes": [{"system": EXAMPLE, "code": "caregiver"}],
+                    }
+                ],
+            },
+        ],
+    }
+)
+RULES = ProfileRules(
+    CodeIndex([MEDICAL, SOCIAL]),
+    {
+        "medical": DimensionDefinition(label="Medical", description="-"),
+        "social": DimensionDefinition(label="Social", description="-", escalate_at_count=2),
+    },
+    (
+        GapDefinition.model_validate(
+            {
+                "id": "no_screening",
+                "label": "No SDOH screening",
+                "features": ["food", "housing"],
+                "within_days": 365,
+                "when": {"age_at_least": 18},
+            }
+        ),
+    ),
+)
+
+
+def hba1c(oid: str, value: float, when: str = "2026-09-01", unit: str = "%") -> dict[str, Any]:
+    return observation(oid, "4548-4", when, **quantity(value, unit))
+
+
+def hunger(oid: str, code: str, when: str = "2026-09-01") -> dict[str, Any]:
+    return observation(oid, "88122-7", when, **answer(code))
+
+
+def questionnaire(
+    qid: str,
+    link_id: str,
+    value: dict[str, Any],
+    when: str = "2026-10-01",
+    status: str = "completed",
+) -> dict[str, Any]:
+    """A completed form with one answered item nested in a group."""
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "id": qid,
+        "status": status,
+        "subject": {"reference": "Patient/p1"},
+        "authored": when,
+        "item": [{"linkId": "group", "item": [{"linkId": link_id, "answer": [value]}]}],
+    }
+
+
+def coded(code: str) -> dict[str, Any]:
+    return {"valueCoding": {"system": LOINC, "code": code}}
+
+
+def encounter(eid: str, end: str, status: str = "finished") -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": status,
+        "class": {"system": ACT_CODE, "code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "period": {"start": "2026-09-20", "end": end},
+    }
+
+
+def medication(mid: str, rxnorm: str, intent: str = "order") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": mid,
+        "status": "active",
+        "intent": intent,
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": rxnorm}]},
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2026-06-01",
+    }
+
+
+def no_date(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "effectiveDateTime"}
+
+
+FIVE_MEDICINES = [medication(f"m{n}", str(1000 + n)) for n in range(5)]
+
+
+def panel(pid: str, when: str | None, *members: str) -> dict[str, Any]:
+    resource = {
+        **observation(pid, "55454-3", when or ""),
+        "hasMember": [{"reference": f"Observation/{m}"} for m in members],
+    }
+    return resource if when else no_date(resource)
+
+
+PANEL = panel("panel", "2026-09-01", "member")
+
+CASES = [
+    # feature: Condition rules, ICD-10-CM prefixes, statuses and category matches
+    ({"feature": "diabetes"}, [condition("c1", ICD10, "E11.9")], {}, True),
+    ({"feature": "diabetes"}, [condition("c1", ICD10, "e119")], {}, True),
+    ({"feature": "diabetes"}, [condition("c1", ICD10, "E10.9")], {}, False),
+    ({"feature": "diabetes"}, [condition("c1", ICD10, "E11.9", clinical="resolved")], {}, False),
+    ({"feature": "diabetes"}, [condition("c1", ICD10, "E11.9", clinical=None)], {}, True),
+    (
+        {"feature": "diabetes"},
+        [
+            condition(
+                "c1",
+                ICD10,
+                "E11.9",
+                verificationStatus={"coding": [{"system": EXAMPLE, "code": "refuted"}]},
+            )
+        ],
+        {},
+        False,
+    ),
+    (
+        {"feature": "diabetes", "severity_at_least": "moderate"},
+        [
+            condition(
+                "c1", SNOMED, "x", category=[{"coding": [{"system": EXAMPLE, "code": "diabetes"}]}]
+            )
+        ],
+        {},
+        False,
+    ),
+    (
+        {"feature": "diabetes", "severity_at_least": "low"},
+        [
+            condition(
+                "c1", SNOMED, "x", category=[{"coding": [{"system": EXAMPLE, "code": "diabetes"}]}]
+            )
+        ],
+        {},
+        True,
+    ),
+    # feature with severity_at_least: value bands, latest wins, staleness, units, panels
+    ({"feature": "hba1c_high", "severity_at_least": "high"}, [hba1c("o1", 9.5)], {}, True),
+    ({"feature": "hba1c_high", "severity_at_least": "high"}, [hba1c("o1", 8.0)], {}, False),
+    ({"feature": "hba1c_high", "severity_at_least": "moderate"}, [hba1c("o1", 8.0)], {}, True),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 6.5)], {}, False),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2026-01-10"), hba1c("o2", 6.5)], {}, False),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 6.5, "2026-01-10"), hba1c("o2", 9.5)], {}, True),
+    (
+        {"feature": "hba1c_high", "severity_at_least": "high"},
+        [hba1c("o1", 6.5), hba1c("o2", 9.5), hba1c("o3", 8.0)],
+        {},
+        True,
+    ),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2025-06-01")], {}, False),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2025-11-15")], {}, True),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2026-01")], {}, True),
+    (
+        {"feature": "hba1c_high"},
+        [hba1c("o1", 9.5, "2026-01-10"), hba1c("o2", 52, unit="mmol/mol")],
+        {},
+        True,
+    ),
+    (
+        {"feature": "hba1c_high"},
+        [hba1c("o1", 9.5, "2026-01-10"), {**hba1c("o2", 6.0), "status": "entered-in-error"}],
+        {},
+        True,
+    ),
+    ({"feature": "hba1c_high"}, [no_date(hba1c("member", 9.5))], {}, False),
+    (
+        {"feature": "hba1c_high"},
+        [no_date(hba1c("member", 9.5)), PANEL],
+        {},
+        True,
+    ),
+    (
+        {"feature": "hba1c_high"},
+        [
+            hba1c("o2", 6.0, "2026-06-01"),
+            panel("p0", None, "member"),
+            panel("p1", "2026-01-01", "o2"),
+            no_date(hba1c("member", 9.5)),
+            panel("p2", "2026-09-01", "x", "member"),
+            panel("p3", "2026-02-01", "member"),
+        ],
+        {},
+        True,
+    ),
+    (
+        {"feature": "hba1c_high"},
+        [
+            panel("p1", "2026-01-01", "member"),
+            hba1c("o2", 6.0, "2026-06-01"),
+            no_date(hba1c("member", 9.5)),
+            panel("p2", "2026-09-01", "member"),
+        ],
+        {},
+        False,
+    ),
+    (
+        {"feature": "hba1c_high"},
+        [
+            {**no_date(hba1c("o1", 9.5)), "issued": "2026-08-01T10:00:00Z"},
+            hba1c("o2", 6.0, "2026-06-01"),
+        ],
+        {},
+        True,
+    ),
+    (
+        {"feature": "systolic_high"},
+        [
+            observation(
+                "bp",
+                "85354-9",
+                component=[
+                    {
+                        "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+                        **quantity(150, "mm[Hg]"),
+                    }
+                ],
+            )
+        ],
+        {},
+        True,
+    ),
+    ({"feature": "egfr_low"}, [observation("o1", "33914-3", valueInteger=65)], {}, False),
+    ({"feature": "egfr_low"}, [observation("o1", "33914-3", valueInteger=45)], {}, True),
+    (
+        {"feature": "egfr_low", "severity_at_least": "high"},
+        [observation("o1", "33914-3", valueInteger=45)],
+        {},
+        False,
+    ),
+    (
+        {"feature": "egfr_low", "severity_at_least": "high"},
+        [observation("o1", "33914-3", valueQuantity={"value": 29.5})],
+        {},
+        True,
+    ),
+    (
+        {"feature": "egfr_low", "severity_at_least": "high"},
+        [questionnaire("q1", "33914-3", {"valueDecimal": 29.5})],
+        {},
+        True,
+    ),
+    (
+        {"feature": "egfr_low"},
+        [
+            {
+                **questionnaire("q1", "egfr", {"valueInteger": 45}),
+                "item": [
+                    {
+                        "linkId": "egfr",
+                        "definition": "http://loinc.org#33914-3",
+                        "answer": [{"valueInteger": 45}],
+                    }
+                ],
+            }
+        ],
+        {},
+        True,
+    ),
+    # presence readings, negations
+    (
+        {"feature": "falls"},
+        [{**observation("o1", "x"), "code": {"coding": [{"system": SNOMED, "code": "428942009"}]}}],
+        {},
+        True,
+    ),
+    (
+        {"feature": "falls"},
+        [
+            {
+                **observation("o1", "x", valueBoolean=False),
+                "code": {"coding": [{"system": SNOMED, "code": "428942009"}]},
+            }
+        ],
+        {},
+        False,
+    ),
+    (
+        {"feature": "falls"},
+        [
+            {
+                **observation("o1", "x"),
+                "code": {"coding": [{"system": SNOMED, "code": "428942009"}]},
+                "interpretation": [{"coding": [{"system": EXAMPLE, "code": "NEG"}]}],
+            }
+        ],
+        {},
+        False,
+    ),
+    # answers, questionnaires, a diagnosis beside observations
+    ({"feature": "food"}, [hunger("o1", "LA28397-0")], {}, True),
+    ({"feature": "food"}, [hunger("o1", "LA28398-8")], {}, False),
+    (
+        {"feature": "food"},
+        [hunger("o1", "LA28397-0", "2026-01-01"), hunger("o2", "LA28398-8")],
+        {},
+        False,
+    ),
+    (
+        {"feature": "food"},
+        [hunger("o1", "LA28397-0"), hunger("o2", "LA9999-9", "2026-10-01")],
+        {},
+        True,
+    ),
+    ({"feature": "food"}, [questionnaire("q1", "/88121-9/88122-7", coded("LA28397-0"))], {}, True),
+    (
+        {"feature": "food"},
+        [questionnaire("q1", "/88121-9/88122-7", coded("LA28397-0"), status="in-progress")],
+        {},
+        False,
+    ),
+    (
+        {"feature": "food"},
+        [hunger("o1", "LA28397-0"), questionnaire("q1", "/88121-9/88122-7", coded("LA28398-8"))],
+        {},
+        False,
+    ),
+    (
+        {"feature": "food"},
+        [condition("c1", ICD10, "Z59.41"), hunger("o1", "LA28398-8")],
+        {},
+        True,
+    ),
+    (
+        {"feature": "housing", "severity_at_least": "high"},
+        [condition("c1", ICD10, "Z59.01"), observation("o1", "71802-3", **answer("LA31995-6"))],
+        {},
+        True,
+    ),
+    (
+        {"feature": "housing", "severity_at_least": "high"},
+        [
+            condition("c1", ICD10, "Z59.01"),
+            observation("o1", "71802-3", "2025-01-01", **answer("LA31995-6")),
+        ],
+        {},
+        False,
+    ),
+    # encounters and the medication count
+    ({"feature": "recent_stay"}, [encounter("e1", "2026-11-01T12:00:00Z")], {}, True),
+    ({"feature": "recent_stay"}, [encounter("e1", "2026-09-30")], {}, False),
+    ({"feature": "recent_stay"}, [encounter("e1", "2026-11-01", "in-progress")], {}, False),
+    ({"feature": "polypharmacy"}, FIVE_MEDICINES, {}, True),
+    ({"feature": "polypharmacy"}, [*FIVE_MEDICINES[:4], medication("m9", "1000")], {}, False),
+    (
+        {"feature": "polypharmacy"},
+        [*FIVE_MEDICINES[:4], medication("m9", "2000", intent="proposal")],
+        {},
+        False,
+    ),
+    # an asset, needs and escalation
+    (
+        {"feature": "caregiver"},
+        [
+            {
+                **observation("o1", "x"),
+                "code": {"coding": [{"system": EXAMPLE, "code": "caregiver"}]},
+            }
+        ],
+        {},
+        True,
+    ),
+    (
+        {"need": "social", "at_least": "low"},
+        [
+            {
+                **observation("o1", "x"),
+                "code": {"coding": [{"system": EXAMPLE, "code": "caregiver"}]},
+            }
+        ],
+        {},
+        False,
+    ),
+    ({"need": "social", "at_least": "moderate"}, [hunger("o1", "LA28397-0")], {}, True),
+    ({"need": "social", "at_least": "high"}, [hunger("o1", "LA28397-0")], {}, False),
+    (
+        {"need": "social", "at_least": "high"},
+        [hunger("o1", "LA28397-0"), observation("o2", "71802-3", **answer("LA31994-9"))],
+        {},
+        True,
+    ),
+    ({"need": "medical", "at_least": "none"}, [], {}, True),
+    ({"need": "medical", "at_least": "moderate"}, [hba1c("o1", 8.0)], {}, True),
+    # patient facts
+    ({"age_at_least": 66}, [], {"birthDate": "1960-11-15"}, True),
+    ({"age_at_least": 66}, [], {"birthDate": "1960-11-16"}, False),
+    ({"age_below": 66}, [], {"birthDate": "1960-11-16"}, True),
+    ({"age_below": 66}, [], {"birthDate": "1960"}, False),
+    ({"age_below": 18}, [], {"birthDate": "2027-01-01"}, False),
+    (
+        {"language_not": "en"},
+        [],
+        {
+            "communication": [
+                {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en"}]}},
+                {
+                    "language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "es-MX"}]},
+                    "preferred": True,
+                },
+            ]
+        },
+        True,
+    ),
+    (
+        {"language_not": "en"},
+        [],
+        {
+            "communication": [
+                {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "en-US"}]}}
+            ]
+        },
+        False,
+    ),
+    ({"language_not": "en"}, [], {}, False),
+    (
+        {"contact_preference": "sms"},
+        [],
+        {
+            "telecom": [
+                {"system": "phone", "value": "1", "rank": 2},
+                {"system": "sms", "value": "1", "rank": 1},
+            ]
+        },
+        True,
+    ),
+    (
+        {"contact_preference": "sms"},
+        [],
+        {
+            "telecom": [
+                {"system": "sms", "value": "1"},
+                {"system": "phone", "value": "1", "rank": 1},
+            ]
+        },
+        False,
+    ),
+    (
+        {"contact_preference": "sms"},
+        [],
+        {
+            "telecom": [
+                {"system": "sms", "value": "1", "rank": 1},
+                {"system": "phone", "value": "1", "rank": 1},
+            ]
+        },
+        False,
+    ),
+    # data gaps, whose own rule is part of them
+    ({"gap": "no_screening"}, [], {}, True),
+    ({"gap": "no_screening"}, [hunger("o1", "LA28398-8")], {}, False),
+    ({"gap": "no_screening"}, [hunger("o1", "LA28398-8", "2025-06-01")], {}, True),
+    ({"gap": "no_screening"}, [hunger("o1", "LA9999-9")], {}, True),
+    ({"gap": "no_screening"}, [], {"birthDate": "2015-01-01"}, False),
+    # not, all, any
+    ({"not": {"feature": "diabetes"}}, [], {}, True),
+    ({"not": {"feature": "diabetes"}}, [condition("c1", ICD10, "E11.9")], {}, False),
+    (
+        {"all": [{"feature": "diabetes"}, {"not": {"feature": "hba1c_high"}}]},
+        [condition("c1", ICD10, "E11.9"), hba1c("o1", 6.0)],
+        {},
+        True,
+    ),
+    (
+        {"any": [{"gap": "no_screening"}, {"feature": "hba1c_high"}]},
+        [hunger("o1", "LA28398-8"), hba1c("o2", 6.0)],
+        {},
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "resources", "patient", "expected"), CASES)
+def test_each_kind_of_rule_agrees(
+    raw: dict[str, Any], resources: list[dict[str, Any]], patient: dict[str, Any], expected: bool
+) -> None:
+    rule = RULE.validate_python(raw)
+    rec = record(*resources, **patient)
+    assert rule.evaluate(build_profile(rec, RULES, AS_OF)).holds is expected, "the case is wrong"
+    assert fhirpath_holds(Translator(RULES).expression(rule), rec) is expected
+
+
+def test_expressions_are_commented_per_feature_and_use_the_as_of_variable() -> None:
+    rule = RULE.validate_python({"any": [{"feature": "hba1c_high"}, {"gap": "no_screening"}]})
+    expression = Translator(RULES).expression(rule)
+    assert "/* feature hba1c_high */" in expression
+    assert "/* gap no_screening */" in expression
+    assert "%asOf - 365 days" in expression
+    assert "today()" not in expression and "now()" not in expression
+
+
+def test_unknown_features_and_impossible_severities_translate_to_false() -> None:
+    translator = Translator(RULES)
+    assert translator.expression(RULE.validate_python({"feature": "no_such_feature"})) == "false"
+    caregiver = {"feature": "caregiver", "severity_at_least": "low"}
+    assert translator.expression(RULE.validate_python(caregiver)) == "false"
