@@ -135,6 +135,7 @@ class ActivityTemplate(Strict):
 class Module(Strict):
     id: str = Field(pattern=_KEBAB)
     version: str
+    changelog: list[str] = Field(min_length=1)
     title: str
     description: str
     care_path: CarePath
