@@ -21,6 +21,7 @@ from .resources import InvalidOutputError, PlanResources, to_fhir
 from .segments import SegmentMatch, segment
 from .sinks import Sink
 from .sources import Source
+from .state import RunState
 
 log = logging.getLogger("fhir_tailor.pipeline")
 
@@ -52,11 +53,24 @@ def run(
     recorded: datetime,
     report: RunReport,
     progress: Callable[[], None] = lambda: None,
+    state: RunState | None = None,
 ) -> RunReport:
-    """Run every patient of ``source`` through the pipeline into ``sink``."""
+    """Run every patient of ``source`` through the pipeline into ``sink``.
+
+    With a ``state``, patients an earlier attempt of the same run finished are not redone,
+    each finished patient is journaled, and a run without failures is marked complete.
+    """
     for record in source.records(report.read_issue):
-        report.add(_one_patient(record, sink, definitions, as_of, recorded, report))
+        if state is not None and record.patient_id in state.done:
+            report.add(PatientOutcome(f"Patient/{record.patient_id}", "done-earlier"))
+        else:
+            outcome = _one_patient(record, sink, definitions, as_of, recorded, report)
+            report.add(outcome)
+            if state is not None and outcome.outcome != "failed":
+                state.mark_done(record.patient_id)
         progress()
+    if state is not None and not report.failed:
+        state.complete()
     report.finish()
     log.info("run finished: %s", report.summary())
     return report
