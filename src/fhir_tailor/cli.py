@@ -35,6 +35,7 @@ from .sinks.files import FolderSink, StdoutSink, summarize
 from .sinks.server import ServerSink
 from .sources import Source, file_source
 from .sources.server import PatientSelection, ServerSource
+from .state import RunState
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
 #: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
@@ -119,6 +120,19 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+class SinceType(click.ParamType):  # type: ignore[type-arg]
+    """A date or date-time, or ``auto`` (resolved from the run state by ``sync --state``)."""
+
+    name = "since"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        if isinstance(value, datetime) or value == "auto":
+            return value
+        return click.DateTime(formats=SINCE_FORMATS).convert(value, param, ctx)
+
+
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that choose where patients are read from (``--server`` reads and writes)."""
     options = [
@@ -132,8 +146,11 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
         click.option(
             "--since",
-            type=click.DateTime(formats=SINCE_FORMATS),
-            help="Patients whose data changed since this time (server _lastUpdated).",
+            type=SinceType(),
+            help=(
+                "Patients whose data changed since this time (server _lastUpdated); 'auto' "
+                "(sync with --state): since the last complete run."
+            ),
         ),
     ]
     for option in reversed(options):
@@ -159,6 +176,8 @@ class SourceChoice:
 def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
     server, input_path = params["server"], params["input_path"]
     patient_ids: tuple[str, ...] = params["patient_ids"]
+    if params["since"] == "auto":
+        raise click.UsageError("--since auto is for sync with --state")
     if server and input_path is None:
         try:
             selection = PatientSelection(patient_ids, params["everyone"], params["since"])
@@ -230,6 +249,13 @@ class _Progress:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON run report here.",
 )
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FHIR_TAILOR_STATE",
+    help="Run state file: resume a killed run; remember the watermark for --since auto.",
+)
 @click.pass_obj
 def sync(
     settings: Settings,
@@ -238,6 +264,7 @@ def sync(
     out_format: str,
     dry_run: bool,
     report_path: Path | None,
+    state_path: Path | None,
     **params: Any,
 ) -> None:
     """Build and write personalized CarePlans for the selected patients.
@@ -246,7 +273,11 @@ def sync(
     """
     report = RunReport()
     progress = _Progress()
+    now = datetime.now(UTC).replace(microsecond=0)
+    state = _begin_state(state_path, params, now) if state_path and not dry_run else None
     with ExitStack() as stack:
+        if state is not None:
+            stack.callback(state.close)
         choice = _open_source(stack, params)
         sink = _open_sink(stack, choice, out, out_format, dry_run)
         run(
@@ -254,13 +285,47 @@ def sync(
             sink,
             settings.definitions,
             as_of=settings.as_of,
-            recorded=datetime.now(UTC).replace(microsecond=0),
+            recorded=now,
             report=report,
             progress=progress,
+            state=state,
         )
         report.retries = choice.client.retries if choice.client else 0
     progress.done()
     _finish(report, report_path)
+
+
+def _begin_state(path: Path, params: dict[str, Any], now: datetime) -> RunState:
+    """Load the run state, resolve ``--since auto``, and begin or resume the run.
+
+    The run is identified by its selection (server or input, patients, since), so the same
+    command resumes and a different one starts afresh. ``params`` is updated in place.
+    """
+    try:
+        state = RunState.load(path)
+    except FhirTailorError as exc:
+        _fail(str(exc))
+    since = params["since"]
+    if since == "auto":
+        if not params["server"]:
+            raise click.UsageError("--since auto reads a server: give --server")
+        since = state.since if state.resuming else state.watermark
+        params["since"] = since
+        params["everyone"] = since is None and not params["patient_ids"]
+    selection = json.dumps(
+        {
+            "server": params["server"],
+            "input": str(params["input_path"]) if params["input_path"] else None,
+            "patients": sorted(params["patient_ids"]),
+            "all": params["everyone"],
+            "since": since.isoformat() if since else None,
+        },
+        sort_keys=True,
+    )
+    state.begin(selection, now, since)
+    if state.done:
+        click.echo(f"resuming: {len(state.done)} patients done earlier", err=True)
+    return state
 
 
 def _open_sink(
