@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,9 @@ def fhir_server_command(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="session")
-def fhir_server() -> Iterator[str]:
-    """Base URL of a fresh, empty FHIR R4 server, stopped at the end of the session."""
-    external = os.environ.get("FHIR_TAILOR_TEST_SERVER")
-    if external:
-        yield external.rstrip("/")
-        return
+@contextmanager
+def running_server() -> Iterator[str]:
+    """Start a fresh, empty server on a free loopback port; stop it and drop its data after."""
     port = str(free_loopback_port())
     try:
         started = fhir_server_command("start", "--port", port)
@@ -61,3 +58,21 @@ def fhir_server() -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         fhir_server_command("stop", "--port", port)
+
+
+@pytest.fixture(scope="session")
+def fhir_server() -> Iterator[str]:
+    """Base URL of a fresh, empty FHIR R4 server, stopped at the end of the session."""
+    external = os.environ.get("FHIR_TAILOR_TEST_SERVER")
+    if external:
+        yield external.rstrip("/")
+        return
+    with running_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[str]:
+    """A server of the test module's own, for tests that fill it with many patients."""
+    with running_server() as url:
+        yield url
