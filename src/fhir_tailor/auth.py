@@ -1,11 +1,9 @@
 """How requests to the FHIR server authenticate.
 
 Every scheme is an :class:`httpx.Auth`, handed to :class:`~fhir_tailor.client.FhirClient`,
-which never looks inside it. That is the seam for SMART Backend Services: a future
-``httpx.Auth`` subclass will sign a JWT assertion, fetch an access token from the token
-endpoint, attach it, and refresh it when it expires or the server answers 401 (``auth_flow``
-is a generator precisely so it can send that extra request and retry). No other module will
-need to change.
+which never looks inside it. The static schemes live here; SMART Backend Services
+(:class:`~fhir_tailor.smart.SmartBackendAuth`) uses the same seam: its ``auth_flow`` yields the
+token request itself and retries after a 401, so no other module needed to change.
 
 Credentials never appear in ``repr`` or ``str``, so logging a client or an auth object is safe.
 """

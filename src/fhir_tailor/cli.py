@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -21,9 +23,11 @@ import click
 
 from . import __version__
 from .auth import auth_from_settings
+from .bulk import ExportRequest, bulk_source
 from .client import FhirClient
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
+from .logs import LEVELS, LogFormat, configure, notice
 from .pipeline import assess, profile_and_plan, run
 from .population import PopulationSummary
 from .publish import Definition, Publisher, catalog_definitions, write_files
@@ -33,6 +37,7 @@ from .retry import RetryPolicy
 from .sinks import Sink
 from .sinks.files import FolderSink, StdoutSink, summarize
 from .sinks.server import ServerSink
+from .smart import smart_auth_from_settings
 from .sources import Source, file_source
 from .sources.server import PatientSelection, ServerSource
 from .state import RunState
@@ -52,7 +57,7 @@ class Settings:
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    notice(f"error: {message}")
     sys.exit(EXIT_CANNOT_START)
 
 
@@ -73,14 +78,33 @@ def _fail(message: str) -> NoReturn:
     help="Date the profile is computed for (ages, recency, gaps). Default: today.",
 )
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    envvar="FHIR_TAILOR_LOG_LEVEL",
+    help="Log level on stderr (overrides -v). Default: WARNING.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="FHIR_TAILOR_LOG_FORMAT",
+    show_default=True,
+    help="Logs on stderr as text, or as one JSON object per line (time, level, logger, ...).",
+)
 @click.pass_context
 def main(
-    ctx: click.Context, profiles_dir: Path | None, as_of: datetime | None, verbose: int
+    ctx: click.Context,
+    profiles_dir: Path | None,
+    as_of: datetime | None,
+    verbose: int,
+    log_level: str | None,
+    log_format: LogFormat,
 ) -> None:
     """Standardized, personalized care plans from FHIR R4 data."""
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    configure(
+        log_level.upper() if log_level else ("WARNING", "INFO", "DEBUG")[min(verbose, 2)],
+        log_format,
     )
     if ctx.invoked_subcommand is None:
         return
@@ -99,12 +123,44 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--username", envvar="FHIR_TAILOR_USERNAME", help="HTTP basic user."),
         click.option("--password", envvar="FHIR_TAILOR_PASSWORD", help="HTTP basic password."),
         click.option(
+            "--client-id", envvar="FHIR_TAILOR_CLIENT_ID", help="SMART Backend Services client id."
+        ),
+        click.option(
+            "--private-key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            envvar="FHIR_TAILOR_PRIVATE_KEY",
+            help="SMART signing key: PEM private key or JWKS file (private_key_jwt).",
+        ),
+        click.option("--kid", envvar="FHIR_TAILOR_KID", help="Key id of the signing key."),
+        click.option(
+            "--client-secret",
+            envvar="FHIR_TAILOR_CLIENT_SECRET",
+            help="SMART client secret (client_secret_basic), instead of a private key.",
+        ),
+        click.option(
+            "--token-url",
+            help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
+        ),
+        click.option(
+            "--scope",
+            envvar="FHIR_TAILOR_SCOPE",
+            help="SMART scopes to request (v1 or v2 syntax). Default: read all, write plans.",
+        ),
+        click.option(
             "--timeout",
             type=float,
             default=30.0,
             envvar="FHIR_TAILOR_TIMEOUT",
             show_default=True,
             help="HTTP timeout in seconds.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 64),
+            default=4,
+            envvar="FHIR_TAILOR_CONCURRENCY",
+            show_default=True,
+            help="Patients read and written at a time (one connection pool, bounded queue).",
         ),
         click.option(
             "--retry-budget",
@@ -125,9 +181,7 @@ class SinceType(click.ParamType):  # type: ignore[type-arg]
 
     name = "since"
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, datetime) or value == "auto":
             return value
         return click.DateTime(formats=SINCE_FORMATS).convert(value, param, ctx)
@@ -174,6 +228,8 @@ class SourceChoice:
 
 
 def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
+    if params.get("group") or params.get("bulk_dir") or params.get("keep_bulk_files"):
+        raise click.UsageError("--group, --bulk-dir and --keep-bulk-files need --bulk")
     server, input_path = params["server"], params["input_path"]
     patient_ids: tuple[str, ...] = params["patient_ids"]
     if params["since"] == "auto":
@@ -187,16 +243,54 @@ def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
     if input_path is not None:
         return SourceChoice(file_source(input_path), client, patient_ids)
     if client is not None:
-        return SourceChoice(ServerSource(client, selection), client, ())
+        source = ServerSource(client, selection, concurrency=params["concurrency"])
+        return SourceChoice(source, client, ())
     return SourceChoice(file_source(bundled_path("fixtures") / "bundles"), None, patient_ids)
+
+
+def _open_bulk_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
+    """``sync --bulk``: the export is downloaded now, so a failure stops the run before any
+    write; its temporary folder goes when the run ends."""
+    if not params["server"] or params["input_path"] is not None or params["patient_ids"]:
+        raise click.UsageError("--bulk needs --server, and takes no --input or --patient")
+    client = _connect(stack, params)
+    folder: Path | None = params["bulk_dir"]
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="fhir-tailor-bulk-"))
+        if params["keep_bulk_files"]:
+            notice(f"bulk export files are kept in {folder}")
+        else:
+            stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    request = ExportRequest(group=params["group"], since=params["since"])
+    try:
+        source = bulk_source(client, folder, request)
+    except FhirTailorError as exc:
+        _fail(f"bulk export failed: {exc}")
+    return SourceChoice(source, client, ())
 
 
 def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
     """A client for ``--server``, checked to be a reachable FHIR R4 server."""
     try:
         auth = auth_from_settings(params["token"], params["username"], params["password"])
+        smart = smart_auth_from_settings(
+            params["server"],
+            params["client_id"],
+            private_key=params["private_key"],
+            kid=params["kid"],
+            client_secret=params["client_secret"],
+            token_url=params["token_url"],
+            scope=params["scope"],
+            timeout=params["timeout"],
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    except FhirTailorError as exc:
+        _fail(str(exc))
+    if smart is not None:
+        if auth is not None:
+            raise click.UsageError("--client-id cannot be combined with --token or --username")
+        auth = smart
     retry = RetryPolicy(total_budget=params["retry_budget"])
     client = FhirClient(params["server"], auth=auth, timeout=params["timeout"], retry=retry)
     stack.enter_context(client)
@@ -226,8 +320,28 @@ class _Progress:
             click.echo("", err=True)
 
 
+def bulk_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of ``sync --bulk`` (what ``_open_bulk_source`` reads)."""
+    options = [
+        click.option("--bulk", is_flag=True, help="Read every patient with one Bulk Data $export."),
+        click.option("--group", help="With --bulk: export only this Group's members."),
+        click.option(
+            "--bulk-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="With --bulk: download the export here. Default: a temporary folder.",
+        ),
+        click.option(
+            "--keep-bulk-files", is_flag=True, help="With --bulk: keep the temporary folder."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command()
 @source_options
+@bulk_options
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -278,7 +392,7 @@ def sync(
     with ExitStack() as stack:
         if state is not None:
             stack.callback(state.close)
-        choice = _open_source(stack, params)
+        choice = _open_bulk_source(stack, params) if params["bulk"] else _open_source(stack, params)
         sink = _open_sink(stack, choice, out, out_format, dry_run)
         run(
             choice,
@@ -289,6 +403,7 @@ def sync(
             report=report,
             progress=progress,
             state=state,
+            concurrency=params["concurrency"],
         )
         report.retries = choice.client.retries if choice.client else 0
     progress.done()
@@ -324,7 +439,7 @@ def _begin_state(path: Path, params: dict[str, Any], now: datetime) -> RunState:
     )
     state.begin(selection, now, since)
     if state.done:
-        click.echo(f"resuming: {len(state.done)} patients done earlier", err=True)
+        notice(f"resuming: {len(state.done)} patients done earlier")
     return state
 
 
@@ -347,14 +462,14 @@ def _open_sink(
 def _finish(report: RunReport, report_path: Path | None) -> None:
     if report_path is not None:
         report.write(report_path)
-    click.echo(report.summary(), err=True)
+    notice(report.summary())
     for issue in report.read_issues[:20]:
-        click.echo(f"  skipped: {issue}", err=True)
+        notice(f"  skipped: {issue}")
     if len(report.read_issues) > 20:
-        click.echo(f"  ... and {len(report.read_issues) - 20} more (see --report)", err=True)
+        notice(f"  ... and {len(report.read_issues) - 20} more (see --report)")
     for outcome in report.patients:
         if outcome.outcome in ("failed", "skipped-edited"):
-            click.echo(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}", err=True)
+            notice(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}")
     if report.failed:
         sys.exit(EXIT_PARTIAL_FAILURE)
 
@@ -444,7 +559,7 @@ def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
     else:
         click.echo(summary.table(), nl=False)
     if report.read_issues:
-        click.echo(f"{len(report.read_issues)} unreadable resources skipped", err=True)
+        notice(f"{len(report.read_issues)} unreadable resources skipped")
 
 
 @main.command("validate-profiles")
@@ -517,7 +632,7 @@ def catalog_publish(settings: Settings, /, out: Path | None, dry_run: bool, **pa
         if outcome != "unchanged":
             line = f"{outcome}: {definition.resource_type} {definition.canonical}"
             click.echo(line + (f" ({detail})" if detail else ""), err=outcome == "failed")
-    click.echo(report.summary(), err=True)
+    notice(report.summary())
     if report.failed:
         sys.exit(EXIT_PARTIAL_FAILURE)
 
@@ -530,4 +645,4 @@ def _catalog_definitions(settings: Settings) -> list[Definition]:
 
 
 def _warn(message: str) -> None:
-    click.echo(message, err=True)
+    notice(message)

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,6 +49,7 @@ _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_CHUNK_BYTES = 64 * 1024
 
 
 class FhirClient:
@@ -202,6 +204,55 @@ class FhirClient:
             )
         return result
 
+    def operation(
+        self, method: str, url: httpx.URL | str, *, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """Send a request the typed methods do not cover (Bulk Data kick-off, status, delete).
+
+        Retries like every other call; any 2xx response (202 included) is returned for the
+        caller to interpret, anything else raises.
+        """
+        return self._request(method, url, headers=headers)
+
+    def resolve_link(self, link: str) -> httpx.URL:
+        """The absolute URL of a link the server handed us; CrossOriginLinkError if it is not on
+        the server's origin, because our credentials may only ever go there."""
+        return self._resolve_link(link)
+
+    def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
+        """Stream the file at ``link`` (same origin only) into ``path``; returns bytes written.
+
+        The body goes to disk in chunks, never whole into memory. A failure part-way through
+        (reset, timeout, 429/5xx) restarts the file from its start under the retry policy.
+        ``authenticated=False`` sends the request without our credentials at all.
+        """
+        url = self._resolve_link(link)
+        request = self._http.build_request("GET", url, headers={"Accept": accept})
+        budget = RetryBudget(self._retry, "GET", url.path)
+        while True:
+            started = time.monotonic()
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                if authenticated:
+                    response = self._http.send(request, stream=True)
+                else:
+                    response = self._http.send(request, stream=True, auth=None)
+                try:
+                    if response.is_success:
+                        return _write_body(response, path)
+                    response.read()  # the error body, for its OperationOutcome
+                finally:
+                    response.close()
+                outcome = response
+            except httpx.TransportError as error:
+                outcome = error
+            finally:
+                budget.spend(time.monotonic() - started, attempt=True)
+            if isinstance(outcome, httpx.TransportError):
+                self._after_transport_error(outcome, budget, True)
+            else:
+                self._after_error_status(outcome, budget, True)
+
     def _pages(self, url: httpx.URL) -> Iterator[Resource]:
         headers = {"Prefer": "handling=strict"} if self._strict_search else None
         fetched: set[str] = set()
@@ -316,6 +367,16 @@ def weak_etag(version: str) -> str:
     if version.startswith('W/"'):
         return version
     return f"W/{version}" if version.startswith('"') else f'W/"{version}"'
+
+
+def _write_body(response: httpx.Response, path: Path) -> int:
+    """Write a streamed body to ``path`` (truncating what an earlier attempt left)."""
+    written = 0
+    with path.open("wb") as handle:
+        for chunk in response.iter_bytes(chunk_size=_CHUNK_BYTES):
+            handle.write(chunk)
+            written += len(chunk)
+    return written
 
 
 def _origin(url: httpx.URL) -> str:

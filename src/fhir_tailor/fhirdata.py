@@ -9,20 +9,35 @@ what we *write* (see :mod:`fhir_tailor.resources`).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 Resource = dict[str, Any]
 
 _DATE_PREFIX = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+#: FHIR ``id``: what references, file names and our output are keyed by.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+#: BCP-47 language tag shape (``es``, ``zh-Hant-TW``): preferred languages end up in plans.
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
 
 
 def resource_ref(resource: Resource) -> str:
     """The relative reference of a resource, e.g. ``Observation/123`` (``?`` if unnamed)."""
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+def is_fhir_id(value: object) -> bool:
+    """Whether ``value`` is a valid FHIR id (1-64 ASCII letters, digits, ``-`` and ``.``)."""
+    return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
+
+
+def is_language_tag(value: object) -> bool:
+    """Whether ``value`` has the shape of a BCP-47 language tag."""
+    return isinstance(value, str) and _LANGUAGE_TAG.fullmatch(value) is not None
 
 
 def reference_id(reference: object, resource_type: str) -> str | None:
@@ -43,11 +58,20 @@ def reference_id(reference: object, resource_type: str) -> str | None:
     return None
 
 
+def as_list(value: object) -> list[Any]:
+    """A repeating element as a list; a lone object, a number or null reads as no elements.
+
+    Real data puts a single object where a list belongs often enough that iterating whatever
+    is there would crash on a number and walk the keys of a dict.
+    """
+    return value if isinstance(value, list) else []
+
+
 def codings(concept: object) -> Iterator[tuple[str, str, str | None]]:
     """``(system, code, display)`` for each well-formed coding of a CodeableConcept."""
     if not isinstance(concept, dict):
         return
-    for coding in concept.get("coding") or ():
+    for coding in as_list(concept.get("coding")):
         if not isinstance(coding, dict):
             continue
         system, code = coding.get("system"), coding.get("code")
@@ -120,14 +144,19 @@ def numeric_value(element: Resource) -> tuple[float | None, str | None]:
     if isinstance(quantity, dict):
         number = quantity.get("value")
         unit = quantity.get("code") or quantity.get("unit")
-        if isinstance(number, int | float) and not isinstance(number, bool):
+        if _is_finite_number(number):
             return float(number), unit if isinstance(unit, str) else None
         return None, None
     for field in ("valueInteger", "valueDecimal"):
         number = element.get(field)
-        if isinstance(number, int | float) and not isinstance(number, bool):
+        if _is_finite_number(number):
             return float(number), None
     return None, None
+
+
+def _is_finite_number(value: object) -> TypeGuard[int | float]:
+    """A JSON number that is a real value: Python's JSON reader also admits NaN and Infinity."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @lru_cache(maxsize=512)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import date, datetime
+from functools import partial
+from typing import NamedTuple, TypeVar
 
+from .concurrency import bounded_map
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .plan import Plan, plan_for
@@ -19,11 +22,12 @@ from .record import PatientRecord
 from .report import PatientOutcome, RunReport
 from .resources import InvalidOutputError, PlanResources, to_fhir
 from .segments import SegmentMatch, segment
-from .sinks import Sink
+from .sinks import Sink, thread_safe
 from .sources import Source
 from .state import RunState
 
 log = logging.getLogger("fhir_tailor.pipeline")
+T = TypeVar("T")
 
 
 def assess(
@@ -54,49 +58,93 @@ def run(
     report: RunReport,
     progress: Callable[[], None] = lambda: None,
     state: RunState | None = None,
+    concurrency: int = 1,
 ) -> RunReport:
     """Run every patient of ``source`` through the pipeline into ``sink``.
 
     With a ``state``, patients an earlier attempt of the same run finished are not redone,
     each finished patient is journaled, and a run without failures is marked complete.
+    ``concurrency`` patients are profiled and written at a time (results in source order).
     """
-    for record in source.records(report.read_issue):
+    write_in_workers = concurrency > 1 and thread_safe(sink)
+
+    def process(record: PatientRecord) -> tuple[str, PatientOutcome | _Pending]:
+        patient = f"Patient/{record.patient_id}"
         if state is not None and record.patient_id in state.done:
-            report.add(PatientOutcome(f"Patient/{record.patient_id}", "done-earlier"))
-        else:
-            outcome = _one_patient(record, sink, definitions, as_of, recorded, report)
-            report.add(outcome)
-            if state is not None and outcome.outcome != "failed":
-                state.mark_done(record.patient_id)
+            return record.patient_id, PatientOutcome(patient, "done-earlier")
+        prepared = _guarded(patient, lambda: _prepare(record, definitions, as_of, recorded, report))
+        if isinstance(prepared, _Pending) and write_in_workers:
+            return record.patient_id, _guarded(patient, partial(sink.write, *prepared))
+        return record.patient_id, prepared
+
+    records = source.records(report.read_issue)
+    for patient_id, result in bounded_map(process, records, concurrency):
+        # Sinks that share handles are written here, one patient at a time, in source order.
+        outcome = (
+            _guarded(f"Patient/{patient_id}", partial(sink.write, *result))
+            if isinstance(result, _Pending)
+            else result
+        )
+        report.add(outcome)
+        log.debug(
+            "%s: %s",
+            outcome.patient,
+            outcome.outcome,
+            extra={"patient": outcome.patient, "outcome": outcome.outcome},
+        )
+        if state is not None and outcome.outcome not in ("failed", "done-earlier"):
+            state.mark_done(patient_id)
         progress()
     if state is not None and not report.failed:
         state.complete()
     report.finish()
-    log.info("run finished: %s", report.summary())
+    totals = report.to_dict()
+    log.info(
+        "run finished: %s",
+        report.summary(),
+        extra={
+            "counts": totals["counts"],
+            "patients_total": totals["patients_total"],
+            "read_issues": len(report.read_issues),
+            "data_issues": len(report.data_issues),
+            "duration_seconds": totals["duration_seconds"],
+        },
+    )
     return report
 
 
-def _one_patient(
+class _Pending(NamedTuple):
+    """A plan ready to be written."""
+
+    plan: Plan
+    resources: PlanResources
+
+
+def _prepare(
     record: PatientRecord,
-    sink: Sink,
     definitions: Definitions,
     as_of: date,
     recorded: datetime,
     report: RunReport,
-) -> PatientOutcome:
-    patient = f"Patient/{record.patient_id}"
+) -> PatientOutcome | _Pending:
+    _, plan = profile_and_plan(record, definitions, as_of, report)
+    if plan is None:
+        return PatientOutcome(f"Patient/{record.patient_id}", "no-plan")
+    return _Pending(plan, to_fhir(plan, recorded))
+
+
+def _guarded(patient: str, step: Callable[[], T]) -> T | PatientOutcome:
+    """Run one patient's step; any failure becomes that patient's outcome, never the run's."""
     try:
-        _, plan = profile_and_plan(record, definitions, as_of, report)
-        if plan is None:
-            return PatientOutcome(patient, "no-plan")
-        resources: PlanResources = to_fhir(plan, recorded)
-        return sink.write(plan, resources)
+        return step()
     except InvalidOutputError as exc:
-        log.error("BUG: invalid output for %s: %s", patient, exc)
+        log.error("BUG: invalid output for %s: %s", patient, exc, extra={"patient": patient})
         return PatientOutcome(patient, "failed", f"invalid output (a bug): {exc}")
     except FhirTailorError as exc:
-        log.warning("%s failed: %s", patient, exc)
+        log.warning("%s failed: %s", patient, exc, extra={"patient": patient})
         return PatientOutcome(patient, "failed", str(exc))
     except Exception as exc:  # one unforeseen failure must not abort the whole run
-        log.error("%s failed unexpectedly: %s", patient, type(exc).__name__)
+        log.error(
+            "%s failed unexpectedly: %s", patient, type(exc).__name__, extra={"patient": patient}
+        )
         return PatientOutcome(patient, "failed", f"unexpected {type(exc).__name__}: {exc}")

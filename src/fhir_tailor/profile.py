@@ -29,8 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .fhirdata import (
     Resource,
+    as_list,
     codings,
     effective_date,
+    is_language_tag,
     numeric_value,
     parse_date,
     reference_id,
@@ -49,6 +51,7 @@ from .mapping import (
 from .questionnaire import answered_items
 from .record import PatientRecord
 from .rules import NEED_RANK, NeedLevel, RuleExpr
+from .shape import ADMINISTRATIVE_GENDER, shape_problems
 
 #: Condition clinical statuses that mean "the problem holds now".
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -211,6 +214,9 @@ def build_profile(
     report = on_issue or (lambda _ref, _problem: None)
     evidence: defaultdict[str, list[_Evidence]] = defaultdict(list)
     panel_dates = _panel_dates(record.resources)
+    for resource in (record.patient, *record.resources):
+        for problem in shape_problems(resource):
+            report(resource_ref(resource), problem)
     for resource in record.resources:
         for item in _read_resource(resource, rules.index, report, panel_dates):
             evidence[item.match.feature.id].append(item)
@@ -257,7 +263,7 @@ def _read_resource(
     if rtype == "Condition":
         yield from _read_condition(resource, ref, index, report)
     elif rtype == "Observation":
-        if resource.get("status") in VOID_OBSERVATION:
+        if str(resource.get("status")) in VOID_OBSERVATION:
             return
         when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
         # A panel that only groups its members (``hasMember``, no value) has nothing to read.
@@ -265,7 +271,7 @@ def _read_resource(
             key.startswith("value") for key in resource
         )
         parts: list[tuple[Resource, str]] = [] if grouping else [(resource, "")]
-        for n, component in enumerate(resource.get("component") or ()):
+        for n, component in enumerate(as_list(resource.get("component"))):
             if isinstance(component, dict):
                 parts.append((component, f"component[{n}]."))
         for element, path in parts:
@@ -289,6 +295,9 @@ def _read_resource(
 def _read_condition(
     condition: Resource, ref: str, index: CodeIndex, report: DataIssueHandler
 ) -> Iterator[_Evidence]:
+    contradiction = _condition_contradiction(condition)
+    if contradiction is not None:
+        report(ref, contradiction)
     if not _condition_holds(condition):
         return
     when = effective_date(condition)
@@ -317,7 +326,7 @@ def _read_encounter(encounter: Resource, ref: str, index: CodeIndex) -> Iterator
     period = period if isinstance(period, dict) else {}
     when = parse_date(period.get("end")) or parse_date(period.get("start"))
     concepts: list[object] = [{"coding": [encounter.get("class")]}]
-    concepts += list(encounter.get("type") or ())
+    concepts += as_list(encounter.get("type"))
     for concept in concepts:
         for system, code, _ in codings(concept):
             for match in index.lookup(system, code, "Encounter"):
@@ -362,8 +371,7 @@ def _medicine(request: Resource) -> str:
 
 
 def _categories(resource: Resource) -> list[object]:
-    category = resource.get("category")
-    return category if isinstance(category, list) else []
+    return as_list(resource.get("category"))
 
 
 def _panel_dates(resources: Iterable[Resource]) -> dict[str, date]:
@@ -375,11 +383,24 @@ def _panel_dates(resources: Iterable[Resource]) -> dict[str, date]:
         when = effective_date(resource)
         if when is None:
             continue
-        for member in resource.get("hasMember") or ():
+        for member in as_list(resource.get("hasMember")):
             member_id = reference_id(member, "Observation")
             if member_id:
                 dates.setdefault(member_id, when)
     return dates
+
+
+def _condition_contradiction(condition: Resource) -> str | None:
+    """The problem when a Condition's status codings contradict each other, else ``None``."""
+    clinical = {c for _, c, _ in codings(condition.get("clinicalStatus"))}
+    verification = {c for _, c, _ in codings(condition.get("verificationStatus"))}
+    if clinical & ACTIVE_CLINICAL and clinical - ACTIVE_CLINICAL:
+        codes = ", ".join(sorted(clinical))
+        return f"field clinicalStatus: codings disagree ({codes}); read as active"
+    if clinical & ACTIVE_CLINICAL and verification & VOID_VERIFICATION:
+        void = ", ".join(sorted(verification & VOID_VERIFICATION))
+        return f"field verificationStatus: {void} while clinicalStatus is active; not counted"
+    return None
 
 
 def _condition_holds(condition: Resource) -> bool:
@@ -423,23 +444,32 @@ def _read_observation(
             label=band.label,
         )
     if rule.answers is not None:
-        for system, code, display in codings(element.get("valueCodeableConcept")):
-            for answer in rule.answers:
-                if answer.code == code and answer.system in (None, system):
-                    return _Evidence(
-                        match,
-                        answer.status,
-                        answer.severity,
-                        when,
-                        (ref,),
-                        False,
-                        answer=answer.display or display or code,
-                    )
+        given = [
+            (answer, display or code)
+            for system, code, display in codings(element.get("valueCodeableConcept"))
+            for answer in rule.answers
+            if answer.code == code and answer.system in (None, system)
+        ]
+        if len({(answer.status, answer.severity) for answer, _ in given}) > 1:
+            return unknown("valueCodeableConcept: codings give different answers")
+        if given:
+            answer, text = given[0]
+            return _Evidence(
+                match,
+                answer.status,
+                answer.severity,
+                when,
+                (ref,),
+                False,
+                answer=answer.display or text,
+            )
         if "valueCodeableConcept" not in element:
             return unknown("valueCodeableConcept: missing")
         return unknown("valueCodeableConcept: no known answer code")
     interpretations = {
-        code for concept in element.get("interpretation") or () for _, code, _ in codings(concept)
+        code
+        for concept in as_list(element.get("interpretation"))
+        for _, code, _ in codings(concept)
     }
     if element.get("valueBoolean") is False or interpretations & NEGATIVE_INTERPRETATION:
         return _Evidence(match, "absent", None, when, (ref,), False)
@@ -540,7 +570,7 @@ def _facts(patient: Resource, as_of: date) -> PatientFacts:
     gender = patient.get("gender")
     return PatientFacts(
         age=age,
-        gender=gender if isinstance(gender, str) else None,
+        gender=gender if isinstance(gender, str) and gender in ADMINISTRATIVE_GENDER else None,
         preferred_language=_preferred_language(patient),
         contact_preference=_contact_preference(patient),
     )
@@ -553,7 +583,7 @@ def _contact_preference(patient: Resource) -> str | None:
     """
     ranked = [
         (t["rank"], t["system"])
-        for t in patient.get("telecom") or ()
+        for t in as_list(patient.get("telecom"))
         if isinstance(t, dict)
         and isinstance(t.get("rank"), int)
         and isinstance(t.get("system"), str)
@@ -563,9 +593,10 @@ def _contact_preference(patient: Resource) -> str | None:
 
 def _preferred_language(patient: Resource) -> str | None:
     """``Patient.communication``: the one marked preferred, else the first listed."""
-    entries = [c for c in patient.get("communication") or () if isinstance(c, dict)]
+    entries = [c for c in as_list(patient.get("communication")) if isinstance(c, dict)]
     entries.sort(key=lambda c: c.get("preferred") is not True)
     for entry in entries:
         for _, code, _ in codings(entry.get("language")):
-            return code
+            if is_language_tag(code):
+                return code
     return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .fhirdata import Resource
+from .fhirdata import Resource, as_list
 
 LOINC = "http://loinc.org"
 _LOINC_CODE = re.compile(r"^\d{1,8}-\d$")
@@ -38,7 +38,8 @@ def item_code(item: Resource) -> str | None:
 
 def answered_items(response: Resource) -> Iterator[tuple[str, Resource]]:
     """``(field path, observation-like element)`` for each answered item with a LOINC code."""
-    if response.get("status") not in USABLE_STATUSES:
+    status = response.get("status")
+    if not isinstance(status, str) or status not in USABLE_STATUSES:
         return
     yield from _walk(response.get("item"), "item")
 
@@ -50,7 +51,7 @@ def _walk(items: object, path: str) -> Iterator[tuple[str, Resource]]:
         if not isinstance(item, dict):
             continue
         here = f"{path}[{n}]"
-        answers = [a for a in item.get("answer") or () if isinstance(a, dict)]
+        answers = [a for a in as_list(item.get("answer")) if isinstance(a, dict)]
         code = item_code(item)
         if code is not None:
             # Each answer of a multi-select item is read on its own, as separate Observations.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fhirdata import Resource, is_resource_type, subject_patient_id
+from .fhirdata import Resource, is_fhir_id, is_resource_type, subject_patient_id
 
 #: Resource types that carry patient data we map; other valid types are passed over.
 USED_TYPES = frozenset(
@@ -91,6 +91,8 @@ def check_resource(raw: object) -> tuple[str | None, str | None, str | None]:
     rid = raw.get("id")
     if not isinstance(rid, str) or not rid:
         return rtype, None, "field id: missing"
+    if not is_fhir_id(rid):
+        return rtype, None, "field id: not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
     pid = subject_patient_id(raw)
     if pid is None:
         field_name = "id" if rtype == "Patient" else "subject"
@@ -134,9 +136,8 @@ def _attributed(
         rtype, pid, problem = check_resource(item.resource)
         if problem is not None:
             rid = item.resource.get("id") if isinstance(item.resource, dict) else None
-            on_issue(
-                ReadIssue(item.location, problem, rtype, rid if isinstance(rid, str) else None)
-            )
+            # An invalid id (100k characters, control or bidi characters) is not echoed.
+            on_issue(ReadIssue(item.location, problem, rtype, rid if is_fhir_id(rid) else None))
         elif pid is not None and isinstance(item.resource, dict):
             yield pid, item.resource, item.location
 

@@ -226,6 +226,7 @@ def test_changed_data_updates_the_plan_in_place(
 REFERRAL_MODULE = """
 id: zz-food-referral-test
 version: "1.0.0"
+changelog: ["1.0.0: test-only module"]
 title: Food pantry referral (integration test)
 description: A referral to a food pantry for food insecurity.
 care_path: social-care

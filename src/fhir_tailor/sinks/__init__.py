@@ -21,4 +21,13 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Sink"]
+def thread_safe(sink: Sink) -> bool:
+    """Whether ``write`` may run on several threads at once.
+
+    Only a server sink that writes (not a dry run printing diffs) is: each patient is its own
+    transaction. File and stdout sinks share handles and are written one patient at a time.
+    """
+    return bool(getattr(sink, "concurrent_writes", False))
+
+
+__all__ = ["Sink", "thread_safe"]

@@ -62,6 +62,11 @@ class ServerSink:
     dry_run: bool = False
     echo: Callable[[str], None] = print
 
+    @property
+    def concurrent_writes(self) -> bool:
+        """Patients are independent transactions; a dry run's printed diffs must not mix."""
+        return not self.dry_run
+
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
         careplan_search = identifier_search(resources.careplan.resource)
         assert careplan_search is not None

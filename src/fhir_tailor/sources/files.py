@@ -13,6 +13,8 @@ from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_p
 #: Input bytes per grouping bucket: larger inputs are spilled to temporary bucket files, so peak
 #: memory is about ten times this (parsed JSON), whatever the population size.
 BUCKET_BYTES = 16 * 1024 * 1024
+#: Python's JSON reader recurses per nesting level and gives up near the interpreter's limit.
+TOO_DEEP = "invalid JSON: nested too deeply (over about 1000 levels)"
 
 
 def _bucket_count(paths: list[Path]) -> int:
@@ -25,13 +27,16 @@ class NdjsonSource:
     """A folder of Bulk Data ``$export`` output: ``Patient.ndjson``, ``Condition.ndjson``, ...
 
     Files are read line by line; a line that is not a JSON object is reported with its file and
-    line number and skipped.
+    line number and skipped. Any ``*.ndjson`` name works, so an export that splits a type
+    into ``Observation.1.ndjson`` and ``Observation.2.ndjson`` reads as one; ``only`` limits
+    the source to the files one export wrote, whatever else the folder holds.
     """
 
     folder: Path
+    only: tuple[Path, ...] = ()
 
     def files(self) -> list[Path]:
-        return sorted(self.folder.glob("*.ndjson"))
+        return sorted(self.only) if self.only else sorted(self.folder.glob("*.ndjson"))
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
         paths = self.files()
@@ -42,7 +47,8 @@ class NdjsonSource:
     @staticmethod
     def _lines(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
         for path in paths:
-            with path.open(encoding="utf-8", errors="replace") as handle:
+            # utf-8-sig: a byte order mark (Windows tools write one) is not part of line 1.
+            with path.open(encoding="utf-8-sig", errors="replace") as handle:
                 for number, line in enumerate(handle, start=1):
                     if not line.strip():
                         continue
@@ -53,6 +59,8 @@ class NdjsonSource:
                         on_issue(
                             ReadIssue(location, f"invalid JSON: {exc.msg} at column {exc.colno}")
                         )
+                    except RecursionError:
+                        on_issue(ReadIssue(location, TOO_DEEP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +87,20 @@ class BundleSource:
     def _entries(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
         for path in paths:
             try:
-                bundle = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+                bundle = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
             except json.JSONDecodeError as exc:
                 on_issue(ReadIssue(path.name, f"invalid JSON: {exc.msg} at line {exc.lineno}"))
+                continue
+            except RecursionError:
+                on_issue(ReadIssue(path.name, TOO_DEEP))
                 continue
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
                 on_issue(ReadIssue(path.name, "field resourceType: not a Bundle"))
                 continue
             entries = bundle.get("entry")
             if not isinstance(entries, list):
+                if entries is not None:
+                    on_issue(ReadIssue(path.name, "field entry: not a list", "Bundle"))
                 continue
             yield from _resolved_entries(entries, path.name, on_issue)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..client import FhirClient
+from ..concurrency import bounded_map
 from ..errors import FhirTailorError
 from ..fhirdata import Resource, subject_patient_id
 from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
@@ -49,6 +50,7 @@ class ServerSource:
     selection: PatientSelection
     page_size: int = 100
     optional_types: tuple[str, ...] | None = None
+    concurrency: int = 1
 
     def _types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if self.optional_types is None:
@@ -64,21 +66,28 @@ class ServerSource:
         return PATIENT_DATA_TYPES, self.optional_types
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        """Each selected patient's record; ``concurrency`` patients are read at a time."""
+        patients: Iterator[Resource | str]
         if self.selection.everyone:
-            for patient in self.client.search("Patient", count=self.page_size):
-                record = self._record(patient, on_issue)
-                if record is not None:
-                    yield record
-            return
-        for pid in self._selected_ids(on_issue):
-            try:
-                patient = self.client.read("Patient", pid)
-            except FhirTailorError as exc:
-                on_issue(ReadIssue(f"Patient/{pid}", str(exc), "Patient", pid))
-                continue
-            record = self._record(patient, on_issue)
+            patients = self.client.search("Patient", count=self.page_size)
+        else:
+            patients = iter(self._selected_ids(on_issue))
+        for record in bounded_map(
+            lambda patient: self._read(patient, on_issue), patients, self.concurrency
+        ):
             if record is not None:
                 yield record
+
+    def _read(self, patient: Resource | str, on_issue: IssueHandler) -> PatientRecord | None:
+        """The record of a Patient resource, or of a patient id read first."""
+        if not isinstance(patient, str):
+            return self._record(patient, on_issue)
+        try:
+            resource = self.client.read("Patient", patient)
+        except FhirTailorError as exc:
+            on_issue(ReadIssue(f"Patient/{patient}", str(exc), "Patient", patient))
+            return None
+        return self._record(resource, on_issue)
 
     def _selected_ids(self, on_issue: IssueHandler) -> list[str]:
         if self.selection.ids:

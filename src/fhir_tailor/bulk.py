@@ -1,0 +1,390 @@
+"""Bulk Data ``$export``: read a whole population in a few files instead of many searches.
+
+One export job is kicked off (system, ``Patient`` or ``Group/[id]`` level), its status URL is
+polled until the manifest is ready, and each output file is streamed to a work folder, which
+then feeds the ordinary :class:`~fhir_tailor.sources.files.NdjsonSource`. Safety rules:
+
+* every URL the server hands back (status, output and error files) must be on the FHIR server's
+  origin, checked before any request is made to it, since our access token goes with it;
+* the token is sent for files only when the manifest says ``requiresAccessToken``;
+* a refused or failed output file fails the whole export: plans made from part of a patient's
+  data would silently overwrite good ones;
+* with ``_since`` the export holds only what changed, not whole records, so it is used only to
+  find the changed patients, who are then read in full, one by one.
+
+A server whose CapabilityStatement does not declare the export falls back to the per-patient
+server source. Logs and reports carry counts, types and URL paths, never resource contents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .client import FhirClient
+from .errors import CrossOriginLinkError, FhirTailorError, parse_outcome_issues
+from .fhirdata import subject_patient_id
+from .record import IssueHandler, PatientRecord, ReadIssue
+from .retry import parse_retry_after
+from .sources.files import NdjsonSource
+from .sources.server import (
+    OPTIONAL_DATA_TYPES,
+    PATIENT_DATA_TYPES,
+    PatientSelection,
+    ServerSource,
+)
+
+log = logging.getLogger("fhir_tailor.bulk")
+
+#: The resource types fhir-tailor reads, asked for with ``_type``.
+EXPORT_TYPES = ("Patient", *PATIENT_DATA_TYPES, *OPTIONAL_DATA_TYPES)
+NDJSON = "application/fhir+ndjson"
+#: Seconds between polls when the server gives no ``Retry-After``.
+DEFAULT_POLL_DELAY = 2.0
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_PROGRESS_LIMIT = 80
+
+
+class BulkExportError(FhirTailorError):
+    """The export could not be completed; nothing was read from it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """What to export: every patient (``group=None``) or a Group's members, since a time.
+
+    ``level`` is where the job is kicked off: ``Group`` (with ``group``), ``Patient`` or
+    ``system``; the last two differ only for types outside the patient compartment.
+    """
+
+    group: str | None = None
+    since: datetime | None = None
+    types: tuple[str, ...] = EXPORT_TYPES
+    level: str = "Patient"
+
+
+@dataclass(slots=True)
+class ExportResult:
+    """The downloaded files and what the server reported it could not export."""
+
+    files: list[Path] = field(default_factory=list)
+    issues: list[ReadIssue] = field(default_factory=list)
+    bytes: int = 0
+
+
+def declares_export(client: FhirClient, level: str) -> bool:
+    """Whether the CapabilityStatement declares ``$export`` at ``level``.
+
+    ``level`` is ``system``, ``Patient`` or ``Group``. Servers spell it as an operation named
+    ``export`` (system, or on the resource) or ``Patient-export``/``Group-export``, and point
+    ``definition`` at the matching OperationDefinition; any of those counts.
+    """
+    wanted = {"export"} if level == "system" else {"export", f"{level.lower()}-export"}
+    for rest in client.capabilities().get("rest") or ():
+        operations = list(rest.get("operation") or ()) if level == "system" else []
+        for resource in rest.get("resource") or ():
+            if level != "system" and resource.get("type") == level:
+                operations += resource.get("operation") or ()
+        if level != "system":  # some servers list type-level exports at rest level
+            operations += [
+                op
+                for op in rest.get("operation") or ()
+                if _operation_name(op) == f"{level.lower()}-export"
+            ]
+        if any(_operation_name(op) in wanted for op in operations):
+            return True
+    return False
+
+
+def _operation_name(operation: object) -> str | None:
+    if not isinstance(operation, dict):
+        return None
+    definition = operation.get("definition")
+    if isinstance(definition, str) and definition.rstrip("/").rsplit("/", 1)[-1].lower() in (
+        "export",
+        "patient-export",
+        "group-export",
+    ):
+        return definition.rstrip("/").rsplit("/", 1)[-1].lower()
+    name = operation.get("name")
+    return name.lstrip("$").lower() if isinstance(name, str) else None
+
+
+class BulkExport:
+    """One ``$export`` job from kick-off to downloaded files, deleted on the server afterwards.
+
+    ``budget`` bounds the whole wait for the manifest (seconds); ``sleep`` and ``clock`` exist
+    so tests can run without waiting.
+    """
+
+    def __init__(
+        self,
+        client: FhirClient,
+        folder: Path,
+        request: ExportRequest,
+        *,
+        budget: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.folder = folder
+        self.request = request
+        self.budget = budget
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(self) -> ExportResult:
+        """Kick off, wait for the manifest, download every file; BulkExportError on failure."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            status_url = self._kick_off()
+            try:
+                return self._download(self._wait(status_url))
+            finally:
+                self._delete(status_url)
+        except CrossOriginLinkError as exc:
+            raise BulkExportError(
+                f"refusing a $export URL on {exc.found_origin}: it is not the FHIR server's "
+                f"origin {exc.expected_origin}, and credentials must not be sent elsewhere"
+            ) from exc
+
+    def _kick_off(self) -> httpx.URL:
+        base = self.client.base_url
+        paths = {"Group": f"Group/{self.request.group}/$export", "Patient": "Patient/$export"}
+        path = paths.get(self.request.level, "$export")
+        params = [("_type", ",".join(self.request.types))]
+        if self.request.since is not None:
+            params.append(("_since", _instant(self.request.since)))
+        url = httpx.URL(f"{base}/{path}", params=params)
+        headers = {"Accept": "application/fhir+json", "Prefer": "respond-async"}
+        response = self.client.operation("GET", url, headers=headers)
+        location = response.headers.get("Content-Location")
+        if response.status_code != 202 or not location:
+            raise BulkExportError(
+                f"$export kick-off at {url.path} answered {response.status_code} "
+                "without a Content-Location status URL"
+            )
+        status_url = self.client.resolve_link(location)
+        log.info("bulk export started at %s; status at %s", url.path, status_url.path)
+        return status_url
+
+    def _wait(self, status_url: httpx.URL) -> dict[str, Any]:
+        """Poll until the manifest; 4xx/5xx raise FhirServerError (429/5xx retried first)."""
+        started = self._clock()
+        polls = 0
+        while True:
+            response = self.client.operation("GET", status_url)
+            polls += 1
+            if response.status_code == 200:
+                return _manifest(response)
+            if response.status_code != 202:
+                raise BulkExportError(
+                    f"$export status {status_url.path} answered {response.status_code}"
+                )
+            progress = " ".join(response.headers.get("X-Progress", "").split())
+            delay = parse_retry_after(response.headers.get("Retry-After"))
+            delay = DEFAULT_POLL_DELAY if delay is None else delay
+            log.info("bulk export in progress (%s); poll %d", progress[:_PROGRESS_LIMIT], polls)
+            left = self.budget - (self._clock() - started)
+            if delay > left:
+                raise BulkExportError(
+                    f"the $export was not ready within {self.budget:.0f}s after {polls} polls "
+                    f"(last progress: {progress[:_PROGRESS_LIMIT] or 'none'}); "
+                    "the server may still be preparing it, try again later"
+                )
+            self._sleep(delay)
+
+    def _download(self, manifest: dict[str, Any]) -> ExportResult:
+        result = ExportResult()
+        token = manifest.get("requiresAccessToken") is not False
+        outputs = _entries(manifest, "output")
+        counters: dict[str, int] = {}
+        for number, (rtype, link) in enumerate(outputs):
+            if rtype not in self.request.types:
+                log.info("skipping a %s file of the $export: not a type fhir-tailor reads", rtype)
+                continue
+            self.client.resolve_link(link)  # refuse before downloading anything
+            counters[rtype] = counters.get(rtype, 0) + 1
+            path = self.folder / f"{rtype}.{counters[rtype]}.ndjson"
+            result.bytes += self._fetch(link, path, token, f"output file {number + 1}")
+            result.files.append(path)
+        error_folder = self.folder / "errors"
+        for number, (_, link) in enumerate(_entries(manifest, "error"), start=1):
+            error_folder.mkdir(exist_ok=True)
+            path = error_folder / f"OperationOutcome.{number}.ndjson"
+            self._fetch(link, path, token, f"error file {number}")
+            result.issues += _error_issues(path, number)
+        log.info(
+            "bulk export downloaded: %d files (%s), %d bytes, %d issues reported by the server",
+            len(result.files),
+            ", ".join(f"{t} {n}" for t, n in sorted(counters.items())) or "none",
+            result.bytes,
+            len(result.issues),
+        )
+        return result
+
+    def _fetch(self, link: str, path: Path, token: bool, what: str) -> int:
+        try:
+            return self.client.download(link, path, authenticated=token, accept=NDJSON)
+        except CrossOriginLinkError:
+            raise
+        except FhirTailorError as exc:
+            raise BulkExportError(f"could not download $export {what}: {exc}") from exc
+
+    def _delete(self, status_url: httpx.URL) -> None:
+        """Ask the server to drop the job and its files; a failure here costs nothing."""
+        try:
+            self.client.operation("DELETE", status_url)
+        except FhirTailorError as exc:
+            log.info("could not delete the $export job at %s: %s", status_url.path, exc)
+
+
+def _instant(when: datetime) -> str:
+    """``_since`` is a FHIR instant and needs a zone: a naive time is taken as UTC."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+
+def _manifest(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("output"), list):
+        raise BulkExportError(
+            f"the $export manifest at {response.request.url.path} is not a JSON object "
+            "with an output list"
+        )
+    return body
+
+
+def _entries(manifest: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    """``(type, url)`` of each manifest entry under ``key``; malformed entries fail the export."""
+    entries = []
+    for raw in manifest.get(key) or ():
+        rtype = raw.get("type") if isinstance(raw, dict) else None
+        url = raw.get("url") if isinstance(raw, dict) else None
+        if not isinstance(rtype, str) or not _RESOURCE_TYPE.fullmatch(rtype):
+            raise BulkExportError(f"a $export manifest {key} entry has no valid type")
+        if not isinstance(url, str) or not url:
+            raise BulkExportError(f"a $export manifest {key} entry for {rtype} has no url")
+        entries.append((rtype, url))
+    return entries
+
+
+def _error_issues(path: Path, number: int) -> list[ReadIssue]:
+    """The issues of an error file's OperationOutcomes, without their free text.
+
+    ``diagnostics`` is free text a server may fill with names or values, so only severity, code
+    and the FHIRPath expression (structure, no data) are kept.
+    """
+    issues = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            location = f"$export error file {number}:{line_number}"
+            try:
+                parsed = parse_outcome_issues(json.loads(line))
+            except json.JSONDecodeError:
+                issues.append(ReadIssue(location, "unreadable OperationOutcome line"))
+                continue
+            for issue in parsed:
+                where = f" at {', '.join(issue.expression)}" if issue.expression else ""
+                reason = f"server could not export: {issue.severity} {issue.code}{where}"
+                issues.append(ReadIssue(location, reason, "OperationOutcome"))
+    return issues
+
+
+@dataclass(slots=True)
+class BulkSource:
+    """Patient records from a finished export: the NDJSON folder, or with ``since`` the
+    changed patients read in full from the server."""
+
+    client: FhirClient
+    folder: Path
+    result: ExportResult
+    since: datetime | None = None
+
+    def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        for issue in self.result.issues:
+            on_issue(issue)
+        if not self.result.files:  # an empty ``only`` would read the whole folder
+            return
+        ndjson = NdjsonSource(self.folder, tuple(self.result.files))
+        if self.since is None:
+            yield from ndjson.records(on_issue)
+            return
+        changed = _patient_ids(ndjson, on_issue)
+        log.info("bulk export since %s: %d patients changed", self.since, len(changed))
+        if changed:
+            yield from ServerSource(self.client, PatientSelection(ids=changed)).records(on_issue)
+
+
+def _patient_ids(ndjson: NdjsonSource, on_issue: IssueHandler) -> tuple[str, ...]:
+    ids: set[str] = set()
+    for path in ndjson.files():
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    resource = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    on_issue(ReadIssue(f"{path.name}:{number}", "invalid JSON"))
+                    continue
+                pid = subject_patient_id(resource) if isinstance(resource, dict) else None
+                if pid:
+                    ids.add(pid)
+    return tuple(sorted(ids))
+
+
+def bulk_source(
+    client: FhirClient,
+    folder: Path,
+    request: ExportRequest,
+    *,
+    budget: float = 3600.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ServerSource | BulkSource:
+    """Run the export now (so failures stop the run before anything is written) and return
+    its source; a server that does not declare the export gets the per-patient source.
+
+    Without a group, ``Patient/$export`` is preferred and the system-level export is the
+    second choice: both carry every patient's data of the requested types.
+    """
+    levels = ("Group",) if request.group else ("Patient", "system")
+    level = next((lvl for lvl in levels if declares_export(client, lvl)), None)
+    if level is None:
+        log.warning(
+            "the server declares no %s $export: reading patients one by one instead", levels[0]
+        )
+        return ServerSource(client, _fallback_selection(client, request))
+    request = replace(request, level=level)
+    result = BulkExport(client, folder, request, budget=budget, sleep=sleep).run()
+    return BulkSource(client, folder, result, request.since)
+
+
+def _fallback_selection(client: FhirClient, request: ExportRequest) -> PatientSelection:
+    """The same patients without ``$export``: the Group's members, changed ones, or all."""
+    if request.group:
+        group = client.read("Group", request.group)
+        members = [
+            member.get("entity", {}).get("reference", "")
+            for member in group.get("member") or ()
+            if isinstance(member, dict)
+        ]
+        ids = tuple(ref.rsplit("/", 1)[-1] for ref in members if "Patient/" in ref)
+        if not ids:
+            raise BulkExportError(f"Group/{request.group} has no Patient members")
+        return PatientSelection(ids=ids)
+    if request.since is not None:
+        return PatientSelection(since=request.since)
+    return PatientSelection(everyone=True)

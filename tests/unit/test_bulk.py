@@ -1,0 +1,421 @@
+"""Bulk Data $export against respx-mocked servers: no network, and no real sleeping."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from click.testing import CliRunner
+
+from fhir_tailor.auth import BearerTokenAuth
+from fhir_tailor.bulk import (
+    EXPORT_TYPES,
+    BulkExport,
+    BulkExportError,
+    BulkSource,
+    ExportRequest,
+    ExportResult,
+    bulk_source,
+    declares_export,
+)
+from fhir_tailor.cli import main
+from fhir_tailor.client import FhirClient
+from fhir_tailor.errors import FhirServerError
+from fhir_tailor.record import ReadIssue
+from fhir_tailor.retry import RetryPolicy
+from fhir_tailor.sources.server import ServerSource
+
+BASE = "http://fhir.test/fhir"
+STATUS = f"{BASE}/bulk-status/job1"
+FILES = f"{BASE}/bulk-files/job1"
+EXPORTS = [
+    {"name": "export", "definition": "http://hl7.org/fhir/OperationDefinition/export"},
+]
+
+
+def capability(*, declared: bool = True) -> dict[str, Any]:
+    """A CapabilityStatement shaped like sekmet's (see docs/sekmet-notes.md)."""
+    patient_ops = [
+        {"name": "export", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-export"}
+    ]
+    group_ops = [
+        {"name": "export", "definition": "http://hl7.org/fhir/OperationDefinition/Group-export"}
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "mode": "server",
+                "operation": EXPORTS if declared else [],
+                "resource": [
+                    {"type": "Patient", "operation": patient_ops if declared else []},
+                    {"type": "Group", "operation": group_ops if declared else []},
+                ],
+            }
+        ],
+    }
+
+
+def ndjson(*resources: dict[str, Any]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in resources).encode()
+
+
+def patient(pid: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "gender": "female", "birthDate": "1960-01-01"}
+
+
+def observation(oid: str, pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "valueQuantity": {"value": 8.1, "unit": "%"},
+    }
+
+
+def manifest(*outputs: tuple[str, str], errors: int = 0, token: bool = False) -> dict[str, Any]:
+    return {
+        "transactionTime": "2026-11-23T10:00:00Z",
+        "request": f"{BASE}/Patient/$export",
+        "requiresAccessToken": token,
+        "output": [{"type": t, "url": url} for t, url in outputs],
+        "error": [
+            {"type": "OperationOutcome", "url": f"{FILES}/errors{n}.ndjson"} for n in range(errors)
+        ],
+    }
+
+
+def accepted(**headers: str) -> httpx.Response:
+    return httpx.Response(202, headers=headers)
+
+
+class Clock:
+    """A monotonic clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def router() -> respx.Router:
+    router = respx.Router(assert_all_mocked=True)
+    router.get(f"{BASE}/metadata").respond(json=capability())
+    return router
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_client(router: respx.Router, clock: Clock, **kwargs: Any) -> FhirClient:
+    kwargs.setdefault("retry", RetryPolicy(rng=random.Random(7)))
+    return FhirClient(
+        BASE, transport=httpx.MockTransport(router.handler), sleep=clock.sleep, **kwargs
+    )
+
+
+@pytest.fixture
+def client(router: respx.Router, clock: Clock) -> Iterator[FhirClient]:
+    with make_client(router, clock) as fhir:
+        yield fhir
+
+
+def export(
+    client: FhirClient, tmp_path: Path, clock: Clock, budget: float = 600.0, **request: Any
+) -> BulkExport:
+    return BulkExport(
+        client,
+        tmp_path / "bulk",
+        ExportRequest(**request),
+        budget=budget,
+        sleep=clock.sleep,
+        clock=clock,
+    )
+
+
+def test_kickoff_polls_downloads_split_files_and_reports_error_file(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    kickoff = router.get(f"{BASE}/Patient/$export").respond(
+        202, headers={"Content-Location": STATUS}
+    )
+    outputs = [
+        ("Patient", f"{FILES}/Patient.ndjson"),
+        ("Observation", f"{FILES}/Observation-a.ndjson"),
+        ("Observation", f"{FILES}/Observation-b.ndjson"),
+    ]
+    router.get(STATUS).mock(
+        side_effect=[
+            accepted(**{"Retry-After": "3", "X-Progress": "collecting"}),
+            accepted(**{"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT", "X-Progress": "50%"}),
+            httpx.Response(200, json=manifest(*outputs, errors=1)),
+        ]
+    )
+    deleted = router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").respond(content=ndjson(patient("p1"), patient("p2")))
+    router.get(f"{FILES}/Observation-a.ndjson").respond(content=ndjson(observation("o1", "p1")))
+    router.get(f"{FILES}/Observation-b.ndjson").respond(content=ndjson(observation("o2", "p2")))
+    failure = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "processing",
+                "diagnostics": "Jane Doe's record is locked",
+                "expression": ["Observation.value"],
+            }
+        ],
+    }
+    router.get(f"{FILES}/errors0.ndjson").respond(content=ndjson(failure))
+
+    source = bulk_source(client, tmp_path / "bulk", ExportRequest(), sleep=clock.sleep)
+    issues: list[ReadIssue] = []
+    records = list(source.records(issues.append))
+
+    request = kickoff.calls.last.request
+    assert request.headers["Prefer"] == "respond-async"
+    assert request.headers["Accept"] == "application/fhir+json"
+    assert request.url.params["_type"] == ",".join(EXPORT_TYPES)
+    assert "_since" not in request.url.params
+    assert clock.sleeps == [3.0, 0.0]
+    assert sorted(p.name for p in (tmp_path / "bulk").glob("*.ndjson")) == [
+        "Observation.1.ndjson",
+        "Observation.2.ndjson",
+        "Patient.1.ndjson",
+    ]
+    assert {r.patient_id: len(r.resources) for r in records} == {"p1": 1, "p2": 1}
+    [issue] = issues
+    assert "error processing at Observation.value" in issue.reason
+    assert "Jane" not in str(issue), "free-text diagnostics may hold PHI"
+    assert deleted.called
+
+
+def test_progress_is_logged(
+    client: FhirClient,
+    router: respx.Router,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).mock(
+        side_effect=[accepted(**{"X-Progress": "42% done"}), httpx.Response(200, json=manifest())]
+    )
+    router.delete(STATUS).respond(202)
+    with caplog.at_level(logging.INFO, logger="fhir_tailor.bulk"):
+        result = export(client, tmp_path, clock).run()
+    assert result.files == []
+    assert "42% done" in caplog.text
+    assert clock.sleeps == [2.0], "no Retry-After: the default poll delay"
+
+
+@pytest.mark.parametrize("token", [True, False])
+def test_access_token_is_sent_for_files_only_when_required(
+    router: respx.Router, clock: Clock, tmp_path: Path, token: bool
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", f"{FILES}/Patient.ndjson"), token=token))
+    router.delete(STATUS).respond(202)
+    download = router.get(f"{FILES}/Patient.ndjson").respond(content=ndjson(patient("p1")))
+    with make_client(router, clock, auth=BearerTokenAuth("s3cret")) as client:
+        export(client, tmp_path, clock).run()
+    sent = download.calls.last.request.headers.get("Authorization")
+    assert sent == ("Bearer s3cret" if token else None)
+    assert router.routes[1].calls.last.request.headers["Authorization"] == "Bearer s3cret"
+
+
+def test_cross_origin_output_is_refused_before_any_request(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    elsewhere = "https://bucket.example.org/job1/Patient.ndjson"
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", elsewhere)))
+    deleted = router.delete(STATUS).respond(202)
+    foreign = router.get(elsewhere).respond(content=ndjson(patient("p1")))
+
+    with pytest.raises(BulkExportError, match=r"https://bucket\.example\.org:443"):
+        export(client, tmp_path, clock).run()
+    assert not foreign.called
+    assert deleted.called, "the job is still cleaned up"
+
+
+def test_cross_origin_status_url_is_refused(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    elsewhere = "http://evil.test/status/1"
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": elsewhere})
+    status = router.get(elsewhere).respond(json=manifest())
+    with pytest.raises(BulkExportError, match=r"evil\.test"):
+        export(client, tmp_path, clock).run()
+    assert not status.called
+
+
+def test_download_503_then_success_restarts_the_file(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", f"{FILES}/Patient.ndjson")))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").mock(
+        side_effect=[
+            httpx.Response(503, headers={"Retry-After": "4"}),
+            httpx.ReadError("connection reset mid-body"),
+            httpx.Response(200, content=ndjson(patient("p1"))),
+        ]
+    )
+    result = export(client, tmp_path, clock).run()
+    assert client.retries == 2
+    assert clock.sleeps[0] == 4.0
+    assert result.files[0].read_bytes() == ndjson(patient("p1"))
+
+
+def test_download_that_keeps_failing_fails_the_export(
+    router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", f"{FILES}/Patient.ndjson")))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").respond(500)
+    retry = RetryPolicy(max_attempts=2, rng=random.Random(1))
+    with (
+        make_client(router, clock, retry=retry) as client,
+        pytest.raises(BulkExportError, match="output file 1: gave up on GET"),
+    ):
+        export(client, tmp_path, clock).run()
+
+
+def test_429_with_retry_after_while_polling(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": "7"}),
+            httpx.Response(200, json=manifest()),
+        ]
+    )
+    router.delete(STATUS).respond(202)
+    export(client, tmp_path, clock).run()
+    assert clock.sleeps == [7.0]
+
+
+def test_budget_exhausted_gives_a_clear_error(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).mock(return_value=accepted(**{"Retry-After": "10", "X-Progress": "5%"}))
+    deleted = router.delete(STATUS).respond(202)
+    with pytest.raises(BulkExportError, match=r"not ready within 25s after 3 polls.*5%"):
+        export(client, tmp_path, clock, budget=25).run()
+    assert clock.sleeps == [10.0, 10.0]
+    assert deleted.called, "an abandoned export is cancelled on the server"
+
+
+def test_status_error_carries_the_operation_outcome(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "exception", "diagnostics": "disk full"}],
+    }
+    router.get(STATUS).respond(400, json=outcome)
+    router.delete(STATUS).respond(404)
+    with pytest.raises(FhirServerError, match=r"HTTP 400 .*exception: disk full"):
+        export(client, tmp_path, clock).run()
+
+
+def test_group_export_with_since(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    kickoff = router.get(f"{BASE}/Group/g1/$export").respond(
+        202, headers={"Content-Location": STATUS}
+    )
+    router.get(STATUS).respond(json=manifest())
+    router.delete(STATUS).respond(202)
+    since = datetime(2026, 11, 1, 12, 0)
+    export(client, tmp_path, clock, group="g1", since=since, level="Group").run()
+    assert kickoff.calls.last.request.url.params["_since"] == "2026-11-01T12:00:00+00:00"
+
+
+def test_since_reads_changed_patients_in_full(
+    client: FhirClient, router: respx.Router, tmp_path: Path
+) -> None:
+    """An export ``_since`` holds only changed resources: never plan from those alone."""
+    changed = tmp_path / "Observation.1.ndjson"
+    changed.write_bytes(ndjson(observation("o9", "p7")))
+    router.get(f"{BASE}/Patient/p7").respond(json=patient("p7"))
+    router.get(f"{BASE}/Condition").respond(json={"resourceType": "Bundle", "type": "searchset"})
+    full = router.get(f"{BASE}/Observation").respond(
+        json={
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [{"resource": observation(o, "p7")} for o in ("o1", "o9")],
+        }
+    )
+    result = BulkSource(client, tmp_path, ExportResult(files=[changed]), since=datetime.now(UTC))
+    [record] = list(result.records(lambda issue: None))
+    assert record.patient_id == "p7" and len(record.resources) == 2
+    assert full.calls.last.request.url.params["patient"] == "p7"
+
+
+def test_fallback_when_export_is_not_declared(
+    router: respx.Router, clock: Clock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    router.routes.clear()
+    router.get(f"{BASE}/metadata").respond(json=capability(declared=False))
+    kickoff = router.get(f"{BASE}/Patient/$export").respond(202)
+    with make_client(router, clock) as client, caplog.at_level(logging.WARNING):
+        source = bulk_source(client, tmp_path, ExportRequest())
+    assert isinstance(source, ServerSource) and source.selection.everyone
+    assert "declares no Patient $export" in caplog.text
+    assert not kickoff.called
+
+
+def test_declared_export_levels(client: FhirClient) -> None:
+    assert declares_export(client, "system")
+    assert declares_export(client, "Patient")
+    assert declares_export(client, "Group")
+
+
+def test_patient_export_declared_only_at_rest_level(router: respx.Router, clock: Clock) -> None:
+    router.routes.clear()
+    statement = capability(declared=False)
+    statement["rest"][0]["operation"] = [{"name": "patient-export", "definition": "x"}]
+    router.get(f"{BASE}/metadata").respond(json=statement)
+    with make_client(router, clock) as client:
+        assert declares_export(client, "Patient")
+        assert not declares_export(client, "system")
+        assert not declares_export(client, "Group")
+
+
+def test_cli_bulk_needs_a_server() -> None:
+    result = CliRunner().invoke(main, ["sync", "--bulk"])
+    assert result.exit_code == 2
+    assert "--bulk needs --server" in result.output
+
+
+def test_cli_bulk_options_need_bulk() -> None:
+    result = CliRunner().invoke(main, ["sync", "--group", "g1"])
+    assert result.exit_code == 2
+    assert "need --bulk" in result.output
