@@ -427,7 +427,7 @@ def run_and_fail(auth: SmartBackendAuth) -> tuple[list[str], list[str]]:
 def test_no_secret_reaches_logs_messages_or_reprs(
     rsa_key: rsa.RSAPrivateKey, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="fhir_tailor")
     shown, secrets = run_and_fail(jwt_auth(rsa_key, clock, token_url=None))
     assert len(secrets) == 4  # a token and an assertion, then one more of each
     more_shown, more_secrets = run_and_fail(
