@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from .client import FhirClient
-from .errors import CrossOriginLinkError, FhirTailorError, parse_outcome_issues
+from .errors import CrossOriginLinkError, FhirServerError, FhirTailorError, parse_outcome_issues
 from .fhirdata import subject_patient_id
 from .record import IssueHandler, PatientRecord, ReadIssue
 from .retry import parse_retry_after
@@ -79,6 +79,18 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     issues: list[ReadIssue] = field(default_factory=list)
     bytes: int = 0
+
+
+@dataclass(slots=True)
+class ExportProgress:
+    """Where a job stands, kept in the run state so a killed run resumes the same export:
+    its status URL, and the output files already downloaded (URL -> file name)."""
+
+    status_url: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    save: Callable[[], None] = lambda: None
+    #: Kept in a state file: a failed job is left on the server for the resumed run.
+    resumable: bool = False
 
 
 def declares_export(client: FhirClient, level: str) -> bool:
@@ -135,28 +147,57 @@ class BulkExport:
         budget: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        progress: ExportProgress | None = None,
     ) -> None:
         self.client = client
         self.folder = folder
         self.request = request
         self.budget = budget
+        self.progress = progress or ExportProgress()
         self._sleep = sleep
         self._clock = clock
 
     def run(self) -> ExportResult:
-        """Kick off, wait for the manifest, download every file; BulkExportError on failure."""
+        """Kick off (or resume), wait for the manifest, download every file not yet downloaded;
+        BulkExportError on failure. The job is deleted on the server once its files are here;
+        a failed job is kept when a resumed run could still use it."""
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            status_url = self._kick_off()
+            status_url, manifest = self._manifest()
             try:
-                return self._download(self._wait(status_url))
-            finally:
-                self._delete(status_url)
+                result = self._download(manifest)
+            except FhirTailorError:
+                if not self.progress.resumable:
+                    self._delete(status_url)
+                raise
+            self._delete(status_url)
+            return result
         except CrossOriginLinkError as exc:
             raise BulkExportError(
                 f"refusing a $export URL on {exc.found_origin}: it is not the FHIR server's "
                 f"origin {exc.expected_origin}, and credentials must not be sent elsewhere"
             ) from exc
+
+    def _manifest(self) -> tuple[httpx.URL, dict[str, Any]]:
+        """The manifest of the job in progress, or of a new one if there is none (or it is
+        gone: servers drop finished jobs after a while)."""
+        progress = self.progress
+        if progress.status_url is not None:
+            status_url = self.client.resolve_link(progress.status_url)
+            try:
+                return status_url, self._wait(status_url)
+            except (BulkExportError, FhirServerError) as exc:
+                log.warning("the earlier $export job cannot be resumed (%s): starting anew", exc)
+        status_url = self._kick_off()
+        progress.status_url, progress.files = str(status_url), {}
+        progress.save()
+        try:
+            return status_url, self._wait(status_url)
+        except FhirTailorError:
+            self._delete(status_url)
+            progress.status_url = None
+            progress.save()
+            raise
 
     def _kick_off(self) -> httpx.URL:
         base = self.client.base_url
@@ -216,7 +257,12 @@ class BulkExport:
             self.client.resolve_link(link)  # refuse before downloading anything
             counters[rtype] = counters.get(rtype, 0) + 1
             path = self.folder / f"{rtype}.{counters[rtype]}.ndjson"
-            result.bytes += self._fetch(link, path, token, f"output file {number + 1}")
+            if self.progress.files.get(link) == path.name and path.is_file():
+                log.info("output file %d was downloaded by an earlier attempt", number + 1)
+            else:
+                result.bytes += self._fetch(link, path, token, f"output file {number + 1}")
+                self.progress.files[link] = path.name
+                self.progress.save()
             result.files.append(path)
         error_folder = self.folder / "errors"
         for number, (_, link) in enumerate(_entries(manifest, "error"), start=1):
@@ -353,6 +399,7 @@ def bulk_source(
     *,
     budget: float = 3600.0,
     sleep: Callable[[float], None] = time.sleep,
+    progress: ExportProgress | None = None,
 ) -> ServerSource | BulkSource:
     """Run the export now (so failures stop the run before anything is written) and return
     its source; a server that does not declare the export gets the per-patient source.
@@ -368,7 +415,8 @@ def bulk_source(
         )
         return ServerSource(client, _fallback_selection(client, request))
     request = replace(request, level=level)
-    result = BulkExport(client, folder, request, budget=budget, sleep=sleep).run()
+    export = BulkExport(client, folder, request, budget=budget, sleep=sleep, progress=progress)
+    result = export.run()
     return BulkSource(client, folder, result, request.since)
 
 

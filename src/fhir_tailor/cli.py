@@ -23,7 +23,7 @@ import click
 
 from . import __version__
 from .auth import auth_from_settings
-from .bulk import ExportRequest, bulk_source
+from .bulk import ExportProgress, ExportRequest, bulk_source
 from .client import FhirClient
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
@@ -248,14 +248,26 @@ def _open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
     return SourceChoice(file_source(bundled_path("fixtures") / "bundles"), None, patient_ids)
 
 
-def _open_bulk_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
+def _open_bulk_source(
+    stack: ExitStack, params: dict[str, Any], state: RunState | None
+) -> SourceChoice:
     """``sync --bulk``: the export is downloaded now, so a failure stops the run before any
-    write; its temporary folder goes when the run ends."""
+    write. With ``--state`` the job and its files are remembered, so a killed run resumes the
+    same export; otherwise its temporary folder goes when the run ends."""
     if not params["server"] or params["input_path"] is not None or params["patient_ids"]:
         raise click.UsageError("--bulk needs --server, and takes no --input or --patient")
     client = _connect(stack, params)
     folder: Path | None = params["bulk_dir"]
-    if folder is None:
+    progress = _export_progress(state) if state is not None else None
+    if folder is None and state is not None:
+        folder = kept = state.path.with_name(state.path.name + ".bulk")
+
+        def tidy() -> None:  # the files stay while the run can still be resumed
+            if not state.resuming and not params["keep_bulk_files"]:
+                shutil.rmtree(kept, ignore_errors=True)
+
+        stack.callback(tidy)
+    elif folder is None:
         folder = Path(tempfile.mkdtemp(prefix="fhir-tailor-bulk-"))
         if params["keep_bulk_files"]:
             notice(f"bulk export files are kept in {folder}")
@@ -263,10 +275,23 @@ def _open_bulk_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
     request = ExportRequest(group=params["group"], since=params["since"])
     try:
-        source = bulk_source(client, folder, request)
+        source = bulk_source(client, folder, request, progress=progress)
     except FhirTailorError as exc:
         _fail(f"bulk export failed: {exc}")
     return SourceChoice(source, client, ())
+
+
+def _export_progress(state: RunState) -> ExportProgress:
+    """The run's ``$export`` job, saved into the state file as it advances."""
+    job = state.bulk_job
+    progress = ExportProgress(job.get("status_url"), dict(job.get("files") or {}), resumable=True)
+
+    def save() -> None:
+        state.bulk_job = {"status_url": progress.status_url, "files": progress.files}
+        state.save()
+
+    progress.save = save
+    return progress
 
 
 def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
@@ -392,7 +417,11 @@ def sync(
     with ExitStack() as stack:
         if state is not None:
             stack.callback(state.close)
-        choice = _open_bulk_source(stack, params) if params["bulk"] else _open_source(stack, params)
+        choice = (
+            _open_bulk_source(stack, params, state)
+            if params["bulk"]
+            else _open_source(stack, params)
+        )
         sink = _open_sink(stack, choice, out, out_format, dry_run)
         run(
             choice,

@@ -41,6 +41,7 @@ class RunState:
     started: datetime | None = None
     since: datetime | None = None
     done: set[str] = field(default_factory=set)
+    bulk_job: dict[str, Any] = field(default_factory=dict)
     _journal: TextIO | None = None
 
     @classmethod
@@ -58,6 +59,7 @@ class RunState:
             state.selection = run.get("selection")
             state.started = _time(run.get("started"))
             state.since = _time(run.get("since"))
+            state.bulk_job = dict(run.get("bulk") or {})
         except (OSError, ValueError, AttributeError) as exc:
             raise StateError(f"{path}: unreadable state file: {exc}") from exc
         if state.selection is not None and state.journal_path.exists():
@@ -78,8 +80,9 @@ class RunState:
         if self.selection != selection:
             self.selection, self.started, self.since = selection, now, since
             self.done = set()
+            self.bulk_job = {}
             self.journal_path.unlink(missing_ok=True)
-            self._save()
+            self.save()
         self._journal = self.journal_path.open("a", encoding="utf-8")
 
     def mark_done(self, patient_id: str) -> None:
@@ -95,7 +98,8 @@ class RunState:
         self.watermark = self.started
         self.selection = self.started = self.since = None
         self.done = set()
-        self._save()
+        self.bulk_job = {}
+        self.save()
         self.journal_path.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -103,13 +107,15 @@ class RunState:
             self._journal.close()
             self._journal = None
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write the state file atomically (a kill leaves the old or the new one, never half)."""
         run = None
         if self.selection is not None:
             run = {
                 "selection": self.selection,
                 "started": _iso(self.started),
                 "since": _iso(self.since),
+                "bulk": self.bulk_job or None,
             }
         data = {"format": FORMAT, "watermark": _iso(self.watermark), "run": run}
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from fhir_tailor.bulk import (
     BulkExport,
     BulkExportError,
     BulkSource,
+    ExportProgress,
     ExportRequest,
     ExportResult,
     bulk_source,
@@ -419,3 +420,54 @@ def test_cli_bulk_options_need_bulk() -> None:
     result = CliRunner().invoke(main, ["sync", "--group", "g1"])
     assert result.exit_code == 2
     assert "need --bulk" in result.output
+
+
+def test_a_resumed_export_polls_the_same_job_and_skips_downloaded_files(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    first = f"{FILES}/Patient.ndjson"
+    (folder / "Patient.1.ndjson").write_bytes(ndjson(patient("p1")))
+    saved: list[tuple[str | None, dict[str, str]]] = []
+    progress = ExportProgress(STATUS, {first: "Patient.1.ndjson"}, resumable=True)
+    progress.save = lambda: saved.append((progress.status_url, dict(progress.files)))
+
+    kickoff = router.get(f"{BASE}/Patient/$export").respond(202)
+    outputs = [("Patient", first), ("Observation", f"{FILES}/Observation.ndjson")]
+    router.get(STATUS).respond(200, json=manifest(*outputs))
+    router.delete(STATUS).respond(202)
+    patients = router.get(first).respond(content=ndjson(patient("p1")))
+    router.get(f"{FILES}/Observation.ndjson").respond(content=ndjson(observation("o1", "p1")))
+
+    job = BulkExport(client, folder, ExportRequest(), sleep=clock.sleep, progress=progress)
+    result = job.run()
+
+    assert not kickoff.called and not patients.called
+    assert [p.name for p in result.files] == ["Patient.1.ndjson", "Observation.1.ndjson"]
+    assert saved[-1] == (
+        STATUS,
+        {first: "Patient.1.ndjson", f"{FILES}/Observation.ndjson": "Observation.1.ndjson"},
+    )
+
+
+def test_a_job_the_server_dropped_is_started_anew(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    gone = f"{BASE}/bulk-status/old"
+    progress = ExportProgress(gone, {"http://old/file": "Patient.1.ndjson"}, resumable=True)
+    router.get(gone).respond(404, json={"resourceType": "OperationOutcome", "issue": []})
+    kickoff = router.get(f"{BASE}/Patient/$export").respond(
+        202, headers={"Content-Location": STATUS}
+    )
+    router.get(STATUS).respond(200, json=manifest(("Patient", f"{FILES}/Patient.ndjson")))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").respond(content=ndjson(patient("p1")))
+
+    job = BulkExport(
+        client, tmp_path / "bulk", ExportRequest(), sleep=clock.sleep, progress=progress
+    )
+    result = job.run()
+    assert kickoff.called and [p.name for p in result.files] == ["Patient.1.ndjson"]
+    assert progress.status_url == STATUS
+    assert progress.files == {f"{FILES}/Patient.ndjson": "Patient.1.ndjson"}

@@ -108,3 +108,18 @@ def test_since_auto_needs_a_server_and_sync(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--since auto reads a server" in result.output
     result = CliRunner().invoke(main, ["segments", "--since", "auto"])
     assert result.exit_code == 2 and "--since auto is for sync with --state" in result.output
+
+
+def test_the_bulk_job_is_kept_with_the_run_and_dropped_when_it_completes(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = RunState.load(path)
+    state.begin("bulk-run", T0, None)
+    state.bulk_job = {"status_url": "https://h/fhir/status/1", "files": {"u1": "Patient.1.ndjson"}}
+    state.save()
+    state.close()
+    resumed = RunState.load(path)
+    assert resumed.bulk_job["files"] == {"u1": "Patient.1.ndjson"}
+    resumed.begin("bulk-run", T1, None)
+    assert resumed.bulk_job["status_url"] == "https://h/fhir/status/1"
+    resumed.complete()
+    assert RunState.load(path).bulk_job == {}
