@@ -80,9 +80,14 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 
 
 def describe_failure(failure: Exception) -> str:
-    """A short, query-free label for a failure: ``HTTP 503`` or an exception class name."""
+    """A short, query-free label for a failure: ``HTTP 503``, or an exception class name with
+    the transport's own reason (``certificate verify failed``, ``Connection refused``), which
+    names no URL and is what an operator needs to fix the setup."""
     if isinstance(failure, FhirServerError):
         return f"HTTP {failure.status}"
+    reason = " ".join(str(failure).split())[:160]
+    if isinstance(failure, httpx.TransportError) and reason:
+        return f"{type(failure).__name__}: {reason}"
     return type(failure).__name__
 
 
