@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from searching import search_all
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import bundled_path
@@ -36,20 +37,6 @@ def sync_report(server: str, tmp_path: Path, *args: str) -> dict[str, Any]:
     sync(server, "--report", str(report), *args)
     data: dict[str, Any] = json.loads(report.read_text())
     return data
-
-
-def search_all(http: httpx.Client, path: str) -> list[dict[str, Any]]:
-    resources: list[dict[str, Any]] = []
-    url: str | None = path
-    while url:
-        bundle = http.get(url).raise_for_status().json()
-        resources += [
-            e["resource"]
-            for e in bundle.get("entry", [])
-            if e.get("search", {}).get("mode") != "outcome"
-        ]
-        url = next((k["url"] for k in bundle.get("link", []) if k["relation"] == "next"), None)
-    return resources
 
 
 def plans(folder: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from fhir.resources.R4B.activitydefinition import ActivityDefinition
 from fhir.resources.R4B.plandefinition import PlanDefinition
+from searching import search_all
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import bundled_path, load_definitions
@@ -27,20 +28,6 @@ def publish(server: str) -> str:
     result = CliRunner().invoke(main, ["--as-of", AS_OF, "catalog", "publish", "--server", server])
     assert result.exit_code == 0, result.stderr
     return result.stderr
-
-
-def search_all(http: httpx.Client, path: str) -> list[dict[str, Any]]:
-    resources: list[dict[str, Any]] = []
-    url: str | None = path
-    while url:
-        bundle = http.get(url).raise_for_status().json()
-        resources += [
-            e["resource"]
-            for e in bundle.get("entry", [])
-            if e.get("search", {}).get("mode") != "outcome"
-        ]
-        url = next((k["url"] for k in bundle.get("link", []) if k["relation"] == "next"), None)
-    return resources
 
 
 def declares(http: httpx.Client, resource_type: str, *params: str) -> bool:

@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
+from searching import search_all
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "bundles"
@@ -52,18 +52,6 @@ def load_cycle(server: str, prefix: str, folder: Path) -> list[str]:
 def sync_command(server: str, patients: list[str], state: Path) -> list[str]:
     selection = [arg for pid in patients for arg in ("--patient", pid)]
     return [*CLI, "--as-of", AS_OF, "sync", "--server", server, *selection, "--state", str(state)]
-
-
-def search_all(client: httpx.Client, url: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    next_url: str | None = url
-    while next_url:
-        page = client.get(next_url).raise_for_status().json()
-        found += [e["resource"] for e in page.get("entry", [])]
-        next_url = next(
-            (link["url"] for link in page.get("link", []) if link["relation"] == "next"), None
-        )
-    return found
 
 
 def test_killed_and_resumed_syncs_lose_and_duplicate_nothing(

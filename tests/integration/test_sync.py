@@ -16,6 +16,7 @@ from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from searching import search_all
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import bundled_path
@@ -37,18 +38,6 @@ def sync(server: str, tmp_path: Path, *args: str, profiles: Path | None = None) 
     assert result.exit_code == 0, result.stderr
     data: dict[str, Any] = json.loads(report.read_text())
     return data
-
-
-def search_all(http: httpx.Client, path: str) -> list[dict[str, Any]]:
-    resources: list[dict[str, Any]] = []
-    url: str | None = path
-    while url:
-        bundle = http.get(url).raise_for_status().json()
-        resources += [e["resource"] for e in bundle.get("entry", [])]
-        url = next(
-            (link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None
-        )
-    return resources
 
 
 def our_careplans(http: httpx.Client) -> dict[str, dict[str, Any]]:
