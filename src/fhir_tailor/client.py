@@ -1,4 +1,4 @@
-"""A small synchronous client for the FHIR R4 REST API.
+"""A small client for the FHIR R4 REST API, asynchronous with a synchronous face.
 
 It does only what fhir-tailor needs (capabilities, read, search with paging, create, update,
 transaction) but does it defensively, because it talks to servers we do not control:
@@ -14,18 +14,29 @@ transaction) but does it defensively, because it talks to servers we do not cont
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
 from fhir_tailor import __version__
+from fhir_tailor.concurrency import EventLoop
 from fhir_tailor.errors import (
     CrossOriginLinkError,
     FhirServerError,
@@ -41,6 +52,7 @@ logger = logging.getLogger("fhir_tailor.client")
 FHIR_JSON = "application/fhir+json"
 
 Resource = dict[str, Any]
+T = TypeVar("T")
 SearchParams = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
 
 # R4 is 4.0.x and R4B is 4.3.x; the other 4.x versions were ballots and R5 previews.
@@ -52,10 +64,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK_BYTES = 64 * 1024
 
 
-class FhirClient:
-    """A FHIR R4 REST client over one ``httpx.Client``; use it as a context manager.
+class AsyncFhirClient:
+    """A FHIR R4 REST client over one ``httpx.AsyncClient``; use it as an async context manager.
 
-    ``retries`` counts every retry made so far, for the run report. ``transport`` and
+    ``retries`` counts every retry made so far, for the run report. ``max_connections`` bounds
+    the connection pool, and so how many requests are in flight at once. ``transport`` and
     ``sleep`` exist so tests can run without a network and without waiting.
     """
 
@@ -68,8 +81,9 @@ class FhirClient:
         retry: RetryPolicy | None = None,
         strict_search: bool = True,
         verify: bool = True,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        max_connections: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         url = httpx.URL(self.base_url)
@@ -81,59 +95,60 @@ class FhirClient:
         self._sleep = sleep
         self._capabilities: Resource | None = None
         self.retries = 0
-        self._http = httpx.Client(
+        self._http = httpx.AsyncClient(
             auth=auth,
             timeout=httpx.Timeout(timeout),
             verify=verify,
+            limits=httpx.Limits(max_connections=max_connections),
             transport=transport,
             headers={"Accept": FHIR_JSON, "User-Agent": f"fhir-tailor/{__version__}"},
         )
 
-    def __enter__(self) -> Self:
+    async def __aenter__(self) -> Self:
         return self
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.close()
+        await self.aclose()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Release pooled connections."""
-        self._http.close()
+        await self._http.aclose()
 
-    def capabilities(self) -> Resource:
+    async def capabilities(self) -> Resource:
         """The server's CapabilityStatement, fetched once; refuses servers that are not R4/R4B.
 
         Checking up front turns the confusing failures an STU3 or R5 server would cause later
         (renamed elements, different search parameters) into one clear message.
         """
         if self._capabilities is None:
-            response = self._request("GET", f"{self.base_url}/metadata")
+            response = await self._request("GET", f"{self.base_url}/metadata")
             statement = _resource_body(response, "CapabilityStatement")
             _check_fhir_version(statement.get("fhirVersion"))
             self._capabilities = statement
         return self._capabilities
 
-    def supports_search(self, resource_type: str, parameter: str) -> bool:
+    async def supports_search(self, resource_type: str, parameter: str) -> bool:
         """Whether the CapabilityStatement declares a search parameter for a resource type.
 
         Conditional writes (``ifNoneExist``) on an undeclared parameter fail a whole transaction
         on strict servers, so writers ask first instead of assuming HAPI's full parameter set.
         """
-        for rest in self.capabilities().get("rest") or ():
+        for rest in (await self.capabilities()).get("rest") or ():
             for resource in rest.get("resource") or ():
                 if resource.get("type") == resource_type:
                     declared = resource.get("searchParam") or ()
                     return any(p.get("name") == parameter for p in declared)
         return False
 
-    def read(self, resource_type: str, resource_id: str) -> Resource:
+    async def read(self, resource_type: str, resource_id: str) -> Resource:
         """``GET [type]/[id]``; a missing or deleted resource raises ResourceNotFoundError."""
         url = f"{self.base_url}/{_checked_type(resource_type)}/{_checked_id(resource_id)}"
-        return _resource_body(self._request("GET", url), resource_type)
+        return _resource_body(await self._request("GET", url), resource_type)
 
     def search(
         self,
@@ -141,7 +156,7 @@ class FhirClient:
         params: SearchParams | None = None,
         *,
         count: int | None = None,
-    ) -> Iterator[Resource]:
+    ) -> AsyncIterator[Resource]:
         """Every resource the search returns, matches and ``_include``\\ d ones, over all pages.
 
         ``params`` may be a mapping (a list value repeats the parameter) or a sequence of
@@ -149,13 +164,23 @@ class FhirClient:
         """
         return _entry_resources(self.search_pages(resource_type, params, count=count))
 
+    async def search_all(
+        self,
+        resource_type: str,
+        params: SearchParams | None = None,
+        *,
+        count: int | None = None,
+    ) -> list[Resource]:
+        """:meth:`search`, collected: for searches known to be small, such as one patient's."""
+        return [r async for r in self.search(resource_type, params, count=count)]
+
     def search_pages(
         self,
         resource_type: str,
         params: SearchParams | None = None,
         *,
         count: int | None = None,
-    ) -> Iterator[Resource]:
+    ) -> AsyncIterator[Resource]:
         """Each searchset Bundle of the search in turn, following ``next`` links.
 
         Arguments are checked now, not when iteration starts, so mistakes surface where made.
@@ -164,7 +189,7 @@ class FhirClient:
         url = httpx.URL(f"{self.base_url}/{_checked_type(resource_type)}", params=query)
         return self._pages(url)
 
-    def create(self, resource: Resource, *, if_none_exist: str | None = None) -> Resource:
+    async def create(self, resource: Resource, *, if_none_exist: str | None = None) -> Resource:
         """``POST [type]``; with ``if_none_exist`` (a search query) the create is conditional.
 
         A conditional create is also safe to retry, since a repeat finds the first one.
@@ -174,9 +199,9 @@ class FhirClient:
         if if_none_exist:
             headers["If-None-Exist"] = if_none_exist
         url = f"{self.base_url}/{resource_type}"
-        return _resource_body(self._request("POST", url, body=resource, headers=headers))
+        return _resource_body(await self._request("POST", url, body=resource, headers=headers))
 
-    def update(self, resource: Resource, *, if_match: str | None = None) -> Resource:
+    async def update(self, resource: Resource, *, if_match: str | None = None) -> Resource:
         """``PUT [type]/[id]``; ``if_match`` (a version id or ETag) guards against lost updates.
 
         A stale version raises PreconditionFailedError rather than overwriting someone
@@ -187,16 +212,16 @@ class FhirClient:
         headers = {"Prefer": "return=representation"}
         if if_match is not None:
             headers["If-Match"] = weak_etag(if_match)
-        return _resource_body(self._request("PUT", url, body=resource, headers=headers))
+        return _resource_body(await self._request("PUT", url, body=resource, headers=headers))
 
-    def transaction(self, bundle: Resource) -> Resource:
+    async def transaction(self, bundle: Resource) -> Resource:
         """``POST [base]`` a transaction Bundle; returns the transaction-response Bundle.
 
         The server applies all entries or none, which is what keeps a write-back consistent.
         """
         if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
             raise ValueError("transaction() needs a Bundle of type 'transaction'")
-        response = self._request("POST", self.base_url, body=bundle)
+        response = await self._request("POST", self.base_url, body=bundle)
         result = _resource_body(response, "Bundle")
         if result.get("type") != "transaction-response":
             raise InvalidResponseError(
@@ -204,7 +229,7 @@ class FhirClient:
             )
         return result
 
-    def operation(
+    async def operation(
         self, method: str, url: httpx.URL | str, *, headers: dict[str, str] | None = None
     ) -> httpx.Response:
         """Send a request the typed methods do not cover (Bulk Data kick-off, status, delete).
@@ -212,63 +237,11 @@ class FhirClient:
         Retries like every other call; any 2xx response (202 included) is returned for the
         caller to interpret, anything else raises.
         """
-        return self._request(method, url, headers=headers)
+        return await self._request(method, url, headers=headers)
 
     def resolve_link(self, link: str) -> httpx.URL:
-        """The absolute URL of a link the server handed us; CrossOriginLinkError if it is not on
-        the server's origin, because our credentials may only ever go there."""
-        return self._resolve_link(link)
-
-    def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
-        """Stream the file at ``link`` (same origin only) into ``path``; returns bytes written.
-
-        The body goes to disk in chunks, never whole into memory. A failure part-way through
-        (reset, timeout, 429/5xx) restarts the file from its start under the retry policy.
-        ``authenticated=False`` sends the request without our credentials at all.
-        """
-        url = self._resolve_link(link)
-        request = self._http.build_request("GET", url, headers={"Accept": accept})
-        budget = RetryBudget(self._retry, "GET", url.path)
-        while True:
-            started = time.monotonic()
-            outcome: httpx.Response | httpx.TransportError
-            try:
-                if authenticated:
-                    response = self._http.send(request, stream=True)
-                else:
-                    response = self._http.send(request, stream=True, auth=None)
-                try:
-                    if response.is_success:
-                        return _write_body(response, path)
-                    response.read()  # the error body, for its OperationOutcome
-                finally:
-                    response.close()
-                outcome = response
-            except httpx.TransportError as error:
-                outcome = error
-            finally:
-                budget.spend(time.monotonic() - started, attempt=True)
-            if isinstance(outcome, httpx.TransportError):
-                self._after_transport_error(outcome, budget, True)
-            else:
-                self._after_error_status(outcome, budget, True)
-
-    def _pages(self, url: httpx.URL) -> Iterator[Resource]:
-        headers = {"Prefer": "handling=strict"} if self._strict_search else None
-        fetched: set[str] = set()
-        while True:
-            fetched.add(str(url))
-            bundle = _resource_body(self._request("GET", url, headers=headers), "Bundle")
-            yield bundle
-            link = _next_link(bundle)
-            if link is None:
-                return
-            url = self._resolve_link(link)
-            if str(url) in fetched:
-                raise PagingLoopError(url.path)
-
-    def _resolve_link(self, link: str) -> httpx.URL:
-        """The absolute URL of a paging link, refused unless it is on the server's origin.
+        """The absolute URL of a link the server handed us, refused unless it is on the
+        server's origin, because our credentials may only ever go there.
 
         A link that is only a query (``?_getpages=x``) is relative to the base URL itself;
         any other relative link is resolved inside the base URL, as for ``Patient?page=2``.
@@ -286,7 +259,52 @@ class FhirClient:
             raise CrossOriginLinkError(self._origin, _origin(url))
         return url
 
-    def _request(
+    async def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
+        """Stream the file at ``link`` (same origin only) into ``path``; returns bytes written.
+
+        The body goes to disk in chunks, never whole into memory. A failure part-way through
+        (reset, timeout, 429/5xx) restarts the file from its start under the retry policy.
+        ``authenticated=False`` sends the request without our credentials at all.
+        """
+        url = self.resolve_link(link)
+        request = self._http.build_request("GET", url, headers={"Accept": accept})
+        budget = RetryBudget(self._retry, "GET", url.path)
+        while True:
+            started = time.monotonic()
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                if authenticated:
+                    response = await self._http.send(request, stream=True)
+                else:
+                    response = await self._http.send(request, stream=True, auth=None)
+                try:
+                    if response.is_success:
+                        return await _write_body(response, path)
+                    await response.aread()  # the error body, for its OperationOutcome
+                finally:
+                    await response.aclose()
+                outcome = response
+            except httpx.TransportError as error:
+                outcome = error
+            finally:
+                budget.spend(time.monotonic() - started, attempt=True)
+            await self._after_failure(outcome, budget, idempotent=True)
+
+    async def _pages(self, url: httpx.URL) -> AsyncIterator[Resource]:
+        headers = {"Prefer": "handling=strict"} if self._strict_search else None
+        fetched: set[str] = set()
+        while True:
+            fetched.add(str(url))
+            bundle = _resource_body(await self._request("GET", url, headers=headers), "Bundle")
+            yield bundle
+            link = _next_link(bundle)
+            if link is None:
+                return
+            url = self.resolve_link(link)
+            if str(url) in fetched:
+                raise PagingLoopError(url.path)
+
+    async def _request(
         self,
         method: str,
         url: httpx.URL | str,
@@ -304,59 +322,184 @@ class FhirClient:
         budget = RetryBudget(self._retry, method, request.url.path)
         idempotent = method in _IDEMPOTENT_METHODS or "If-None-Exist" in request.headers
         while True:
-            outcome = self._attempt(request, budget)
-            if isinstance(outcome, httpx.TransportError):
-                self._after_transport_error(outcome, budget, idempotent)
-            elif outcome.is_success:
+            started = time.monotonic()
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                outcome = await self._http.send(request)
+            except httpx.TransportError as error:
+                outcome = error
+            finally:
+                budget.spend(time.monotonic() - started, attempt=True)
+            if isinstance(outcome, httpx.Response) and outcome.is_success:
                 return outcome
-            else:
-                self._after_error_status(outcome, budget, idempotent)
+            await self._after_failure(outcome, budget, idempotent=idempotent)
 
-    def _attempt(
-        self, request: httpx.Request, budget: RetryBudget
-    ) -> httpx.Response | httpx.TransportError:
-        """One try at sending ``request``; its duration is charged to ``budget``."""
-        started = time.monotonic()
-        try:
-            return self._http.send(request)
-        except httpx.TransportError as error:
-            return error
-        finally:
-            budget.spend(time.monotonic() - started, attempt=True)
-
-    def _after_error_status(
-        self, response: httpx.Response, budget: RetryBudget, idempotent: bool
+    async def _after_failure(
+        self,
+        outcome: httpx.Response | httpx.TransportError,
+        budget: RetryBudget,
+        *,
+        idempotent: bool,
     ) -> None:
-        """Raise the error ``response`` stands for, or sleep if its status is worth a retry."""
-        error = FhirServerError.from_response(response)
-        if not self._retry.should_retry_status(response.status_code, idempotent=idempotent):
-            raise error
-        self._pause(budget, error, parse_retry_after(response.headers.get("Retry-After")))
-
-    def _after_transport_error(
-        self, error: httpx.TransportError, budget: RetryBudget, idempotent: bool
-    ) -> None:
-        """Raise if ``error`` cannot safely be retried, else sleep before the retry."""
-        if not self._retry.should_retry_error(error, idempotent=idempotent):
-            failure = describe_failure(error)
-            raise UnsafeToRetryError(budget.method, budget.url_path, failure) from error
-        self._pause(budget, error, None)
-
-    def _pause(self, budget: RetryBudget, failure: Exception, retry_after: float | None) -> None:
-        """Sleep before the next attempt, or raise RetryBudgetExceededError if there is none."""
-        delay = budget.next_delay(failure, retry_after)
+        """Raise the error ``outcome`` stands for, or sleep if it is worth a retry."""
+        retry_after = None
+        if isinstance(outcome, httpx.TransportError):
+            if not self._retry.should_retry_error(outcome, idempotent=idempotent):
+                failure = describe_failure(outcome)
+                raise UnsafeToRetryError(budget.method, budget.url_path, failure) from outcome
+            error: Exception = outcome
+        else:
+            error = FhirServerError.from_response(outcome)
+            if not self._retry.should_retry_status(outcome.status_code, idempotent=idempotent):
+                raise error
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+        delay = budget.next_delay(error, retry_after)
         self.retries += 1
         logger.warning(
             "retrying %s %s after %s (attempt %d of %d) in %.2fs",
             budget.method,
             budget.url_path,
-            describe_failure(failure),
+            describe_failure(error),
             budget.attempts,
             self._retry.max_attempts,
             delay,
         )
-        self._sleep(delay)
+        await self._sleep(delay)
         budget.spend(delay)
+
+
+class FhirClient:
+    """The synchronous face of :class:`AsyncFhirClient`; use it as a context manager.
+
+    It runs one AsyncFhirClient on a private event loop (:class:`~.concurrency.EventLoop`), so
+    synchronous code (the CLI, catalog publishing, Bulk Data) and concurrent patient work share
+    one implementation and one connection pool. :attr:`aio` is that client and :meth:`submit`
+    schedules a coroutine that uses it, for callers that want many requests in flight. The
+    methods are those of AsyncFhirClient, blocking; ``sleep`` is a plain function here.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        strict_search: bool = True,
+        verify: bool = True,
+        max_connections: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        async def pause(seconds: float) -> None:
+            assert sleep is not None
+            sleep(seconds)
+
+        self.aio = AsyncFhirClient(
+            base_url,
+            auth=auth,
+            timeout=timeout,
+            retry=retry,
+            strict_search=strict_search,
+            verify=verify,
+            max_connections=max_connections,
+            transport=transport,
+            sleep=asyncio.sleep if sleep is None else pause,
+        )
+        self._loop = EventLoop()
+
+    @property
+    def base_url(self) -> str:
+        return self.aio.base_url
+
+    @property
+    def retries(self) -> int:
+        return self.aio.retries
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release pooled connections and stop the event loop."""
+        try:
+            self._loop.call(self.aio.aclose())
+        finally:
+            self._loop.close()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule a coroutine on the client's event loop (where :attr:`aio` lives)."""
+        return self._loop.submit(coroutine)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the client's event loop and wait for its result."""
+        return self._loop.call(coroutine)
+
+    def capabilities(self) -> Resource:
+        return self.call(self.aio.capabilities())
+
+    def supports_search(self, resource_type: str, parameter: str) -> bool:
+        return self.call(self.aio.supports_search(resource_type, parameter))
+
+    def read(self, resource_type: str, resource_id: str) -> Resource:
+        return self.call(self.aio.read(resource_type, resource_id))
+
+    def search(
+        self, resource_type: str, params: SearchParams | None = None, *, count: int | None = None
+    ) -> Iterator[Resource]:
+        return self._iterate(self.aio.search(resource_type, params, count=count))
+
+    def search_pages(
+        self, resource_type: str, params: SearchParams | None = None, *, count: int | None = None
+    ) -> Iterator[Resource]:
+        return self._iterate(self.aio.search_pages(resource_type, params, count=count))
+
+    def create(self, resource: Resource, *, if_none_exist: str | None = None) -> Resource:
+        return self.call(self.aio.create(resource, if_none_exist=if_none_exist))
+
+    def update(self, resource: Resource, *, if_match: str | None = None) -> Resource:
+        return self.call(self.aio.update(resource, if_match=if_match))
+
+    def transaction(self, bundle: Resource) -> Resource:
+        return self.call(self.aio.transaction(bundle))
+
+    def operation(
+        self, method: str, url: httpx.URL | str, *, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return self.call(self.aio.operation(method, url, headers=headers))
+
+    def resolve_link(self, link: str) -> httpx.URL:
+        return self.aio.resolve_link(link)
+
+    def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
+        return self.call(self.aio.download(link, path, authenticated=authenticated, accept=accept))
+
+    def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """A blocking iterator over an async one, one item per round trip to the loop."""
+
+        async def following() -> tuple[bool, T | None]:
+            try:
+                return True, await anext(items)
+            except StopAsyncIteration:
+                return False, None
+
+        try:
+            while True:
+                more, item = self.call(following())
+                if not more:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                self.call(aclose())
 
 
 def weak_etag(version: str) -> str:
@@ -369,11 +512,11 @@ def weak_etag(version: str) -> str:
     return f"W/{version}" if version.startswith('"') else f'W/"{version}"'
 
 
-def _write_body(response: httpx.Response, path: Path) -> int:
+async def _write_body(response: httpx.Response, path: Path) -> int:
     """Write a streamed body to ``path`` (truncating what an earlier attempt left)."""
     written = 0
     with path.open("wb") as handle:
-        for chunk in response.iter_bytes(chunk_size=_CHUNK_BYTES):
+        async for chunk in response.aiter_bytes(chunk_size=_CHUNK_BYTES):
             handle.write(chunk)
             written += len(chunk)
     return written
@@ -447,9 +590,9 @@ def _next_link(bundle: Resource) -> str | None:
     return None
 
 
-def _entry_resources(pages: Iterable[Resource]) -> Iterator[Resource]:
+async def _entry_resources(pages: AsyncIterator[Resource]) -> AsyncIterator[Resource]:
     """The resources of search entries, skipping ``outcome`` entries (server warnings)."""
-    for page in pages:
+    async for page in pages:
         for entry in page.get("entry") or ():
             if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
                 continue

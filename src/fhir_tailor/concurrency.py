@@ -1,41 +1,92 @@
 """Bounded, ordered concurrency for patient-at-a-time work.
 
 Reading a patient (five searches) and writing its plan (a search and a transaction) are almost
-all waiting on the server, so throughput scales with how many patients are in flight. The
-work runs on a small thread pool sharing the one ``httpx.Client`` (and its connection pool);
-:func:`bounded_map` keeps at most ``window`` items in flight, so a fast producer never runs
-ahead of a slow server (backpressure) and memory stays flat whatever the population size.
-Results come back in input order, so reports and journals read the same at any concurrency.
+all waiting on the server, so throughput scales with how many patients are in flight. All HTTP
+runs on one asyncio event loop (:class:`EventLoop`, on a thread of its own) over one
+``httpx.AsyncClient`` and its connection pool; synchronous code hands it coroutines and keeps a
+bounded window of their futures (:func:`in_order`), so a fast producer never runs ahead of a
+slow server (backpressure) and memory stays flat whatever the population size. Results come
+back in input order, so reports and journals read the same at any concurrency.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import Future, wait
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def bounded_map(
-    work: Callable[[T], R], items: Iterable[T], workers: int, window: int | None = None
-) -> Iterator[R]:
-    """``map(work, items)`` on ``workers`` threads, at most ``window`` items in flight.
+class EventLoop:
+    """An asyncio event loop running on a daemon thread, for synchronous callers.
 
-    With one worker it is a plain loop: no threads, the same behaviour as before concurrency.
-    An exception raised by ``work`` is re-raised when its result is reached.
+    The loop outlives every single call, so an ``httpx.AsyncClient`` created for it keeps its
+    pooled connections across calls (an ``asyncio.run`` per call would drop them each time).
     """
-    if workers <= 1:
-        yield from map(work, items)
-        return
-    limit = window or 2 * workers
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fhir-tailor") as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(work, item))
-            if len(pending) >= limit:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fhir-tailor-io", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule ``coroutine`` on the loop; its result or exception arrives in the future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the loop and wait for it.
+
+        Called from the loop's own thread this would wait forever, so that is refused.
+        """
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("EventLoop.call() from inside the loop: await the coroutine")
+        return self.submit(coroutine).result()
+
+    def close(self) -> None:
+        """Stop the loop and its thread; idempotent."""
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+def in_order(
+    start: Callable[[T], Future[R]], items: Iterable[T], window: int
+) -> Iterator[tuple[T, Future[R]]]:
+    """Each item with the future of ``start(item)``, finished, in input order; at most
+    ``window`` items in flight.
+
+    ``start`` begins the work (typically :meth:`EventLoop.submit`) and returns its future; the
+    next item is not taken from ``items`` until a slot is free. The caller reads each future's
+    result (or exception) with the item at hand, so it knows whose failure it is.
+    """
+    if window < 1:
+        raise ValueError("the window must be at least 1")
+    pending: deque[tuple[T, Future[R]]] = deque()
+    for item in items:
+        pending.append((item, start(item)))
+        if len(pending) >= window:
+            yield _finished(pending.popleft())
+    while pending:
+        yield _finished(pending.popleft())
+
+
+def _finished(entry: tuple[T, Future[R]]) -> tuple[T, Future[R]]:
+    wait([entry[1]])
+    return entry
+
+
+def done(value: T) -> Future[T]:
+    """A future that already holds ``value``, for work that finished without waiting."""
+    future: Future[T] = Future()
+    future.set_result(value)
+    return future

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import date, datetime
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar, cast
 
-from .concurrency import bounded_map
+from .concurrency import done, in_order
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .plan import Plan, plan_for
@@ -22,7 +23,7 @@ from .record import PatientRecord
 from .report import PatientOutcome, RunReport
 from .resources import InvalidOutputError, PlanResources, to_fhir
 from .segments import SegmentMatch, segment
-from .sinks import Sink, thread_safe
+from .sinks import Sink, concurrent_writer
 from .sources import Source
 from .state import RunState
 
@@ -66,19 +67,23 @@ def run(
     each finished patient is journaled, and a run without failures is marked complete.
     ``concurrency`` patients are profiled and written at a time (results in source order).
     """
-    write_in_workers = concurrency > 1 and thread_safe(sink)
+    submit = concurrent_writer(sink) if concurrency > 1 else None
 
-    def process(record: PatientRecord) -> tuple[str, PatientOutcome | _Pending]:
+    def start(record: PatientRecord) -> Future[PatientOutcome | _Pending]:
+        """Profile and plan now; start the write too when the sink takes concurrent writes."""
         patient = f"Patient/{record.patient_id}"
         if state is not None and record.patient_id in state.done:
-            return record.patient_id, PatientOutcome(patient, "done-earlier")
+            return done(PatientOutcome(patient, "done-earlier"))
         prepared = _guarded(patient, lambda: _prepare(record, definitions, as_of, recorded, report))
-        if isinstance(prepared, _Pending) and write_in_workers:
-            return record.patient_id, _guarded(patient, partial(sink.write, *prepared))
-        return record.patient_id, prepared
+        if isinstance(prepared, _Pending) and submit is not None:
+            return cast("Future[PatientOutcome | _Pending]", submit(*prepared))
+        return done(prepared)
 
     records = source.records(report.read_issue)
-    for patient_id, result in bounded_map(process, records, concurrency):
+    window = 2 * concurrency if submit is not None else 1
+    for record, future in in_order(start, records, window):
+        patient_id = record.patient_id
+        result = _guarded(f"Patient/{patient_id}", future.result)
         # Sinks that share handles are written here, one patient at a time, in source order.
         outcome = (
             _guarded(f"Patient/{patient_id}", partial(sink.write, *result))

@@ -1,8 +1,8 @@
 """SMART Backend Services authorization: an OAuth2 ``client_credentials`` grant for a system.
 
 :class:`SmartBackendAuth` is an :class:`httpx.Auth`, so :class:`~fhir_tailor.client.FhirClient`
-uses it like any other scheme. Its ``auth_flow`` yields the extra requests itself (discovery of
-the token endpoint, the token request) through the same ``httpx.Client``, so they share its
+uses it like any other scheme. Its auth flow yields the extra requests itself (discovery of
+the token endpoint, the token request) through the same ``httpx.AsyncClient``, so they share its
 transport, TLS settings and connection pool, and tests can mock them with the FHIR server.
 
 The client proves who it is either with ``private_key_jwt`` (a short-lived JWT signed RS384 or
@@ -16,20 +16,20 @@ Credentials are guarded on three fronts:
 * tokens, assertions, secrets and keys never appear in logs, exception messages or reprs; error
   text the token endpoint sends back is scrubbed of them before it is shown.
 
-It works with the synchronous ``httpx.Client`` (the one ``FhirClient`` uses), from any number
-of threads.
+It works with ``httpx.AsyncClient`` (the one ``FhirClient`` runs), with any number of requests
+in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
-import threading
 import time
 from base64 import b64encode
-from collections.abc import Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,7 @@ class SmartBackendAuth(httpx.Auth):
         self._expires_at = 0.0
         self._refresh_margin = REFRESH_MARGIN
         self._assertion: str | None = None
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
 
     @property
     def method(self) -> str:
@@ -229,32 +229,42 @@ class SmartBackendAuth(httpx.Auth):
             f"token_url={self._token_url!r})"
         )
 
-    def sync_auth_flow(
+    async def async_auth_flow(
         self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """Attach a valid token to requests to the FHIR origin; on 401, renew it and resend once.
 
         A server may revoke a token before it expires (a key rotation, a restart), so one 401
         earns one new token; a second 401 is returned as it is and becomes the caller's error.
-        The client is shared by worker threads, so the token is fetched under a lock (one fetch
-        however many threads find it stale), and a 401 renews it only if no other thread
-        already has. httpx closes this generator when the exchange ends, releasing the lock.
+        Many requests are in flight at once, so the token is fetched under a lock (one fetch
+        however many requests find it stale), and a 401 renews it only if no other request
+        already has.
         """
         if _origin(request.url) != self._origin:
             yield request  # another origin never sees our token
             return
-        request.read()  # so that a request refused with 401 can be sent again
-        with self._lock:
+        await request.aread()  # so that a request refused with 401 can be sent again
+        async with self._lock:
             if self._token is None or self._expires_at - self._clock() < self._refresh_margin:
-                yield from self._fetch_token()
+                steps = self._fetch_token()
+                step = _advance(steps)
+                while step is not None:
+                    reply = yield step
+                    await reply.aread()
+                    step = _advance(steps, reply)
             token = self._token
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            with self._lock:
+            async with self._lock:
                 if self._token == token:
                     logger.info("the FHIR server answered 401; requesting a new access token")
-                    yield from self._fetch_token()
+                    steps = self._fetch_token()
+                    step = _advance(steps)
+                    while step is not None:
+                        reply = yield step
+                        await reply.aread()
+                        step = _advance(steps, reply)
                 token = self._token
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
@@ -415,6 +425,16 @@ def _checked_token_url(url: str) -> str:
             "(or plain HTTP to a loopback address)"
         )
     return url
+
+
+def _advance(
+    steps: Generator[httpx.Request, httpx.Response, None], reply: httpx.Response | None = None
+) -> httpx.Request | None:
+    """The next request of a token exchange given the reply to the last, or ``None`` when done."""
+    try:
+        return steps.send(reply) if reply is not None else next(steps)
+    except StopIteration:
+        return None
 
 
 def _basic_credentials(client_id: str, client_secret: str | None) -> str:

@@ -2,83 +2,114 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-import threading
-import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fhir_tailor.cli import main
-from fhir_tailor.concurrency import bounded_map
+from fhir_tailor.concurrency import EventLoop, done, in_order
 
 RECORDED = re.compile(r'"recorded":\s*"[^"]+"')
 
 
-def test_results_come_in_input_order_whatever_finishes_first() -> None:
-    def slow_for_small(n: int) -> int:
-        time.sleep(0.02 * (5 - n % 5))
+@pytest.fixture
+def loop() -> Iterator[EventLoop]:
+    running = EventLoop()
+    yield running
+    running.close()
+
+
+def test_results_come_in_input_order_whatever_finishes_first(loop: EventLoop) -> None:
+    async def slow_for_small(n: int) -> int:
+        await asyncio.sleep(0.01 * (5 - n % 5))
         return n * n
 
-    assert list(bounded_map(slow_for_small, range(20), workers=4)) == [n * n for n in range(20)]
+    results = in_order(lambda n: loop.submit(slow_for_small(n)), range(20), window=8)
+    assert [(n, f.result()) for n, f in results] == [(n, n * n) for n in range(20)]
 
 
-def test_the_producer_never_runs_more_than_the_window_ahead() -> None:
+def test_the_producer_never_runs_more_than_the_window_ahead(loop: EventLoop) -> None:
     produced = 0
     consumed = 0
     ahead: list[int] = []
-    lock = threading.Lock()
 
     def items() -> Iterator[int]:
         nonlocal produced
         for n in range(50):
-            with lock:
-                produced += 1
-                ahead.append(produced - consumed)
+            produced += 1
+            ahead.append(produced - consumed)
             yield n
 
-    for _ in bounded_map(lambda n: time.sleep(0.001) or n, items(), workers=3, window=5):
-        with lock:
-            consumed += 1
-    assert max(ahead) <= 6  # the window, plus the item being handed over
-
-
-def test_runs_in_parallel_up_to_the_worker_count() -> None:
-    running = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def work(n: int) -> int:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.02)
-        with lock:
-            running -= 1
+    async def work(n: int) -> int:
+        await asyncio.sleep(0.001)
         return n
 
-    list(bounded_map(work, range(24), workers=6))
+    for _ in in_order(lambda n: loop.submit(work(n)), items(), window=5):
+        consumed += 1
+    assert max(ahead) == 5  # the window is filled, never exceeded
+
+
+def test_work_overlaps_up_to_the_window(loop: EventLoop) -> None:
+    running = 0
+    peak = 0
+
+    async def work(n: int) -> int:
+        nonlocal running, peak
+        running += 1  # all coroutines run on the one loop thread: no lock needed
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return n
+
+    list(in_order(lambda n: loop.submit(work(n)), range(24), window=6))
     assert 2 < peak <= 6
 
 
-def test_an_error_is_raised_when_its_result_is_reached() -> None:
-    def fail_on_three(n: int) -> int:
+def test_an_error_belongs_to_its_item_and_the_others_go_on(loop: EventLoop) -> None:
+    async def fail_on_three(n: int) -> int:
         if n == 3:
             raise ValueError("three")
         return n
 
-    results = bounded_map(fail_on_three, range(10), workers=4)
-    assert [next(results) for _ in range(3)] == [0, 1, 2]
-    with pytest.raises(ValueError, match="three"):
-        next(results)
+    outcomes = {}
+    for n, future in in_order(lambda n: loop.submit(fail_on_three(n)), range(10), window=4):
+        outcomes[n] = future.exception() or future.result()
+    assert [n for n, o in outcomes.items() if isinstance(o, ValueError)] == [3]
+    assert [o for o in outcomes.values() if not isinstance(o, ValueError)] == [
+        0,
+        1,
+        2,
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+    ]
 
 
-def test_one_worker_is_a_plain_loop_on_the_calling_thread() -> None:
-    threads = set(bounded_map(lambda _: threading.get_ident(), range(5), workers=1))
-    assert threads == {threading.get_ident()}
+def test_a_window_of_one_finishes_each_item_before_taking_the_next() -> None:
+    taken: list[int] = []
+
+    def start(n: int) -> Future[int]:
+        taken.append(n)
+        return done(n)
+
+    for n, _ in in_order(start, range(4), window=1):
+        assert taken[-1] == n
+
+
+def test_the_loop_refuses_to_wait_on_itself(loop: EventLoop) -> None:
+    async def nested() -> int:
+        return loop.call(asyncio.sleep(0, 1))
+
+    with pytest.raises(RuntimeError, match="inside the loop"):
+        loop.call(nested())
 
 
 @pytest.mark.parametrize("out_format", ["bundles", "ndjson"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import json
 import logging
@@ -204,8 +206,8 @@ def test_loopback_token_endpoint_may_be_plain_http(rsa_key: rsa.RSAPrivateKey) -
 
 def test_the_token_never_goes_to_another_origin(rsa_key: rsa.RSAPrivateKey, clock: Clock) -> None:
     auth = jwt_auth(rsa_key, clock)
-    flow = auth.sync_auth_flow(httpx.Request("GET", "https://elsewhere.test/x"))
-    request = next(flow)
+    flow = auth.async_auth_flow(httpx.Request("GET", "https://elsewhere.test/x"))
+    request = asyncio.run(anext(flow))
     assert request.url.host == "elsewhere.test"
     assert "Authorization" not in request.headers
 

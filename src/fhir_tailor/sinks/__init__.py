@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Protocol, cast
 
 from ..plan import Plan
 from ..report import PatientOutcome
@@ -21,13 +23,18 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-def thread_safe(sink: Sink) -> bool:
-    """Whether ``write`` may run on several threads at once.
+Submit = Callable[[Plan, PlanResources], "Future[PatientOutcome]"]
 
-    Only a server sink that writes (not a dry run printing diffs) is: each patient is its own
+
+def concurrent_writer(sink: Sink) -> Submit | None:
+    """The sink's ``submit`` (start a write, get a future) if it writes patients concurrently.
+
+    Only a server sink that writes (not a dry run printing diffs) does: each patient is its own
     transaction. File and stdout sinks share handles and are written one patient at a time.
     """
-    return bool(getattr(sink, "concurrent_writes", False))
+    if not getattr(sink, "concurrent_writes", False):
+        return None
+    return cast(Submit, sink.submit)  # type: ignore[attr-defined]
 
 
-__all__ = ["Sink", "thread_safe"]
+__all__ = ["Sink", "Submit", "concurrent_writer"]

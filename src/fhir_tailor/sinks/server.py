@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,28 +69,33 @@ class ServerSink:
         return not self.dry_run
 
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        return self.client.call(self.awrite(plan, resources))
+
+    def submit(self, plan: Plan, resources: PlanResources) -> Future[PatientOutcome]:
+        """Start writing on the client's event loop; the outcome arrives in the future."""
+        return self.client.submit(self.awrite(plan, resources))
+
+    async def awrite(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        """:meth:`write`, for callers on the client's event loop."""
         careplan_search = identifier_search(resources.careplan.resource)
         assert careplan_search is not None
-        found = [
-            r
-            for r in self.client.search(
-                "CarePlan", {"identifier": careplan_search.split("=", 1)[1]}
-            )
-            if r.get("resourceType") == "CarePlan"
-        ]
+        stored = await self.client.aio.search_all(
+            "CarePlan", {"identifier": careplan_search.split("=", 1)[1]}
+        )
+        found = [r for r in stored if r.get("resourceType") == "CarePlan"]
         if len(found) > 1:
             refs = ", ".join(f"CarePlan/{r.get('id')}" for r in found)
             return PatientOutcome(
                 plan.patient, "failed", f"several CarePlans share one identifier: {refs}"
             )
         if not found:
-            return self._create(plan, resources)
+            return await self._create(plan, resources)
         current = found[0]
         ref = f"CarePlan/{current.get('id')}"
         problem = foreign_change(current)
         if problem:
             return PatientOutcome(plan.patient, "skipped-edited", f"{ref}: {problem}", ref)
-        parts = self._current_parts(current)
+        parts = await self._current_parts(current)
         for part in parts:
             problem = foreign_change(part)
             if problem:
@@ -101,14 +107,16 @@ class ServerSink:
         if self.dry_run:
             self._show_diffs(bundle, [current, *parts])
             return PatientOutcome(plan.patient, "would-update", careplan=ref)
-        self.client.transaction(bundle)
+        await self.client.aio.transaction(bundle)
         return PatientOutcome(plan.patient, "updated", careplan=ref)
 
     def close(self) -> None:
         return None
 
-    def _create(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
-        unconditional = [t for t in PART_TYPES if not self.client.supports_search(t, "identifier")]
+    async def _create(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        unconditional = [
+            t for t in PART_TYPES if not await self.client.aio.supports_search(t, "identifier")
+        ]
         bundle = create_transaction(resources, unconditional=unconditional)
         if self.dry_run:
             self.echo(
@@ -117,10 +125,10 @@ class ServerSink:
             )
             self.echo(json.dumps(bundle, indent=2))
             return PatientOutcome(plan.patient, "would-create")
-        response = self.client.transaction(bundle)
+        response = await self.client.aio.transaction(bundle)
         return PatientOutcome(plan.patient, "created", careplan=_location(response))
 
-    def _current_parts(self, careplan: Resource) -> list[Resource]:
+    async def _current_parts(self, careplan: Resource) -> list[Resource]:
         """The Goals and referral ServiceRequests the stored CarePlan references, read by id."""
         references = [
             *(careplan.get("goal") or ()),
@@ -131,7 +139,7 @@ class ServerSink:
             for rtype in PART_TYPES:
                 rid = reference_id(reference, rtype)
                 if rid:
-                    parts.append(self.client.read(rtype, rid))
+                    parts.append(await self.client.aio.read(rtype, rid))
         return parts
 
     def _show_diffs(self, bundle: Resource, current: list[Resource]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..client import FhirClient
-from ..concurrency import bounded_map
+from ..concurrency import in_order
 from ..errors import FhirTailorError
 from ..fhirdata import Resource, subject_patient_id
 from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
@@ -52,12 +52,15 @@ class ServerSource:
     optional_types: tuple[str, ...] | None = None
     concurrency: int = 1
 
-    def _types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    async def _types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if self.optional_types is None:
-            self.optional_types = tuple(
-                t for t in OPTIONAL_DATA_TYPES if self.client.supports_search(t, "patient")
-            )
-            missing = sorted(set(OPTIONAL_DATA_TYPES) - set(self.optional_types))
+            optional = [
+                t
+                for t in OPTIONAL_DATA_TYPES
+                if await self.client.aio.supports_search(t, "patient")
+            ]
+            self.optional_types = tuple(optional)
+            missing = sorted(set(OPTIONAL_DATA_TYPES) - set(optional))
             if missing:
                 log.warning(
                     "server declares no patient search for %s: those resources are not read",
@@ -66,28 +69,31 @@ class ServerSource:
         return PATIENT_DATA_TYPES, self.optional_types
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
-        """Each selected patient's record; ``concurrency`` patients are read at a time."""
+        """Each selected patient's record; up to twice ``concurrency`` patients are read at a
+        time (the connection pool bounds the requests in flight to ``concurrency``)."""
         patients: Iterator[Resource | str]
         if self.selection.everyone:
             patients = self.client.search("Patient", count=self.page_size)
         else:
             patients = iter(self._selected_ids(on_issue))
-        for record in bounded_map(
-            lambda patient: self._read(patient, on_issue), patients, self.concurrency
+        window = 2 * self.concurrency if self.concurrency > 1 else 1
+        for _, reading in in_order(
+            lambda patient: self.client.submit(self.read(patient, on_issue)), patients, window
         ):
+            record = reading.result()
             if record is not None:
                 yield record
 
-    def _read(self, patient: Resource | str, on_issue: IssueHandler) -> PatientRecord | None:
+    async def read(self, patient: Resource | str, on_issue: IssueHandler) -> PatientRecord | None:
         """The record of a Patient resource, or of a patient id read first."""
         if not isinstance(patient, str):
-            return self._record(patient, on_issue)
+            return await self._record(patient, on_issue)
         try:
-            resource = self.client.read("Patient", patient)
+            resource = await self.client.aio.read("Patient", patient)
         except FhirTailorError as exc:
             on_issue(ReadIssue(f"Patient/{patient}", str(exc), "Patient", patient))
             return None
-        return self._record(resource, on_issue)
+        return await self._record(resource, on_issue)
 
     def _selected_ids(self, on_issue: IssueHandler) -> list[str]:
         if self.selection.ids:
@@ -95,7 +101,8 @@ class ServerSource:
         assert self.selection.since is not None
         since = f"ge{self.selection.since.isoformat()}"
         changed: set[str] = set()
-        for rtype in ("Patient", *PATIENT_DATA_TYPES, *self._types()[1]):
+        _, optional = self.client.call(self._types())
+        for rtype in ("Patient", *PATIENT_DATA_TYPES, *optional):
             try:
                 for resource in self.client.search(
                     rtype, {"_lastUpdated": since}, count=self.page_size
@@ -107,16 +114,18 @@ class ServerSource:
                 on_issue(ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype))
         return sorted(changed)
 
-    def _record(self, patient: Resource, on_issue: IssueHandler) -> PatientRecord | None:
+    async def _record(self, patient: Resource, on_issue: IssueHandler) -> PatientRecord | None:
         _, pid, problem = check_resource(patient)
         if problem is not None or pid is None:
             on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
             return None
         resources: list[Resource] = []
-        required, optional = self._types()
+        required, optional = await self._types()
         for rtype in (*required, *optional):
             try:
-                found = self.client.search(rtype, {"patient": pid}, count=self.page_size)
+                found = await self.client.aio.search_all(
+                    rtype, {"patient": pid}, count=self.page_size
+                )
                 resources.extend(self._usable(found, pid, rtype, on_issue))
             except FhirTailorError as exc:
                 on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
@@ -126,7 +135,7 @@ class ServerSource:
 
     @staticmethod
     def _usable(
-        found: Iterator[Resource], pid: str, rtype: str, on_issue: IssueHandler
+        found: list[Resource], pid: str, rtype: str, on_issue: IssueHandler
     ) -> Iterator[Resource]:
         """Resources of the searched type about this patient; includes and strays are dropped."""
         for resource in found:
