@@ -74,11 +74,31 @@ class ExportRequest:
 
 @dataclass(slots=True)
 class ExportResult:
-    """The downloaded files and what the server reported it could not export."""
+    """The downloaded files and what the server reported it could not export, with the
+    figures an operator wants in the run report."""
 
     files: list[Path] = field(default_factory=list)
     issues: list[ReadIssue] = field(default_factory=list)
     bytes: int = 0
+    level: str = "Patient"
+    files_by_type: dict[str, int] = field(default_factory=dict)
+    #: Files an earlier attempt of the run had downloaded, not fetched again.
+    files_reused: int = 0
+    polls: int = 0
+    wait_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The export's part of the run report: counts only, no URLs (they can hold ids)."""
+        return {
+            "level": self.level,
+            "files": len(self.files),
+            "files_by_type": dict(sorted(self.files_by_type.items())),
+            "files_reused": self.files_reused,
+            "bytes_downloaded": self.bytes,
+            "server_errors": len(self.issues),
+            "status_polls": self.polls,
+            "wait_seconds": round(self.wait_seconds, 3),
+        }
 
 
 @dataclass(slots=True)
@@ -156,6 +176,8 @@ class BulkExport:
         self.progress = progress or ExportProgress()
         self._sleep = sleep
         self._clock = clock
+        self._polls = 0
+        self._waited = 0.0
 
     def run(self) -> ExportResult:
         """Kick off (or resume), wait for the manifest, download every file not yet downloaded;
@@ -166,6 +188,11 @@ class BulkExport:
             status_url, manifest = self._manifest()
             try:
                 result = self._download(manifest)
+                result.level, result.polls, result.wait_seconds = (
+                    self.request.level,
+                    self._polls,
+                    self._waited,
+                )
             except FhirTailorError:
                 if not self.progress.resumable:
                     self._delete(status_url)
@@ -226,6 +253,8 @@ class BulkExport:
         while True:
             response = self.client.operation("GET", status_url)
             polls += 1
+            self._polls += 1
+            self._waited = self._clock() - started
             if response.status_code == 200:
                 return _manifest(response)
             if response.status_code != 202:
@@ -259,6 +288,7 @@ class BulkExport:
             path = self.folder / f"{rtype}.{counters[rtype]}.ndjson"
             if self.progress.files.get(link) == path.name and path.is_file():
                 log.info("output file %d was downloaded by an earlier attempt", number + 1)
+                result.files_reused += 1
             else:
                 result.bytes += self._fetch(link, path, token, f"output file {number + 1}")
                 self.progress.files[link] = path.name
@@ -270,6 +300,7 @@ class BulkExport:
             path = error_folder / f"OperationOutcome.{number}.ndjson"
             self._fetch(link, path, token, f"error file {number}")
             result.issues += _error_issues(path, number)
+        result.files_by_type = counters
         log.info(
             "bulk export downloaded: %d files (%s), %d bytes, %d issues reported by the server",
             len(result.files),

@@ -45,6 +45,8 @@ class RunReport:
     read_issues: list[ReadIssue] = field(default_factory=list)
     data_issues: list[tuple[str, str]] = field(default_factory=list)
     retries: int = 0
+    #: What a ``--bulk`` run's ``$export`` did (see :meth:`ExportResult.summary`), else None.
+    bulk: dict[str, Any] | None = None
 
     def add(self, outcome: PatientOutcome) -> None:
         self.patients.append(outcome)
@@ -75,6 +77,7 @@ class RunReport:
             "counts": dict(sorted(self.counts.items())),
             "patients_total": len(self.patients),
             "retries": self.retries,
+            **({"bulk": self.bulk} if self.bulk is not None else {}),
             "read_issues": [asdict(issue) for issue in self.read_issues],
             "data_issues": [{"resource": ref, "problem": p} for ref, p in self.data_issues],
             "patients": [asdict(p) for p in self.patients],

@@ -123,6 +123,9 @@ def test_bulk_sync_to_the_server_is_idempotent(
     expected = len(plans_for_group(fhir_server, tmp_path))
     first = sync_report(fhir_server, tmp_path, "--bulk", "--group", GROUP)
     assert first["counts"] == {"created": expected, "no-plan": len(bulk_patients) - expected}
+    assert first["bulk"]["level"] == "Group" and first["bulk"]["files"] >= 2
+    assert first["bulk"]["files_by_type"]["Patient"] >= 1
+    assert first["bulk"]["bytes_downloaded"] > 0 and first["bulk"]["server_errors"] == 0
     second = sync_report(fhir_server, tmp_path, "--bulk", "--group", GROUP)
     assert second["counts"] == {"unchanged": expected, "no-plan": len(bulk_patients) - expected}
 

@@ -209,6 +209,19 @@ def test_kickoff_polls_downloads_split_files_and_reports_error_file(
     assert "error processing at Observation.value" in issue.reason
     assert "Jane" not in str(issue), "free-text diagnostics may hold PHI"
     assert deleted.called
+    assert isinstance(source, BulkSource)
+    sizes = sum(p.stat().st_size for p in (tmp_path / "bulk").glob("*.ndjson"))
+    summary = source.result.summary()
+    assert 0 <= summary.pop("wait_seconds") < 60  # real time: the test's clock only sleeps
+    assert summary == {
+        "level": "Patient",
+        "files": 3,
+        "files_by_type": {"Observation": 2, "Patient": 1},
+        "files_reused": 0,
+        "bytes_downloaded": sizes,
+        "server_errors": 1,
+        "status_polls": 3,
+    }
 
 
 def test_progress_is_logged(
@@ -445,6 +458,7 @@ def test_a_resumed_export_polls_the_same_job_and_skips_downloaded_files(
 
     assert not kickoff.called and not patients.called
     assert [p.name for p in result.files] == ["Patient.1.ndjson", "Observation.1.ndjson"]
+    assert (result.summary()["files_reused"], result.summary()["files"]) == (1, 2)
     assert saved[-1] == (
         STATUS,
         {first: "Patient.1.ndjson", f"{FILES}/Observation.ndjson": "Observation.1.ndjson"},
