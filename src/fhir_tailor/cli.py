@@ -23,13 +23,14 @@ import click
 
 from . import __version__
 from .auth import auth_from_settings
-from .bulk import ExportProgress, ExportRequest, bulk_source
+from .bulk import BulkSource, ExportProgress, ExportRequest, bulk_source
 from .client import FhirClient
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
 from .logs import LEVELS, LogFormat, configure, notice
 from .pipeline import assess, profile_and_plan, run
 from .population import PopulationSummary
+from .population_report import render_html, report_data, require_plotting
 from .publish import Definition, Publisher, catalog_definitions, write_files
 from .record import PatientRecord, ReadIssue
 from .report import RunReport
@@ -317,7 +318,13 @@ def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
             raise click.UsageError("--client-id cannot be combined with --token or --username")
         auth = smart
     retry = RetryPolicy(total_budget=params["retry_budget"])
-    client = FhirClient(params["server"], auth=auth, timeout=params["timeout"], retry=retry)
+    client = FhirClient(
+        params["server"],
+        auth=auth,
+        timeout=params["timeout"],
+        retry=retry,
+        max_connections=params["concurrency"],
+    )
     stack.enter_context(client)
     try:
         client.capabilities()
@@ -423,18 +430,25 @@ def sync(
             else _open_source(stack, params)
         )
         sink = _open_sink(stack, choice, out, out_format, dry_run)
-        run(
-            choice,
-            sink,
-            settings.definitions,
-            as_of=settings.as_of,
-            recorded=now,
-            report=report,
-            progress=progress,
-            state=state,
-            concurrency=params["concurrency"],
-        )
+        try:
+            run(
+                choice,
+                sink,
+                settings.definitions,
+                as_of=settings.as_of,
+                recorded=now,
+                report=report,
+                progress=progress,
+                state=state,
+                concurrency=params["concurrency"],
+            )
+        except FhirTailorError as exc:  # the source failed (one patient's failure never gets here)
+            _fail(f"reading patients failed: {exc}")
         report.retries = choice.client.retries if choice.client else 0
+        if isinstance(choice.source, BulkSource):
+            report.bulk = choice.source.result.summary()
+        elif params["bulk"]:
+            report.bulk = {"level": None, "fallback": "the server declares no $export"}
     progress.done()
     _finish(report, report_path)
 
@@ -573,6 +587,17 @@ def plan(settings: Settings, /, as_json: bool, **params: Any) -> None:
 @click.pass_obj
 def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Count the patients of a source per segment, dimension need and plan variant."""
+    summary, _ = _summarize_population(settings, params)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.table(), nl=False)
+
+
+def _summarize_population(
+    settings: Settings, params: dict[str, Any]
+) -> tuple[PopulationSummary, int]:
+    """One pass over the source's patients: the summary and how many resources were unreadable."""
     definitions = settings.definitions
     summary = PopulationSummary.over(definitions.segments)
     report = RunReport()
@@ -583,12 +608,116 @@ def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
             summary.add(*assess(record, definitions, settings.as_of, report))
             progress()
     progress.done()
-    if as_json:
-        click.echo(json.dumps(summary.as_dict(), indent=2))
-    else:
-        click.echo(summary.table(), nl=False)
     if report.read_issues:
         notice(f"{len(report.read_issues)} unreadable resources skipped")
+    return summary, len(report.read_issues)
+
+
+@main.command("report")
+@source_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report to this file (HTML: required; JSON: default stdout).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["html", "json"]),
+    default="html",
+    show_default=True,
+    help="A self-contained HTML page with plots, or the same numbers as JSON.",
+)
+@click.pass_obj
+def population_report(
+    settings: Settings, /, out: Path | None, output_format: str, **params: Any
+) -> None:
+    """Report on a source's population: segments, needs per dimension and feature, data gaps,
+    and how many distinct personalized plans the catalog produced. Counts only, no PHI.
+
+    The HTML page embeds its plots (needs the 'report' extra: pip install 'fhir-tailor[report]').
+    """
+    if output_format == "html":
+        if out is None:
+            raise click.UsageError("give --out FILE.html, or --format json")
+        try:
+            require_plotting()
+        except FhirTailorError as exc:
+            _fail(str(exc))
+    summary, unreadable = _summarize_population(settings, params)
+    data = report_data(summary, settings.definitions, settings.as_of, unreadable)
+    text = render_html(data) if output_format == "html" else json.dumps(data, indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}")
+    notice(f"wrote {out} ({summary.patients} patients)")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, type=int, show_default=True, help="Port to listen on.")
+@click.option("--client-id", required=True, envvar="FHIR_TAILOR_CLIENT_ID", help="OAuth client id.")
+@click.option(
+    "--client-secret",
+    envvar="FHIR_TAILOR_CLIENT_SECRET",
+    help="Secret of a confidential client (env var preferred). Default: a public client.",
+)
+@click.option("--fhir-server", help="FHIR base URL for standalone launches (also trusted as iss).")
+@click.option(
+    "--allow-iss",
+    multiple=True,
+    help="Another FHIR server an EHR launch may name (repeatable). Default: --fhir-server only.",
+)
+@click.option("--public-url", help="URL browsers reach the app at. Default: http://HOST:PORT.")
+@click.option(
+    "--scope-syntax",
+    type=click.Choice(["v1", "v2"]),
+    default="v1",
+    show_default=True,
+    help="SMART scope syntax: v1 (patient/*.read) or v2 (patient/*.rs).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    client_id: str,
+    client_secret: str | None,
+    fhir_server: str | None,
+    allow_iss: tuple[str, ...],
+    public_url: str | None,
+    scope_syntax: Any,
+) -> None:
+    """Serve the SMART on FHIR app: review a patient's plan, drop activities, approve it."""
+    try:
+        import uvicorn
+
+        from .web.app import AppConfig, create_app
+    except ImportError:
+        _fail("the app needs the serve extra: pip install 'fhir-tailor[serve]'")
+    settings: Settings = ctx.obj
+    pinned = ctx.find_root().params.get("as_of") is not None
+    config = AppConfig(
+        client_id=client_id,
+        definitions=settings.definitions,
+        public_url=public_url or f"http://{host}:{port}",
+        fhir_server=fhir_server,
+        client_secret=client_secret,
+        scope_syntax=scope_syntax,
+        allowed_issuers=frozenset(allow_iss),
+        as_of=settings.as_of if pinned else None,
+    )
+    if not config.issuers:
+        notice("warning: no --fhir-server or --allow-iss: any FHIR server may launch this app")
+    try:
+        app = create_app(config)
+    except FhirTailorError as exc:
+        _fail(str(exc))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @main.command("validate-profiles")

@@ -115,6 +115,18 @@ class Plan(Model):
         """A digest of the plan's content; equal plans have equal fingerprints."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
+    def without_activities(self, keys: set[str]) -> Plan:
+        """The plan with the activities named by ``keys`` left out, as a clinician decided.
+
+        Unknown keys are refused: a key that matches nothing means the plan changed under the
+        person deciding, and silently keeping the activity would approve what they dropped.
+        """
+        unknown = keys - {activity.key for activity in self.activities}
+        if unknown:
+            raise ValueError(f"no such activity in the plan: {', '.join(sorted(unknown))}")
+        kept = tuple(a for a in self.activities if a.key not in keys)
+        return self.model_copy(update={"activities": kept})
+
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
     """The personalized plan for a profile, or ``None`` when no module applies."""

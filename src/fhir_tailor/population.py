@@ -1,9 +1,9 @@
 """Population view: how a source's patients spread over segments, needs and plan variants.
 
-Counts are accumulated one profile at a time (nothing per patient is kept but a plan's shape),
-so a population of any size can be summarized in flat memory. The number of distinct plan
-shapes is the measure of mass customization: how many different personalized plans the
-standardized catalog yields for this population.
+Counts are accumulated one profile at a time (nothing per patient is kept), so a population of
+any size can be summarized in flat memory: the only thing that grows is one entry per distinct
+plan shape. The number of distinct plan shapes is the measure of mass customization: how many
+different personalized plans the standardized catalog yields for this population.
 """
 
 from __future__ import annotations
@@ -17,6 +17,18 @@ from .mapping import DIMENSIONS
 from .plan import Plan
 from .profile import Profile
 from .segments import SegmentDefinition, SegmentMatch
+
+#: How many of the largest plan groups (patients sharing one plan shape) are reported.
+LARGEST_PLANS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContent:
+    """What a plan shape is made of, by catalog ids: enough to tell a reader what a group of
+    patients sharing it receives, and nothing about any of them."""
+
+    modules: tuple[str, ...]
+    variants: tuple[str, ...]
 
 
 def plan_shape(plan: Plan) -> str:
@@ -46,6 +58,10 @@ class PopulationSummary:
     modules: Counter[str] = field(default_factory=Counter)
     variants: Counter[str] = field(default_factory=Counter)
     shapes: Counter[str] = field(default_factory=Counter)
+    #: Per feature, patients with a current present finding at each level (its severity, or
+    #: ``none`` for a finding that raises no need, such as an asset).
+    features: dict[str, Counter[str]] = field(default_factory=dict)
+    contents: dict[str, PlanContent] = field(default_factory=dict)
 
     @classmethod
     def over(cls, definitions: tuple[SegmentDefinition, ...]) -> PopulationSummary:
@@ -57,8 +73,12 @@ class PopulationSummary:
         for name in DIMENSIONS:
             dimension = profile.dimension(name)
             self.needs[name][dimension.need] += 1
-            if any(True for _ in dimension.current_present()):
+            current = list(dimension.current_present())
+            if current:
                 self.with_finding[name] += 1
+            for finding in current:
+                levels = self.features.setdefault(finding.feature, Counter())
+                levels[finding.severity or "none"] += 1
         self.gaps.update(gap.id for gap in profile.data_gaps)
         if plan is None:
             return
@@ -67,7 +87,15 @@ class PopulationSummary:
         applied = {v.variant for a in plan.activities for v in a.variations}
         applied |= {v.variant for g in plan.goals for v in g.variations}
         self.variants.update(applied)
-        self.shapes[plan_shape(plan)] += 1
+        shape = plan_shape(plan)
+        self.shapes[shape] += 1
+        if shape not in self.contents:
+            modules = tuple(module.id for module in plan.modules)
+            self.contents[shape] = PlanContent(modules, tuple(sorted(applied)))
+
+    def largest_plans(self) -> list[tuple[PlanContent, int]]:
+        """The most shared plan shapes, largest first (ties in the order first seen)."""
+        return [(self.contents[shape], n) for shape, n in self.shapes.most_common(LARGEST_PLANS)]
 
     def as_dict(self) -> dict[str, Any]:
         def share(count: int) -> float:
@@ -77,12 +105,21 @@ class PopulationSummary:
             "patients": self.patients,
             "with_plan": self.with_plan,
             "distinct_plans": len(self.shapes),
+            "plans_used_once": sum(1 for n in self.shapes.values() if n == 1),
+            "largest_plans": [
+                {"patients": n, "modules": list(c.modules), "variants": list(c.variants)}
+                for c, n in self.largest_plans()
+            ],
             "segments": {
                 sid: {"label": label, "patients": self.segments[sid]}
                 for sid, label in self.segment_labels.items()
             },
             "share_with_finding": {name: share(self.with_finding[name]) for name in DIMENSIONS},
             "needs": {name: dict(sorted(self.needs[name].items())) for name in DIMENSIONS},
+            "features": {
+                feature: dict(sorted(levels.items()))
+                for feature, levels in sorted(self.features.items())
+            },
             "data_gaps": dict(sorted(self.gaps.items())),
             "modules": dict(sorted(self.modules.items())),
             "variants": dict(sorted(self.variants.items())),

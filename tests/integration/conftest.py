@@ -44,14 +44,20 @@ def fhir_server_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextmanager
-def running_server() -> Iterator[str]:
-    """Start a fresh, empty server on a free loopback port; stop it and drop its data after."""
+def running_server(smart_clients: Path | None = None) -> Iterator[str]:
+    """Start a fresh, empty server on a free loopback port; stop it and drop its data after.
+
+    With ``smart_clients`` (a file listing sekmet smart_clients entries) the server requires
+    SMART Backend Services access tokens from those clients.
+    """
     port = str(free_loopback_port())
+    options = ["--smart-clients", str(smart_clients)] if smart_clients else []
     try:
-        started = fhir_server_command("start", "--port", port)
+        started = fhir_server_command("start", "--port", port, *options)
         if started.returncode != 0:
             pytest.fail(
-                f"scripts/fhir-server start --port {port} failed ({started.returncode}):\n"
+                f"scripts/fhir-server start --port {port} {' '.join(options)} failed "
+                f"({started.returncode}):\n"
                 f"{started.stdout}{started.stderr}",
                 pytrace=False,
             )

@@ -1,0 +1,213 @@
+"""SMART App Launch: discovery, the authorization request with PKCE, and the token exchange.
+
+The OAuth mechanics (PKCE S256 challenge, authorization URL, token request) are authlib's
+``AsyncOAuth2Client``; this module adds what SMART asks on top: endpoints discovered from
+``{iss}/.well-known/smart-configuration``, the ``aud`` and ``launch`` parameters, the scopes in
+SMART v1 or v2 syntax, and the launch context (``patient``) read from the token response.
+
+Credentials are guarded: endpoints must be HTTPS (or loopback, for tests and demos), the
+``state`` must match a launch this session started, and a :class:`Grant` never shows its token
+in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from authlib.common.security import generate_token
+from authlib.deprecate import AuthlibDeprecationWarning
+
+from ..errors import FhirTailorError
+
+with warnings.catch_warnings():
+    # authlib 1.9.9+ prefers its httpx2 fork and warns when it falls back to httpx, which the
+    # rest of fhir-tailor uses; that fallback is the path we rely on (authlib is pinned < 1.10).
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
+
+log = logging.getLogger("fhir_tailor.web.launch")
+
+ScopeSyntax = Literal["v1", "v2"]
+#: Read the patient's record; write what approval writes (CarePlan, Goals, referrals and the
+#: Provenance saying who wrote them).
+SCOPES: dict[ScopeSyntax, tuple[str, ...]] = {
+    "v1": (
+        "patient/*.read",
+        "patient/CarePlan.write",
+        "patient/Goal.write",
+        "patient/ServiceRequest.write",
+        "patient/Provenance.write",
+    ),
+    "v2": (
+        "patient/*.rs",
+        "patient/CarePlan.cu",
+        "patient/Goal.cu",
+        "patient/ServiceRequest.cu",
+        "patient/Provenance.c",
+    ),
+}
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class LaunchError(FhirTailorError):
+    """A launch cannot go on: bad parameters, failed discovery, or a refused token request."""
+
+
+def scope_for(syntax: ScopeSyntax, *, standalone: bool) -> str:
+    """The scope to request: ``launch`` (EHR launch) or ``launch/patient`` (standalone, the
+    server asks the user for a patient), identity, and the data scopes in ``syntax``."""
+    launch = "launch/patient" if standalone else "launch"
+    return " ".join((launch, "openid", "fhirUser", *SCOPES[syntax]))
+
+
+@dataclass(frozen=True, slots=True)
+class SmartEndpoints:
+    authorize: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLaunch:
+    """A launch sent to the authorization server, kept server-side until its callback."""
+
+    iss: str
+    endpoints: SmartEndpoints
+    redirect_uri: str
+    code_verifier: str = field(repr=False)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Grant:
+    """An access token and its launch context; the token never appears in ``repr``."""
+
+    iss: str
+    access_token: str
+    patient: str
+    scope: str
+    expires_at: float | None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+    def __repr__(self) -> str:
+        return (
+            f"Grant(iss={self.iss!r}, patient=<redacted>, scope={self.scope!r}, token=<redacted>)"
+        )
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if it is absolute HTTPS, or HTTP on loopback; a :class:`LaunchError` otherwise."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise LaunchError(f"the {what} is not a valid URL") from None
+    secure = parsed.scheme == "https" or (
+        parsed.scheme == "http" and parsed.host in _LOOPBACK_HOSTS
+    )
+    if not parsed.host or not secure or parsed.fragment:
+        raise LaunchError(f"the {what} must be an https URL (http only on loopback): {url}")
+    return url.rstrip("/")
+
+
+async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
+    """The authorization and token endpoints ``iss`` announces, checked to offer PKCE S256."""
+    url = f"{iss}/.well-known/smart-configuration"
+    try:
+        response = await client.request(
+            "GET", url, headers={"Accept": "application/json"}, withhold_token=True
+        )
+    except httpx.HTTPError as exc:
+        raise LaunchError(f"SMART discovery at {url} failed: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise LaunchError(f"SMART discovery at {url} answered HTTP {response.status_code}")
+    try:
+        config: Any = response.json()
+    except ValueError:
+        raise LaunchError(f"SMART discovery at {url} did not return JSON") from None
+    if not isinstance(config, dict):
+        raise LaunchError(f"SMART discovery at {url} did not return a JSON object")
+    methods = config.get("code_challenge_methods_supported")
+    if methods is not None and "S256" not in methods:
+        raise LaunchError(f"{iss} does not support PKCE S256 (code_challenge_methods_supported)")
+    endpoints = []
+    for key in ("authorization_endpoint", "token_endpoint"):
+        value = config.get(key)
+        if not isinstance(value, str):
+            raise LaunchError(f"SMART discovery at {url} has no {key}")
+        endpoints.append(check_url(value, key.replace("_", " ")))
+    return SmartEndpoints(*endpoints)
+
+
+def _oauth_client(
+    client_id: str, client_secret: str | None, redirect_uri: str, scope: str | None = None
+) -> AsyncOAuth2Client:
+    return AsyncOAuth2Client(
+        client_id=client_id,
+        client_secret=client_secret,
+        token_endpoint_auth_method="client_secret_basic" if client_secret else "none",
+        scope=scope,
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+        timeout=30.0,
+    )
+
+
+async def begin(
+    *,
+    iss: str,
+    launch: str | None,
+    client_id: str,
+    redirect_uri: str,
+    scope_syntax: ScopeSyntax,
+) -> tuple[str, str, PendingLaunch]:
+    """Start a launch: ``(authorization URL, state, pending launch)``.
+
+    ``launch`` is the EHR's launch token (EHR launch); ``None`` means a standalone launch.
+    The code verifier is random per launch and stays in the pending launch, server-side.
+    """
+    iss = check_url(iss, "FHIR server (iss)")
+    scope = scope_for(scope_syntax, standalone=launch is None)
+    async with _oauth_client(client_id, None, redirect_uri, scope) as client:
+        endpoints = await discover(client, iss)
+        verifier = generate_token(64)
+        extra = {"aud": iss, **({"launch": launch} if launch is not None else {})}
+        url, state = client.create_authorization_url(
+            endpoints.authorize, state=secrets.token_urlsafe(32), code_verifier=verifier, **extra
+        )
+    log.info("launch started for %s (%s)", iss, "EHR" if launch is not None else "standalone")
+    return url, state, PendingLaunch(iss, endpoints, redirect_uri, verifier)
+
+
+async def complete(
+    pending: PendingLaunch, code: str, *, client_id: str, client_secret: str | None
+) -> Grant:
+    """Exchange the authorization code (with the PKCE verifier) for a token and its context."""
+    async with _oauth_client(client_id, client_secret, pending.redirect_uri) as client:
+        try:
+            token: dict[str, Any] = await client.fetch_token(
+                pending.endpoints.token,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=pending.code_verifier,
+                redirect_uri=pending.redirect_uri,
+            )
+        except OAuthError as exc:
+            raise LaunchError(f"the token request was refused: {exc.error}") from None
+        except httpx.HTTPError as exc:
+            raise LaunchError(f"the token request failed: {type(exc).__name__}") from None
+    access_token, patient = token.get("access_token"), token.get("patient")
+    if not isinstance(access_token, str) or not access_token:
+        raise LaunchError("the token response has no access_token")
+    if not isinstance(patient, str) or not patient:
+        raise LaunchError("the token response has no patient in context: launch with a patient")
+    expires_in = token.get("expires_in")
+    expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+    log.info("launch completed for %s", pending.iss)
+    return Grant(pending.iss, access_token, patient, str(token.get("scope", "")), expires_at)

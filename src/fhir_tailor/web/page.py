@@ -1,0 +1,277 @@
+"""The app's HTML, rendered on the server with every value escaped.
+
+No template engine and no JavaScript chart library: the page is a few functions joining
+escaped strings, and the needs chart is inline SVG, so the page works without scripts, loads
+nothing from elsewhere, and a screen reader gets the same facts as text. Every finding and
+reason links to the resource it came from on the FHIR server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from html import escape
+
+from ..fhirdata import Resource
+from ..mapping import DIMENSIONS, Dimension
+from ..plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
+from ..profile import Finding, Profile
+from ..rules import NEED_RANK
+from ..segments import SegmentMatch
+
+_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
+_BAR_WIDTH = 240
+_ROW_HEIGHT = 34
+
+
+@dataclass(frozen=True, slots=True)
+class PageView:
+    """Everything the plan page shows; built per request, never cached in the browser."""
+
+    patient: Resource
+    profile: Profile
+    dimension_labels: Mapping[Dimension, str]
+    segments: list[SegmentMatch]
+    plan: Plan | None
+    fhir_base: str
+    csrf: str
+    unreadable: int = 0
+    notice: str | None = None
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def document(title: str, body: str) -> str:
+    """A complete HTML page: language, viewport, the local stylesheet, a skip link."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)} · fhir-tailor</title>"
+        '<link rel="stylesheet" href="/static/app.css"></head><body>'
+        '<a class="skip" href="#main">Skip to content</a>'
+        f'<main id="main">{body}</main></body></html>'
+    )
+
+
+def message_page(title: str, message: str, link: tuple[str, str] | None = None) -> str:
+    """A short page for the start screen and for errors: a heading, a sentence, a link."""
+    action = f'<p><a href="{_e(link[0])}">{_e(link[1])}</a></p>' if link else ""
+    return document(title, f"<h1>{_e(title)}</h1><p>{_e(message)}</p>{action}")
+
+
+def plan_page(view: PageView) -> str:
+    """The patient's banner, needs chart, findings, segments and the plan to approve."""
+    parts = [
+        _banner(view.patient),
+        '<h1 id="title">Personalized care plan proposal</h1>',
+    ]
+    if view.notice:
+        parts.append(f'<p class="notice" role="status">{_e(view.notice)}</p>')
+    if view.unreadable:
+        parts.append(
+            f'<p class="warning">{view.unreadable} resource(s) could not be used and are '
+            "left out of this profile.</p>"
+        )
+    parts += [
+        _needs_chart(view.profile, view.dimension_labels),
+        _findings(view.profile, view.dimension_labels, view.fhir_base),
+        _segments(view.segments),
+        _plan(view.plan, view.fhir_base, view.csrf)
+        if view.plan is not None
+        else "<section><h2>Proposed plan</h2><p>No care module applies to this patient."
+        "</p></section>",
+    ]
+    return document("Care plan proposal", "".join(parts))
+
+
+# -- patient banner -----------------------------------------------------------------------------
+
+
+def _banner(patient: Resource) -> str:
+    facts = [
+        ("Born", patient.get("birthDate")),
+        ("Gender", patient.get("gender")),
+        ("Id", patient.get("id")),
+    ]
+    items = "".join(
+        f"<div><dt>{_e(label)}</dt><dd>{_e(value)}</dd></div>"
+        for label, value in facts
+        if isinstance(value, str) and value
+    )
+    return (
+        '<header class="banner" aria-label="Patient">'
+        f'<p class="patient-name">{_e(patient_name(patient))}</p><dl>{items}</dl></header>'
+    )
+
+
+def patient_name(patient: Resource) -> str:
+    """The first usable name: its text, or given names and family; ``Unnamed patient`` else."""
+    for name in patient.get("name") or ():
+        if not isinstance(name, dict):
+            continue
+        if isinstance(name.get("text"), str) and name["text"].strip():
+            return str(name["text"])
+        given = [g for g in name.get("given") or () if isinstance(g, str)]
+        family = name["family"] if isinstance(name.get("family"), str) else ""
+        full = " ".join([*given, family]).strip()
+        if full:
+            return full
+    return "Unnamed patient"
+
+
+# -- needs chart and findings -------------------------------------------------------------------
+
+
+def _needs_chart(profile: Profile, labels: Mapping[Dimension, str]) -> str:
+    top = max(NEED_RANK.values())
+    rows = []
+    for row, name in enumerate(DIMENSIONS):
+        need = profile.dimension(name).need
+        y = row * _ROW_HEIGHT
+        width = round(_BAR_WIDTH * NEED_RANK[need] / top)
+        rows.append(
+            f'<g transform="translate(0 {y})">'
+            f'<text x="0" y="21" class="axis">{_e(labels.get(name, name))}</text>'
+            f'<rect x="190" y="6" width="{_BAR_WIDTH}" height="20" class="track"/>'
+            f'<rect x="190" y="6" width="{width}" height="20" class="bar need-{need}"/>'
+            f'<text x="{190 + _BAR_WIDTH + 8}" y="21" class="level">{_e(need)}</text></g>'
+        )
+    height = _ROW_HEIGHT * len(DIMENSIONS)
+    summary = "; ".join(
+        f"{labels.get(name, name)}: {profile.dimension(name).need}" for name in DIMENSIONS
+    )
+    return (
+        '<section aria-labelledby="needs"><h2 id="needs">Need by dimension</h2>'
+        f'<svg class="chart" viewBox="0 0 {190 + _BAR_WIDTH + 90} {height}" role="img" '
+        'aria-labelledby="chart-title chart-desc" width="100%">'
+        '<title id="chart-title">Need level per dimension (none, low, moderate, high)</title>'
+        f'<desc id="chart-desc">{_e(summary)}</desc>{"".join(rows)}</svg></section>'
+    )
+
+
+def _findings(profile: Profile, labels: Mapping[Dimension, str], base: str) -> str:
+    sections = ['<section aria-labelledby="findings"><h2 id="findings">Findings</h2>']
+    for name in DIMENSIONS:
+        sections.append(_dimension(name, profile, labels, base))
+    if profile.data_gaps:
+        gaps = "".join(f"<li>{_e(gap.label)}</li>" for gap in profile.data_gaps)
+        sections.append(f"<h3>Missing screenings</h3><ul>{gaps}</ul>")
+    sections.append("</section>")
+    return "".join(sections)
+
+
+def _dimension(
+    name: Dimension, profile: Profile, labels: Mapping[Dimension, str], base: str
+) -> str:
+    dimension = profile.dimension(name)
+    heading = f"<h3>{_e(labels.get(name, name))} <small>(need: {_e(dimension.need)})</small></h3>"
+    if not dimension.findings:
+        return heading + "<p>No findings.</p>"
+    rows = "".join(_finding_row(finding, base) for finding in dimension.findings)
+    return (
+        f'{heading}<table class="findings"><thead><tr><th scope="col">Finding</th>'
+        '<th scope="col">Status</th><th scope="col">Result</th><th scope="col">Date</th>'
+        f'<th scope="col">Source</th></tr></thead><tbody>{rows}</tbody></table>'
+    )
+
+
+def _finding_row(finding: Finding, base: str) -> str:
+    result = finding.answer or (
+        f"{finding.value:g} {finding.unit or ''}".strip() if finding.value is not None else ""
+    )
+    status = finding.status + (" (stale)" if finding.stale else "")
+    when = finding.effective.isoformat() if finding.effective else ""
+    return (
+        f'<tr class="finding status-{_e(finding.status)}"><th scope="row">{_e(finding.label)}</th>'
+        f"<td>{_e(status)}</td><td>{_e(result)}</td><td>{_e(when)}</td>"
+        f"<td>{_sources(finding.sources, base)}</td></tr>"
+    )
+
+
+def _sources(sources: Iterable[str], base: str) -> str:
+    """Links to the source resources on the FHIR server; odd references shown as plain text."""
+    links = [
+        f'<a href="{_e(base)}/{_e(ref)}">{_e(ref)}</a>' if _REFERENCE.fullmatch(ref) else _e(ref)
+        for ref in sources
+    ]
+    return ", ".join(links)
+
+
+def _segments(segments: list[SegmentMatch]) -> str:
+    items = "".join(f"<li>{_e(match.label)}</li>" for match in segments) or "<li>None</li>"
+    heading = '<h2 id="segments">Segments</h2>'
+    return f'<section aria-labelledby="segments">{heading}<ul>{items}</ul></section>'
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+
+def _plan(plan: Plan, base: str, csrf: str) -> str:
+    modules = "".join(
+        f"<li><strong>{_e(m.title)}</strong> <small>{_e(m.id)} {_e(m.version)}</small>"
+        f"{_evidence(m.evidence, base)}</li>"
+        for m in plan.modules
+    )
+    goals = "".join(_goal(goal, base) for goal in plan.goals) or "<li>None</li>"
+    activities = "".join(_activity(i, a, base) for i, a in enumerate(plan.activities))
+    return (
+        '<section aria-labelledby="plan"><h2 id="plan">Proposed plan</h2>'
+        f"<h3>Modules</h3><ul>{modules}</ul><h3>Goals</h3><ul>{goals}</ul>"
+        '<form method="post" action="/approve">'
+        f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
+        f'<input type="hidden" name="plan" value="{_e(plan.fingerprint())}">'
+        "<fieldset><legend><h3>Activities</h3>Check an activity to leave it out of the "
+        f'approved plan.</legend><ul class="activities">{activities}</ul></fieldset>'
+        '<button type="submit">Approve plan</button></form></section>'
+    )
+
+
+def _goal(goal: PlannedGoal, base: str) -> str:
+    target = goal.target
+    wanted = (
+        f"{target.comparator or ''}{target.value:g} {target.unit or ''}".strip()
+        if target.value is not None
+        else target.text or ""
+    )
+    return (
+        f"<li>{_e(goal.description)} <small>(target {_e(wanted)} by "
+        f"{goal.due_date.isoformat()})</small>{_variations(goal.variations, base)}</li>"
+    )
+
+
+def _activity(index: int, activity: PlannedActivity, base: str) -> str:
+    box = f"drop-{index}"
+    origin = f"module {activity.module}" if activity.module else "added by a variation"
+    reasons = _evidence(activity.reasons, base) if activity.module else ""
+    return (
+        f'<li class="activity"><input type="checkbox" id="{box}" name="drop" '
+        f'value="{_e(activity.key)}"> <label for="{box}">Drop: {_e(activity.description)}'
+        f"</label> <small>({_e(activity.kind)}, {_e(origin)})</small>"
+        f"{reasons}{_variations(activity.variations, base)}</li>"
+    )
+
+
+def _variations(variations: tuple[Variation, ...], base: str) -> str:
+    if not variations:
+        return ""
+    items = "".join(
+        f'<li class="variation">Adapted: <strong>{_e(v.label)}</strong>. Reason: '
+        f"{_e(v.reason)}{_evidence(v.evidence, base)}</li>"
+        for v in variations
+    )
+    return f"<ul>{items}</ul>"
+
+
+def _evidence(evidence: tuple[EvidenceRef, ...], base: str) -> str:
+    if not evidence:
+        return ""
+    items = "".join(
+        f"<li>{_e(ref.label)}"
+        + (f" ({_sources(ref.sources, base)})" if ref.sources else "")
+        + "</li>"
+        for ref in evidence
+    )
+    return f'<ul class="evidence">{items}</ul>'

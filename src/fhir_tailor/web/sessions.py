@@ -1,0 +1,89 @@
+"""Server-side sessions: the browser holds only a random id, everything else stays here.
+
+The access token must never reach the page, a URL or a cookie the browser could leak, so the
+cookie carries nothing but an unguessable id and the store keeps the token, the pending launch
+state and the plan shown. Sessions expire after ``ttl`` seconds without use; the store is in
+memory, which fits one ``fhir-tailor serve`` process (a restart simply means launching again).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+COOKIE_NAME = "fhir_tailor_session"
+DEFAULT_TTL = 3600.0
+
+
+@dataclass(slots=True)
+class Session:
+    """What one browser session holds: CSRF token, pending launches, grant, plan on screen.
+
+    ``pending`` maps an OAuth ``state`` to its launch; ``grant`` and ``plan`` are typed loosely
+    here so this module knows nothing of OAuth or plans.
+    """
+
+    id: str
+    csrf: str
+    expires_at: float
+    pending: dict[str, Any] = field(default_factory=dict)
+    grant: Any = None
+    plan: Any = None
+    notice: str | None = None
+
+    def __repr__(self) -> str:
+        return "Session(<redacted>)"
+
+
+class SessionStore:
+    """Sessions by id, with expiry; safe to use from the event loop and worker threads."""
+
+    def __init__(self, ttl: float = DEFAULT_TTL, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str | None) -> Session | None:
+        """The live session with this id, its expiry pushed back; ``None`` if unknown or expired."""
+        now = self._clock()
+        with self._lock:
+            self._purge(now)
+            session = self._sessions.get(session_id or "")
+            if session is not None:
+                session.expires_at = now + self._ttl
+            return session
+
+    def create(self) -> Session:
+        """A new empty session with a fresh id and CSRF token."""
+        session = Session(
+            id=secrets.token_urlsafe(32),
+            csrf=secrets.token_urlsafe(32),
+            expires_at=self._clock() + self._ttl,
+        )
+        with self._lock:
+            self._sessions[session.id] = session
+        return session
+
+    def rotate(self, session: Session) -> Session:
+        """The same session under new id and CSRF token, the old id dropped.
+
+        Called when a user signs in, so an id planted before login (session fixation) is
+        worthless after it.
+        """
+        with self._lock:
+            self._sessions.pop(session.id, None)
+            session.id = secrets.token_urlsafe(32)
+            session.csrf = secrets.token_urlsafe(32)
+            session.expires_at = self._clock() + self._ttl
+            self._sessions[session.id] = session
+        return session
+
+    def _purge(self, now: float) -> None:
+        expired = [sid for sid, s in self._sessions.items() if s.expires_at <= now]
+        for sid in expired:
+            del self._sessions[sid]

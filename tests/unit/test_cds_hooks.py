@@ -1,0 +1,491 @@
+"""The CDS Hooks service: every answer checked against the specification's shapes (CDS Hooks 2.0,
+written below as pydantic models), cards checked against the pipeline run independently, and the
+fallback fetch checked with respx for where the token goes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import pytest
+import respx
+from fhir.resources.R4B.careplan import CarePlan
+from fhir.resources.R4B.goal import Goal
+from fhir.resources.R4B.servicerequest import ServiceRequest
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from fhir_tailor.definitions import Definitions, bundled_path
+from fhir_tailor.pipeline import assess
+from fhir_tailor.profile import Finding, Profile
+from fhir_tailor.record import PatientRecord
+from fhir_tailor.resources import to_fhir
+from fhir_tailor.sources import BundleSource
+from fhir_tailor.web.cds_hooks import cds_routes
+
+AS_OF = date(2026, 11, 15)
+RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
+LAUNCH = "https://tailor.example/launch"
+EHR = "https://ehr.example/fhir/r4"
+TOKEN = "secret-token-abc123"
+SERVICE = "/cds-services/fhir-tailor-care-plan"
+BUNDLES = sorted((bundled_path("fixtures") / "bundles").glob("*.json"))
+TYPES = {
+    "conditions": "Condition",
+    "observations": "Observation",
+    "questionnaireResponses": "QuestionnaireResponse",
+    "encounters": "Encounter",
+    "medicationRequests": "MedicationRequest",
+}
+SEVERITY = {None: 0, "low": 1, "moderate": 2, "high": 3}
+
+
+# -- the specification's shapes ------------------------------------------------------------
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Service(Spec):
+    hook: str
+    id: str
+    title: str | None = None
+    description: str
+    prefetch: dict[str, str] | None = None
+    usageRequirements: str | None = None
+
+
+class Discovery(Spec):
+    services: list[Service]
+
+
+class Source(Spec):
+    label: str
+    url: str | None = None
+    icon: str | None = None
+    topic: dict[str, Any] | None = None
+
+
+class Action(Spec):
+    type: Literal["create", "update", "delete"]
+    description: str
+    resource: dict[str, Any] | None = None
+    resourceId: str | None = None
+
+
+class Suggestion(Spec):
+    label: str
+    uuid: str | None = None
+    isRecommended: bool | None = None
+    actions: list[Action] | None = None
+
+
+class Link(Spec):
+    label: str
+    url: str
+    type: Literal["absolute", "smart"]
+    appContext: str | None = None
+
+
+class Card(Spec):
+    uuid: str | None = None
+    summary: str = Field(max_length=139)
+    detail: str | None = None
+    indicator: Literal["info", "warning", "critical"]
+    source: Source
+    suggestions: list[Suggestion] | None = None
+    selectionBehavior: Literal["at-most-one", "any"] | None = None
+    links: list[Link] | None = None
+
+    @model_validator(mode="after")
+    def _selection_with_suggestions(self) -> Card:
+        if self.suggestions and self.selectionBehavior is None:
+            raise ValueError("selectionBehavior is required when there are suggestions")
+        return self
+
+
+class Response(Spec):
+    cards: list[Card]
+    systemActions: list[Action] | None = None
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def resources_of(path: Path) -> list[dict[str, Any]]:
+    return [e["resource"] for e in json.loads(path.read_text(encoding="utf-8"))["entry"]]
+
+
+def searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+    }
+
+
+def prefetch_for(path: Path) -> dict[str, Any]:
+    """What a CDS client would prefetch for the service's templates, from a fixture Bundle."""
+    resources = resources_of(path)
+    prefetch: dict[str, Any] = {
+        key: searchset([r for r in resources if r["resourceType"] == rtype])
+        for key, rtype in TYPES.items()
+    }
+    prefetch["patient"] = next(r for r in resources if r["resourceType"] == "Patient")
+    return prefetch
+
+
+def patient_id(path: Path) -> str:
+    return str(prefetch_for(path)["patient"]["id"])
+
+
+def hook_call(pid: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": pid},
+        **fields,
+    }
+
+
+def record_of(path: Path) -> PatientRecord:
+    (record,) = BundleSource(path).records(lambda issue: None)
+    return record
+
+
+def current_needs(profile: Profile) -> list[Finding]:
+    return [f for _, f in profile.findings() if f.current_present]
+
+
+def cards_of(response: httpx.Response) -> list[Card]:
+    assert response.status_code == 200, response.text
+    return Response.model_validate(response.json()).cards
+
+
+def with_plan(definitions: Definitions) -> list[Path]:
+    return [p for p in BUNDLES if assess(record_of(p), definitions, AS_OF)[2] is not None]
+
+
+@pytest.fixture(scope="module")
+def client(definitions: Definitions) -> TestClient:
+    app = Starlette(routes=cds_routes(definitions, launch_url=LAUNCH, today=lambda: AS_OF))
+    return TestClient(app)
+
+
+def check_card(card: Card, path: Path, definitions: Definitions) -> None:
+    """The card says what the pipeline, run on the same Bundle, finds and plans."""
+    profile, _, plan = assess(record_of(path), definitions, AS_OF)
+    assert plan is not None
+    needs = current_needs(profile)
+    assert card.summary.startswith(f"{len(needs)} need" if needs else "No current needs")
+    top_level = max(("none", "low", "moderate", "high").index(d.need) for d in _dimensions(profile))
+    assert card.indicator == ("info", "info", "warning", "critical")[top_level]
+    assert card.source.label.startswith("fhir-tailor")
+    assert definitions.catalog.info.version in card.source.label
+    # The detail lists the most severe needs first, each with the resource it came from.
+    assert card.detail is not None
+    listed = [line for line in card.detail.splitlines() if line.startswith("- **")]
+    assert len(listed) == min(5, len(needs))
+    by_label = {f.label: f for f in needs}
+    shown = [by_label[line[4 : line.index("**", 4)]] for line in listed]
+    for finding, line in zip(shown, listed, strict=True):
+        assert all(source in line for source in finding.sources)
+    ranks = [SEVERITY[f.severity] for f in shown]
+    assert ranks == sorted(ranks, reverse=True)
+    left_out = [f for f in needs if f not in shown]
+    assert all(SEVERITY[f.severity] <= min(ranks, default=0) for f in left_out)
+    # One suggestion: create the CarePlan, its Goals and its referrals, linked by local ids.
+    assert card.suggestions is not None and card.selectionBehavior == "at-most-one"
+    (suggestion,) = card.suggestions
+    assert suggestion.actions is not None
+    actions = [a.resource for a in suggestion.actions if a.type == "create"]
+    assert len(actions) == len(suggestion.actions)
+    careplan = CarePlan.model_validate(actions[0]).model_dump(mode="json", exclude_none=True)
+    expected = to_fhir(plan, RECORDED).careplan.resource
+    assert careplan["title"] == expected["title"]
+    assert careplan["subject"] == {"reference": f"Patient/{patient_id(path)}"}
+    assert careplan["status"] == "draft"
+    goals = [Goal.model_validate(r) for r in actions[1:] if r and r["resourceType"] == "Goal"]
+    referrals = [
+        ServiceRequest.model_validate(r)
+        for r in actions[1:]
+        if r and r["resourceType"] == "ServiceRequest"
+    ]
+    assert len(goals) == len(plan.goals) and len(referrals) == len(expected_referrals(plan))
+    parts = {f"Goal/{g.id}" for g in goals} | {f"ServiceRequest/{s.id}" for s in referrals}
+    references = set(_references(careplan))
+    assert {
+        r for r in references if not r.startswith(("Patient/", "Condition/", "Observation/"))
+    } == parts
+    assert not any(r.startswith("urn:") for r in references)
+    assert card.links is not None
+    assert [(link.type, link.url) for link in card.links] == [("smart", LAUNCH)]
+
+
+def expected_referrals(plan: Any) -> list[Any]:
+    return [a for a in plan.activities if a.is_referral]
+
+
+def _dimensions(profile: Profile) -> list[Any]:
+    return [profile.medical, profile.cognitive_behavioral, profile.social, profile.functional]
+
+
+def _references(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["reference"]] if isinstance(value.get("reference"), str) else []
+        return found + [r for v in value.values() for r in _references(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _references(v)]
+    return []
+
+
+# -- discovery -------------------------------------------------------------------------------
+
+
+def test_discovery_lists_the_patient_view_service_with_prefetch_templates(
+    client: TestClient,
+) -> None:
+    response = client.get("/cds-services")
+    assert response.status_code == 200
+    (service,) = Discovery.model_validate(response.json()).services
+    assert (service.hook, service.id) == ("patient-view", "fhir-tailor-care-plan")
+    assert service.prefetch is not None
+    templates = set(service.prefetch.values())
+    assert {
+        "Patient/{{context.patientId}}",
+        "Condition?patient={{context.patientId}}",
+        "Observation?patient={{context.patientId}}",
+    } <= templates
+
+
+# -- with prefetch ---------------------------------------------------------------------------
+
+
+def test_prefetched_call_returns_a_card_with_the_pipelines_needs_and_plan(
+    client: TestClient, definitions: Definitions
+) -> None:
+    path = with_plan(definitions)[0]
+    response = client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch_for(path)))
+    (card,) = cards_of(response)
+    check_card(card, path, definitions)
+
+
+@pytest.mark.parametrize("path", BUNDLES, ids=lambda p: p.stem[:2])
+def test_every_fixture_patient_gets_a_valid_answer(
+    client: TestClient, definitions: Definitions, path: Path
+) -> None:
+    """A card with a summary under 140 characters when a plan applies; no card otherwise."""
+    _, _, plan = assess(record_of(path), definitions, AS_OF)
+    response = client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch_for(path)))
+    cards = cards_of(response)
+    assert len(cards) == (plan is not None)
+    for card in cards:
+        assert len(card.summary) < 140
+        check_card(card, path, definitions)
+
+
+def test_no_plan_means_no_card(client: TestClient, definitions: Definitions) -> None:
+    without = [p for p in BUNDLES if p not in with_plan(definitions)]
+    assert without, "the fixtures should hold a patient without a plan"
+    response = client.post(
+        SERVICE, json=hook_call(patient_id(without[0]), prefetch=prefetch_for(without[0]))
+    )
+    assert cards_of(response) == []
+
+
+def test_operation_outcome_in_place_of_a_prefetch_counts_as_missing(
+    client: TestClient, definitions: Definitions
+) -> None:
+    path = with_plan(definitions)[0]
+    prefetch = prefetch_for(path)
+    prefetch["observations"] = {"resourceType": "OperationOutcome", "issue": []}
+    response = client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch))
+    assert response.status_code == 412
+    assert "observations" in response.json()["error"]
+
+
+# -- without prefetch: the fallback fetch ----------------------------------------------------
+
+
+def mock_ehr(router: respx.MockRouter, path: Path) -> None:
+    """A FHIR server holding one fixture patient; it answers only requests with the token."""
+    resources = resources_of(path)
+    patient = next(r for r in resources if r["resourceType"] == "Patient")
+    searchable = [{"name": "patient", "type": "reference"}]
+    capabilities = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [{"type": t, "searchParam": searchable} for t in TYPES.values()],
+            }
+        ],
+    }
+
+    def authorized(body: dict[str, Any]) -> Any:
+        def respond(request: httpx.Request) -> httpx.Response:
+            if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+                return httpx.Response(401)
+            return httpx.Response(200, json=body)
+
+        return respond
+
+    router.get(f"{EHR}/metadata").mock(side_effect=authorized(capabilities))
+    router.get(f"{EHR}/Patient/{patient['id']}").mock(side_effect=authorized(patient))
+    for rtype in TYPES.values():
+        matches = [r for r in resources if r["resourceType"] == rtype]
+        router.get(f"{EHR}/{rtype}", params={"patient": patient["id"]}).mock(
+            side_effect=authorized(searchset(matches))
+        )
+
+
+def authorization() -> dict[str, Any]:
+    return {
+        "fhirServer": EHR,
+        "fhirAuthorization": {
+            "access_token": TOKEN,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "cds-service",
+        },
+    }
+
+
+@respx.mock(assert_all_called=False)
+def test_without_prefetch_the_service_reads_fhir_server_with_the_token(
+    respx_mock: respx.MockRouter,
+    client: TestClient,
+    definitions: Definitions,
+    caplog: pytest.LogCaptureFixture,
+    phi: set[str],
+) -> None:
+    path = with_plan(definitions)[0]
+    pid = patient_id(path)
+    mock_ehr(respx_mock, path)
+    with caplog.at_level(logging.DEBUG):
+        response = client.post(SERVICE, json=hook_call(pid, **authorization()))
+    (card,) = cards_of(response)
+    check_card(card, path, definitions)
+    assert respx_mock.calls and all(
+        c.request.headers["Authorization"] == f"Bearer {TOKEN}" for c in respx_mock.calls
+    )
+    assert {c.request.url.host for c in respx_mock.calls} == {"ehr.example"}
+    assert TOKEN not in caplog.text
+    assert not [value for value in phi if value in caplog.text]
+
+
+@respx.mock(assert_all_called=False)
+def test_partial_prefetch_fetches_only_what_is_missing(
+    respx_mock: respx.MockRouter, client: TestClient, definitions: Definitions
+) -> None:
+    path = with_plan(definitions)[0]
+    pid = patient_id(path)
+    mock_ehr(respx_mock, path)
+    prefetch = prefetch_for(path)
+    del prefetch["observations"], prefetch["encounters"]
+    response = client.post(SERVICE, json=hook_call(pid, prefetch=prefetch, **authorization()))
+    (card,) = cards_of(response)
+    check_card(card, path, definitions)
+    fetched = {c.request.url.path.rsplit("/", 1)[-1] for c in respx_mock.calls}
+    assert fetched >= {"Observation", "Encounter"}
+    assert not fetched & {"Condition", pid, "MedicationRequest"}
+
+
+@respx.mock(assert_all_called=False)
+def test_token_is_not_sent_to_a_paging_link_off_the_server(
+    respx_mock: respx.MockRouter, client: TestClient, definitions: Definitions
+) -> None:
+    path = with_plan(definitions)[0]
+    pid = patient_id(path)
+    mock_ehr(respx_mock, path)
+    elsewhere = respx_mock.get(host="attacker.example").respond(json=searchset([]))
+    page = searchset([])
+    page["link"] = [{"relation": "next", "url": "https://attacker.example/fhir/Condition?page=2"}]
+    respx_mock.get(f"{EHR}/Condition", params={"patient": pid}).respond(json=page)
+    response = client.post(SERVICE, json=hook_call(pid, **authorization()))
+    assert response.status_code == 502
+    assert not elsewhere.called
+    assert TOKEN not in response.text
+
+
+# -- refused calls ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (hook_call("ft-01") | {"context": {"userId": "Practitioner/x"}}, "context.patientId"),
+        (hook_call("ft-01") | {"hook": "order-select"}, "hook"),
+        (hook_call("not/an id"), "context.patientId"),
+        ({k: v for k, v in hook_call("ft-01").items() if k != "hookInstance"}, "hookInstance"),
+        (
+            hook_call("ft-01", fhirAuthorization=authorization()["fhirAuthorization"]),
+            "fhirServer",
+        ),
+        (
+            hook_call("ft-01", fhirServer=EHR)
+            | {"fhirAuthorization": {"access_token": TOKEN, "token_type": "MAC"}},
+            "fhirAuthorization.token_type",
+        ),
+        (hook_call("ft-01", fhirServer="file:///etc/passwd"), "fhirServer"),
+        (hook_call("ft-01") | {"prefetch": [TOKEN]}, "prefetch"),
+    ],
+    ids=[
+        "no-patient",
+        "wrong-hook",
+        "bad-id",
+        "no-hookInstance",
+        "auth-without-server",
+        "not-bearer",
+        "not-http",
+        "prefetch-list",
+    ],
+)
+def test_bad_requests_are_refused_with_400_naming_the_field(
+    client: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = client.post(SERVICE, json=body)
+    assert response.status_code == 400
+    assert f"field {field}" in response.json()["error"]
+    assert TOKEN not in response.text
+
+
+def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
+    response = client.post(
+        SERVICE, content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "not JSON" in response.json()["error"]
+
+
+def test_an_unknown_service_is_404(client: TestClient) -> None:
+    response = client.post("/cds-services/other", json=hook_call("ft-01"))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("keep", [(), ("patient",), ("patient", "conditions")])
+def test_missing_prefetch_without_fhir_server_is_412(
+    client: TestClient, keep: tuple[str, ...]
+) -> None:
+    prefetch = {k: v for k, v in prefetch_for(BUNDLES[0]).items() if k in keep}
+    response = client.post(SERVICE, json=hook_call(patient_id(BUNDLES[0]), prefetch=prefetch))
+    assert response.status_code == 412
+    error = response.json()["error"]
+    assert "observations" in error and "fhirServer" in error
+
+
+def test_prefetch_of_another_patient_is_412(client: TestClient) -> None:
+    response = client.post(
+        SERVICE, json=hook_call("someone-else", prefetch=prefetch_for(BUNDLES[0]))
+    )
+    assert response.status_code == 412
+    assert "Patient/someone-else" in response.json()["error"]
