@@ -1,7 +1,8 @@
 """The ``fhir-tailor`` command line.
 
 Exit codes: 0 every patient succeeded; 1 at least one patient failed (see the report);
-2 usage error; 3 the run could not start (bad definitions, server unreachable or not R4).
+2 usage error; 3 the run could not start (bad definitions, server unreachable or not R4);
+4 the run stopped part-way (reading the patient list failed; --state resumes it).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-
 #: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
 EXIT_PARTIAL_FAILURE = 1
 EXIT_CANNOT_START = 3
+#: The run stopped part-way (reading patients failed); the report covers what was done.
+EXIT_STOPPED = 4
 
 log = logging.getLogger("fhir_tailor")
 
@@ -443,7 +446,9 @@ def sync(
                 concurrency=params["concurrency"],
             )
         except FhirTailorError as exc:  # the source failed (one patient's failure never gets here)
-            _fail(f"reading patients failed: {exc}")
+            report.finish()
+            report.retries = choice.client.retries if choice.client else 0
+            _finish(report, report_path, stopped=f"reading patients failed: {exc}")
         report.retries = choice.client.retries if choice.client else 0
         if isinstance(choice.source, BulkSource):
             report.bulk = choice.source.result.summary()
@@ -502,9 +507,15 @@ def _open_sink(
     return sink
 
 
-def _finish(report: RunReport, report_path: Path | None) -> None:
+def _finish(report: RunReport, report_path: Path | None, stopped: str | None = None) -> None:
+    """Write the report, summarize it on stderr and exit with the run's status: ``stopped``
+    says why a run ended part-way (exit 4; with --state the same command resumes it)."""
     if report_path is not None:
         report.write(report_path)
+    if stopped is not None:
+        notice(f"error: {stopped}")
+        notice(f"stopped part-way after {report.summary()}")
+        sys.exit(EXIT_STOPPED)
     notice(report.summary())
     for issue in report.read_issues[:20]:
         notice(f"  skipped: {issue}")

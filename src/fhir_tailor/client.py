@@ -428,8 +428,9 @@ class FhirClient:
         self.close()
 
     def close(self) -> None:
-        """Release pooled connections and stop the event loop."""
+        """Cancel requests still in flight, release pooled connections, stop the event loop."""
         try:
+            self._loop.cancel_pending()
             self._loop.call(self.aio.aclose())
         finally:
             self._loop.close()

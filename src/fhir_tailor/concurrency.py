@@ -50,10 +50,28 @@ class EventLoop:
             raise RuntimeError("EventLoop.call() from inside the loop: await the coroutine")
         return self.submit(coroutine).result()
 
+    def cancel_pending(self) -> None:
+        """Cancel the work still on the loop and wait until it has unwound.
+
+        A run that stops part-way (its source failed) leaves requests in flight; cancelling
+        them here, rather than dropping the loop under them, lets each close its connection
+        and retrieve its exception, so nothing is left half-done in the background.
+        """
+
+        async def unwind() -> None:
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        if not self._loop.is_closed():
+            self.call(unwind())
+
     def close(self) -> None:
-        """Stop the loop and its thread; idempotent."""
+        """Cancel pending work, stop the loop and its thread; idempotent."""
         if self._loop.is_closed():
             return
+        self.cancel_pending()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -40,6 +40,9 @@ class ReadIssue:
     reason: str
     resource_type: str | None = None
     resource_id: str | None = None
+    #: The id of a patient this issue left unread (its data could not be fetched at all):
+    #: that patient's outcome is a failure, not a silent skip, so the run is not complete.
+    unread_patient: str | None = None
 
     def __str__(self) -> str:
         what = f"{self.resource_type or '?'}/{self.resource_id or '?'}"

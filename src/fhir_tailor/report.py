@@ -53,6 +53,10 @@ class RunReport:
 
     def read_issue(self, issue: ReadIssue) -> None:
         self.read_issues.append(issue)
+        if issue.unread_patient is not None:
+            patient = f"Patient/{issue.unread_patient}"
+            detail = f"could not be read ({issue.location}): {issue.reason}"
+            self.add(PatientOutcome(patient, "failed", detail))
 
     def data_issue(self, reference: str, problem: str) -> None:
         self.data_issues.append((reference, problem))

@@ -138,3 +138,20 @@ def test_concurrent_sync_writes_the_same_files(tmp_path: Path, out_format: str) 
 
     one, eight = sync(1), sync(8)
     assert len(one) > 3 and one == eight
+
+
+def test_closing_the_loop_cancels_work_still_in_flight() -> None:
+    loop = EventLoop()
+    unwound: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            unwound.append("cleaned up")
+
+    future = loop.submit(forever())
+    loop.close()
+    assert unwound == ["cleaned up"]
+    assert future.cancelled()
+    loop.close()  # idempotent

@@ -72,6 +72,7 @@ def test_one_failing_patient_does_not_abort_the_run(definitions: Definitions) ->
             "reason": "invalid JSON",
             "resource_type": None,
             "resource_id": None,
+            "unread_patient": None,
         }
     ]
     assert summary["counts"] == {"failed": 2, "written": 2}

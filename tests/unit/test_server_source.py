@@ -4,6 +4,7 @@ tests/integration)."""
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import pytest
 import respx
 
 from fhir_tailor.client import FhirClient
+from fhir_tailor.errors import FhirServerError
 from fhir_tailor.record import ReadIssue
+from fhir_tailor.report import RunReport
 from fhir_tailor.sources.server import PatientSelection, ServerSource
 
 BASE = "https://fhir.example.org/r4"
@@ -97,6 +100,45 @@ def test_a_failing_optional_type_is_reported_and_the_patient_kept(
     assert len(issues) == 1
     assert issues[0].location == "MedicationRequest?patient"
     assert "403" in issues[0].reason
+    assert issues[0].unread_patient is None, "the patient is still profiled"
+
+
+FORBIDDEN = {"resourceType": "OperationOutcome", "issue": [{"code": "forbidden"}]}
+
+
+@respx.mock(assert_all_called=False)
+def test_a_failing_required_search_fails_the_patient_in_the_report(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.get(f"{BASE}/metadata").respond(json=capabilities("Condition", "Observation"))
+    for pid in ("p1", "p2"):
+        respx_mock.get(f"{BASE}/Patient/{pid}").respond(json={"resourceType": "Patient", "id": pid})
+        respx_mock.get(f"{BASE}/Observation", params={"patient": pid}).respond(json=bundle())
+    respx_mock.get(f"{BASE}/Condition", params={"patient": "p1"}).respond(403, json=FORBIDDEN)
+    respx_mock.get(f"{BASE}/Condition", params={"patient": "p2"}).respond(json=bundle())
+    report = RunReport()
+    with FhirClient(BASE) as client:
+        source = ServerSource(client, PatientSelection(ids=("p1", "p2", "gone")))
+        respx_mock.get(f"{BASE}/Patient/gone").respond(404, json=FORBIDDEN)
+        records = list(source.records(report.read_issue))
+    assert [r.patient_id for r in records] == ["p2"]
+    failed = {p.patient: p.detail or "" for p in report.patients if p.outcome == "failed"}
+    assert sorted(failed) == ["Patient/gone", "Patient/p1"]
+    assert "Condition?patient" in failed["Patient/p1"] and "403" in failed["Patient/p1"]
+    assert report.failed, "a run with unread patients is not complete"
+
+
+@respx.mock(assert_all_called=False)
+def test_a_failing_changed_since_search_stops_the_listing(respx_mock: respx.MockRouter) -> None:
+    respx_mock.get(f"{BASE}/metadata").respond(json=capabilities("Condition", "Observation"))
+    respx_mock.get(f"{BASE}/Patient").respond(json=bundle())
+    respx_mock.get(f"{BASE}/Condition").respond(403, json=FORBIDDEN)
+    respx_mock.get(f"{BASE}/Observation").respond(json=bundle())
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    with FhirClient(BASE) as client:
+        source = ServerSource(client, PatientSelection(since=since))
+        with pytest.raises(FhirServerError, match="403"):
+            list(source.records(lambda _issue: None))
 
 
 def test_capabilities_are_asked_once_per_run() -> None:

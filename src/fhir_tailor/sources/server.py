@@ -91,7 +91,7 @@ class ServerSource:
         try:
             resource = await self.client.aio.read("Patient", patient)
         except FhirTailorError as exc:
-            on_issue(ReadIssue(f"Patient/{patient}", str(exc), "Patient", patient))
+            on_issue(ReadIssue(f"Patient/{patient}", str(exc), "Patient", patient, patient))
             return None
         return await self._record(resource, on_issue)
 
@@ -111,7 +111,10 @@ class ServerSource:
                     if pid:
                         changed.add(pid)
             except FhirTailorError as exc:
-                on_issue(ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype))
+                if rtype in optional:  # the patients that matter are still found
+                    on_issue(ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype))
+                else:  # changed patients would be missed, and the watermark move past them
+                    raise
         return sorted(changed)
 
     async def _record(self, patient: Resource, on_issue: IssueHandler) -> PatientRecord | None:
@@ -128,9 +131,10 @@ class ServerSource:
                 )
                 resources.extend(self._usable(found, pid, rtype, on_issue))
             except FhirTailorError as exc:
-                on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
                 if rtype in required:
+                    on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid, pid))
                     return None
+                on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
         return PatientRecord(patient, tuple(resources))
 
     @staticmethod
