@@ -22,16 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from expected import AS_OF, FIXTURES, eligible_patients
 from faultproxy import Fault, FaultProxy, Plan, Rule, fault_proxy
 from searching import search_all
 
 from fhir_tailor.cli import EXIT_PARTIAL_FAILURE, EXIT_STOPPED, main
-from fhir_tailor.definitions import bundled_path
 from fhir_tailor.resources import CAREPLAN_ID_SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = bundled_path("fixtures") / "bundles"
-AS_OF = "2026-11-15"
 CLI = str(Path(sys.executable).parent / "fhir-tailor")
 SEED = 7
 #: Client timeout; a ``timeout`` fault keeps the client waiting longer than this.
@@ -124,15 +122,7 @@ def loaded(own_server: str) -> str:
 
 @pytest.fixture(scope="module")
 def eligible() -> list[str]:
-    """The patients a file-based run (no server, no faults) gives a plan, sorted."""
-    result = CliRunner().invoke(
-        main, ["--as-of", AS_OF, "sync", "--input", str(FIXTURES), "--out", "-"]
-    )
-    assert result.exit_code == 0, result.stderr
-    return sorted(
-        json.loads(line)["entry"][0]["resource"]["subject"]["reference"]
-        for line in result.stdout.splitlines()
-    )
+    return eligible_patients()
 
 
 @pytest.fixture(scope="module")

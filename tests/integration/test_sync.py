@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from expected import AS_OF, FIXTURES, eligible_patients
 from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.provenance import Provenance
@@ -23,8 +24,6 @@ from fhir_tailor.definitions import bundled_path
 from fhir_tailor.resources import CAREPLAN_ID_SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = bundled_path("fixtures") / "bundles"
-AS_OF = "2026-11-15"
 SERVICEREQUEST_ID_SYSTEM = "https://fhir-tailor.dev/fhir/id/servicerequest"
 
 
@@ -96,14 +95,7 @@ def loaded(fhir_server: str) -> str:
 @pytest.fixture(scope="module")
 def eligible() -> set[str]:
     """Patients the file-based run gives a plan: the same must get exactly one on the server."""
-    result = CliRunner().invoke(
-        main, ["--as-of", AS_OF, "sync", "--input", str(FIXTURES), "--out", "-"]
-    )
-    assert result.exit_code == 0, result.stderr
-    return {
-        json.loads(line)["entry"][0]["resource"]["subject"]["reference"]
-        for line in result.stdout.splitlines()
-    }
+    return set(eligible_patients())
 
 
 @pytest.fixture
