@@ -2,7 +2,8 @@
 
 Exit codes: 0 every patient succeeded; 1 at least one patient failed (see the report);
 2 usage error; 3 the run could not start (bad definitions, server unreachable or not R4);
-4 the run stopped part-way (reading the patient list failed; --state resumes it).
+4 the run stopped part-way (reading the patient list failed after some patients were done;
+--state resumes it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-
 #: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
 EXIT_PARTIAL_FAILURE = 1
 EXIT_CANNOT_START = 3
-#: The run stopped part-way (reading patients failed); the report covers what was done.
+#: The run stopped part-way (the patient list failed after some patients were done).
 EXIT_STOPPED = 4
 
 log = logging.getLogger("fhir_tailor")
@@ -509,13 +510,14 @@ def _open_sink(
 
 def _finish(report: RunReport, report_path: Path | None, stopped: str | None = None) -> None:
     """Write the report, summarize it on stderr and exit with the run's status: ``stopped``
-    says why a run ended part-way (exit 4; with --state the same command resumes it)."""
+    says why a run ended early: part-way (exit 4; with --state the same command resumes it),
+    or before any patient (exit 3, as for a server refusing us at the start)."""
     if report_path is not None:
         report.write(report_path)
     if stopped is not None:
         notice(f"error: {stopped}")
-        notice(f"stopped part-way after {report.summary()}")
-        sys.exit(EXIT_STOPPED)
+        notice(f"stopped after {report.summary()}")
+        sys.exit(EXIT_STOPPED if report.patients else EXIT_CANNOT_START)
     notice(report.summary())
     for issue in report.read_issues[:20]:
         notice(f"  skipped: {issue}")
