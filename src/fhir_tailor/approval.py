@@ -25,7 +25,7 @@ from typing import Literal
 
 from .client import FhirClient
 from .errors import FhirTailorError, PreconditionFailedError
-from .fhirdata import Resource, reference_id
+from .fhirdata import Resource
 from .plan import Plan
 from .resources import (
     CONTENT_DIGEST_URL,
@@ -36,12 +36,17 @@ from .resources import (
     content_digest,
     create_transaction,
     extension_value,
-    identifier_search,
     to_fhir,
     validate,
     with_digest,
 )
-from .sinks.server import PART_TYPES, foreign_change, update_transaction
+from .sinks.server import (
+    PART_TYPES,
+    foreign_change,
+    stored_careplans,
+    stored_parts,
+    update_transaction,
+)
 
 log = logging.getLogger("fhir_tailor.approval")
 
@@ -84,7 +89,7 @@ def approve(client: FhirClient, plan: Plan, dropped: set[str], recorded: datetim
         problem = foreign_change(current)
         if problem:
             raise ApprovalError(f"{ref} was not changed: {problem}")
-        parts = _parts(client, current)
+        parts = client.call(stored_parts(client.aio, current))
         for part in parts:
             problem = foreign_change(part)
             if problem:
@@ -137,31 +142,11 @@ def _approved_as(careplan: Resource, plan: Plan) -> bool:
 
 
 def _stored_careplan(client: FhirClient, resources: PlanResources) -> Resource | None:
-    search = identifier_search(resources.careplan.resource)
-    assert search is not None
-    found = [
-        r
-        for r in client.search("CarePlan", {"identifier": search.split("=", 1)[1]})
-        if r.get("resourceType") == "CarePlan"
-    ]
+    found = client.call(stored_careplans(client.aio, resources))
     if len(found) > 1:
         refs = ", ".join(f"CarePlan/{r.get('id')}" for r in found)
         raise ApprovalError(f"several CarePlans share one identifier: {refs}")
     return found[0] if found else None
-
-
-def _parts(client: FhirClient, careplan: Resource) -> list[Resource]:
-    """The Goals and referral ServiceRequests the stored CarePlan references, read by id."""
-    references = [
-        *(careplan.get("goal") or ()),
-        *(a.get("reference") for a in careplan.get("activity") or () if isinstance(a, dict)),
-    ]
-    return [
-        client.read(rtype, rid)
-        for reference in references
-        for rtype in PART_TYPES
-        if (rid := reference_id(reference, rtype))
-    ]
 
 
 def _transaction(client: FhirClient, bundle: Resource) -> None:

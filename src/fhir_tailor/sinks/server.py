@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ..client import FhirClient
+from ..client import AsyncFhirClient, FhirClient
 from ..fhirdata import Resource, reference_id
 from ..plan import Plan
 from ..report import PatientOutcome
@@ -77,12 +77,7 @@ class ServerSink:
 
     async def awrite(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
         """:meth:`write`, for callers on the client's event loop."""
-        careplan_search = identifier_search(resources.careplan.resource)
-        assert careplan_search is not None
-        stored = await self.client.aio.search_all(
-            "CarePlan", {"identifier": careplan_search.split("=", 1)[1]}
-        )
-        found = [r for r in stored if r.get("resourceType") == "CarePlan"]
+        found = await stored_careplans(self.client.aio, resources)
         if len(found) > 1:
             refs = ", ".join(f"CarePlan/{r.get('id')}" for r in found)
             return PatientOutcome(
@@ -95,7 +90,7 @@ class ServerSink:
         problem = foreign_change(current)
         if problem:
             return PatientOutcome(plan.patient, "skipped-edited", f"{ref}: {problem}", ref)
-        parts = await self._current_parts(current)
+        parts = await stored_parts(self.client.aio, current)
         for part in parts:
             problem = foreign_change(part)
             if problem:
@@ -128,20 +123,6 @@ class ServerSink:
         response = await self.client.aio.transaction(bundle)
         return PatientOutcome(plan.patient, "created", careplan=_location(response))
 
-    async def _current_parts(self, careplan: Resource) -> list[Resource]:
-        """The Goals and referral ServiceRequests the stored CarePlan references, read by id."""
-        references = [
-            *(careplan.get("goal") or ()),
-            *(a.get("reference") for a in careplan.get("activity") or () if isinstance(a, dict)),
-        ]
-        parts = []
-        for reference in references:
-            for rtype in PART_TYPES:
-                rid = reference_id(reference, rtype)
-                if rid:
-                    parts.append(await self.client.aio.read(rtype, rid))
-        return parts
-
     def _show_diffs(self, bundle: Resource, current: list[Resource]) -> None:
         """A diff per resource the update would write: replaced ones against the server's
         version, new ones against nothing; the Provenance, always new, is left out."""
@@ -162,6 +143,29 @@ class ServerSink:
             text = "\n".join(diff)
             if text:
                 self.echo(text)
+
+
+async def stored_careplans(client: AsyncFhirClient, resources: PlanResources) -> list[Resource]:
+    """The CarePlans on the server with the business identifier of ``resources``' CarePlan:
+    none yet, the one an earlier run wrote, or (a conflict the caller reports) several."""
+    careplan_search = identifier_search(resources.careplan.resource)
+    assert careplan_search is not None
+    stored = await client.search_all("CarePlan", {"identifier": careplan_search.split("=", 1)[1]})
+    return [r for r in stored if r.get("resourceType") == "CarePlan"]
+
+
+async def stored_parts(client: AsyncFhirClient, careplan: Resource) -> list[Resource]:
+    """The Goals and referral ServiceRequests a stored CarePlan references, read by id."""
+    references = [
+        *(careplan.get("goal") or ()),
+        *(a.get("reference") for a in careplan.get("activity") or () if isinstance(a, dict)),
+    ]
+    return [
+        await client.read(rtype, rid)
+        for reference in references
+        for rtype in PART_TYPES
+        if (rid := reference_id(reference, rtype))
+    ]
 
 
 def foreign_change(resource: Resource) -> str | None:
