@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlencode
 
 from .catalog import ActivityTemplate, Catalog, Code, GoalTemplate, Module, Variant
@@ -39,7 +39,7 @@ from .definitions import Definitions
 from .errors import FhirTailorError
 from .fhirdata import Resource
 from .fhirpath import LANGUAGE, Translator
-from .resources import GENERATED_TAG, UCUM, validate
+from .resources import GENERATED_TAG, UCUM, numbers_as_floats, validate
 from .rules import RuleExpr
 
 PLAN_DEFINITION_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
@@ -297,18 +297,8 @@ def digest(resource: Resource) -> str:
     """A digest of the definitional content: all but ``id``, ``meta`` and ``text``, which the
     server owns or derives; numbers by value."""
     content = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
-    canonical = json.dumps(_numbers_as_floats(content), sort_keys=True, ensure_ascii=False)
+    canonical = json.dumps(numbers_as_floats(content), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _numbers_as_floats(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _numbers_as_floats(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_numbers_as_floats(item) for item in value]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
 
 
 # -- writing -----------------------------------------------------------------------------------

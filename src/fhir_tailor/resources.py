@@ -174,16 +174,16 @@ def content_digest(resource: Resource) -> str:
         ]
     else:
         content = [resource.get(key) for key in EDITABLE[rtype]]
-    canonical = json.dumps(_numbers_as_floats(content), sort_keys=True)
+    canonical = json.dumps(numbers_as_floats(content), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _numbers_as_floats(value: Any) -> Any:
+def numbers_as_floats(value: Any) -> Any:
     """Servers may store ``7.0`` as ``7`` or ``8.10`` as ``8.1``: digest numbers by value."""
     if isinstance(value, dict):
-        return {key: _numbers_as_floats(item) for key, item in value.items()}
+        return {key: numbers_as_floats(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_numbers_as_floats(item) for item in value]
+        return [numbers_as_floats(item) for item in value]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value
