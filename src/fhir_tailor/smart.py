@@ -244,21 +244,17 @@ class SmartBackendAuth(httpx.Auth):
             yield request  # another origin never sees our token
             return
         await request.aread()  # so that a request refused with 401 can be sent again
-        async with self._lock:
-            if self._token is None or self._expires_at - self._clock() < self._refresh_margin:
-                steps = self._fetch_token()
-                step = _advance(steps)
-                while step is not None:
-                    reply = yield step
-                    await reply.aread()
-                    step = _advance(steps, reply)
-            token = self._token
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
+        refused: str | None = None  # the token the server answered 401 to, if it did
+        for _ in range(2):
             async with self._lock:
-                if self._token == token:
-                    logger.info("the FHIR server answered 401; requesting a new access token")
+                if refused is not None:
+                    renew = self._token == refused  # else another request already renewed it
+                    if renew:
+                        logger.info("the FHIR server answered 401; requesting a new access token")
+                else:
+                    stale = self._expires_at - self._clock() < self._refresh_margin
+                    renew = self._token is None or stale
+                if renew:
                     steps = self._fetch_token()
                     step = _advance(steps)
                     while step is not None:
@@ -267,7 +263,10 @@ class SmartBackendAuth(httpx.Auth):
                         step = _advance(steps, reply)
                 token = self._token
             request.headers["Authorization"] = f"Bearer {token}"
-            yield request
+            response = yield request
+            if response.status_code != 401:
+                return
+            refused = token
 
     def _fetch_token(self) -> Generator[httpx.Request, httpx.Response, None]:
         """Request a new access token (discovering the endpoint first if needed) and cache it."""
