@@ -37,7 +37,6 @@ from .resources import (
     create_transaction,
     extension_value,
     to_fhir,
-    validate,
     with_digest,
 )
 from .sinks.server import (
@@ -47,6 +46,7 @@ from .sinks.server import (
     stored_parts,
     update_transaction,
 )
+from .validation import validate
 
 log = logging.getLogger("fhir_tailor.approval")
 

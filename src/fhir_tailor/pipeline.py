@@ -21,11 +21,12 @@ from .plan import Plan, plan_for
 from .profile import Profile, build_profile
 from .record import PatientRecord
 from .report import PatientOutcome, RunReport
-from .resources import InvalidOutputError, PlanResources, to_fhir
+from .resources import PlanResources, to_fhir
 from .segments import SegmentMatch, segment
 from .sinks import Sink, concurrent_writer
 from .sources import Source
 from .state import RunState
+from .validation import InvalidOutputError
 
 log = logging.getLogger("fhir_tailor.pipeline")
 T = TypeVar("T")

@@ -39,8 +39,9 @@ from .definitions import Definitions
 from .errors import FhirTailorError
 from .fhirdata import Resource
 from .fhirpath import LANGUAGE, Translator
-from .resources import GENERATED_TAG, UCUM, numbers_as_floats, validate
+from .resources import GENERATED_TAG, UCUM, numbers_as_floats
 from .rules import RuleExpr
+from .validation import validate
 
 PLAN_DEFINITION_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
 #: What the applicability expressions are evaluated against (see :mod:`fhir_tailor.fhirpath`).

@@ -30,9 +30,6 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
 from . import __version__
 from .catalog import Code
 from .conformance import (
@@ -45,9 +42,9 @@ from .conformance import (
     goal_profiles,
     referral_profiles,
 )
-from .errors import FhirTailorError
 from .fhirdata import Resource
 from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal
+from .validation import ShapeValidator
 
 TAILOR = "https://fhir-tailor.dev/fhir"
 CAREPLAN_ID_SYSTEM = f"{TAILOR}/id/careplan"
@@ -84,10 +81,6 @@ EDITABLE = {
 }
 
 
-class InvalidOutputError(FhirTailorError):
-    """fhir-tailor produced a resource that is not valid FHIR: a bug, never the input's fault."""
-
-
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A resource to write and the ``urn:uuid`` other entries use to reference it."""
@@ -121,6 +114,10 @@ def careplan_identifier(plan: Plan) -> str:
     return f"{plan.patient.removeprefix('Patient/')}/{plan.catalog}/{plan.catalog_version}"
 
 
+#: Plans of a population share few shapes: each is validated strictly once (see validation).
+_validate_output = ShapeValidator()
+
+
 def to_fhir(plan: Plan, recorded: datetime) -> PlanResources:
     """Render a plan as validated CarePlan, Goal, ServiceRequest and Provenance resources."""
     careplan_id = careplan_identifier(plan)
@@ -140,17 +137,8 @@ def to_fhir(plan: Plan, recorded: datetime) -> PlanResources:
     provenance = Entry(_urn("Provenance", careplan_id), _provenance(plan, targets, recorded))
     result = PlanResources(careplan, goals, tuple(referrals.values()), provenance)
     for entry in result.entries:
-        validate(entry.resource)
+        _validate_output(entry.resource)
     return result
-
-
-def validate(resource: Resource) -> None:
-    """Validate a resource we are about to write with the strict R4B models."""
-    rtype = str(resource.get("resourceType"))
-    try:
-        get_fhir_model_class(rtype).model_validate(resource)
-    except ValidationError as exc:
-        raise InvalidOutputError(f"fhir-tailor built an invalid {rtype}: {exc}") from exc
 
 
 def content_digest(resource: Resource) -> str:

@@ -16,14 +16,13 @@ from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.resources import (
     CAREPLAN_ID_SYSTEM,
     GENERATED_TAG,
-    InvalidOutputError,
     PlanResources,
     content_digest,
     create_transaction,
     to_fhir,
-    validate,
 )
 from fhir_tailor.sinks.server import foreign_change
+from fhir_tailor.validation import InvalidOutputError, validate
 
 RECORDED = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 

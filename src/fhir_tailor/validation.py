@@ -1,0 +1,169 @@
+"""Strict validation of what we write, paid once per shape of resource.
+
+Every resource fhir-tailor writes must pass the ``fhir.resources`` R4B models: an invalid one
+is a bug of ours. Strict validation costs about a millisecond per resource, more than building
+the patient's whole profile, yet a population's plans are made of few *shapes*: the same
+elements, list lengths, value types and string patterns, told apart only by the digits and words
+that vary per patient (ids, dates, values). So a resource whose shape already validated is not
+validated again.
+
+What the shape keeps is what validity can depend on in our output: every element name and its
+nesting, list lengths, the type of each value, the sign of numbers, booleans, and for strings up
+to 64 characters (the longest FHIR id) the length and character pattern, where a run of letters
+and digits reads as one ``w`` but whitespace and punctuation are kept. Of a longer string (text,
+narrative) it keeps what the R4B string patterns check: whitespace at either end, runs of
+whitespace and control characters. Two strings of one shape differ only in letters and digits,
+which come from catalog text, ids and hex digests of our own, ids checked on read and Python
+``date`` values (so a date's digits are always a valid date).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from functools import cache, partial
+from typing import Any, get_args
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from .errors import FhirTailorError
+
+#: Shapes remembered at most; past it the memory starts over (a few MB, whatever the run).
+MAX_SHAPES = 100_000
+_ALPHANUMERIC_RUN = re.compile(r"[A-Za-z0-9]+")
+_WHITESPACE_RUN = re.compile(r"\s\s")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_LONGEST_ID = 64
+
+
+class InvalidOutputError(FhirTailorError):
+    """fhir-tailor produced a resource that is not valid FHIR: a bug, never the input's fault."""
+
+
+def validate(resource: dict[str, Any]) -> None:
+    """Validate a resource we are about to write with the strict R4B models, every time."""
+    rtype = str(resource.get("resourceType"))
+    try:
+        get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        raise InvalidOutputError(f"fhir-tailor built an invalid {rtype}: {exc}") from exc
+
+
+class ShapeValidator:
+    """:func:`validate`, skipped for what already passed: done per part, not per resource.
+
+    A CarePlan's activities come from a catalog, but which of them a patient gets varies, so
+    whole CarePlans rarely share a shape. The R4B models check each element of a list on its
+    own, so a resource is checked as its *skeleton* (every list of elements cut to its first
+    element) plus each further element of those lists against its element model (a
+    ``CarePlanActivity``, a ``Reference``): each one once per shape.
+    """
+
+    def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
+        self.max_shapes = max_shapes
+        self._valid: set[bytes] = set()
+        self.validated = 0
+        self.skipped = 0
+
+    def __call__(self, resource: dict[str, Any]) -> None:
+        rtype = str(resource.get("resourceType"))
+        skeleton: dict[str, Any] = {}
+        rest: list[tuple[str, dict[str, Any]]] = []
+        for key, value in resource.items():
+            model = _element_model(rtype, key) if _is_element_list(value) else None
+            if model is None:
+                skeleton[key] = value
+            else:
+                skeleton[key] = value[:1]
+                rest += [(model, element) for element in value[1:]]
+        self._check(rtype, skeleton, lambda: validate(skeleton))
+        for model, element in rest:
+            self._check(model, element, partial(_validate_element, rtype, model, element))
+
+    def _check(self, model: str, value: dict[str, Any], check: Callable[[], None]) -> None:
+        key = shape_key(value, model)
+        if key in self._valid:
+            self.skipped += 1
+            return
+        check()
+        self.validated += 1
+        if len(self._valid) >= self.max_shapes:
+            self._valid.clear()
+        self._valid.add(key)
+
+
+def shape_key(value: dict[str, Any], model: str = "") -> bytes:
+    """A digest of ``value``'s shape as ``model`` (see the module docstring for what it keeps)."""
+    tokens: list[str] = [model]
+    _shape(value, tokens)
+    return hashlib.blake2b("\x1f".join(tokens).encode(), digest_size=16).digest()
+
+
+def _shape(value: object, tokens: list[str]) -> None:
+    if isinstance(value, dict):
+        tokens.append("{")
+        for key, item in value.items():
+            tokens.append(str(key))
+            _shape(item, tokens)
+        tokens.append("}")
+    elif isinstance(value, list):
+        tokens.append("[")
+        for item in value:
+            _shape(item, tokens)
+        tokens.append("]")
+    elif isinstance(value, str):
+        tokens.append(_string_shape(value))
+    elif isinstance(value, bool):
+        tokens.append(f"b{value}")
+    elif isinstance(value, int | float):
+        sign = "+" if value > 0 else "0" if value == 0 else "-"
+        tokens.append(f"{type(value).__name__}{sign}")
+    else:
+        tokens.append(type(value).__name__)
+
+
+def _string_shape(value: str) -> str:
+    """Length and pattern of a short string; for a long one (text, narrative) only what the
+    R4B string patterns look at: whitespace at either end, runs of it, control characters."""
+    if len(value) > _LONGEST_ID:
+        flags = (
+            value[:1].isspace(),
+            value[-1:].isspace(),
+            _WHITESPACE_RUN.search(value) is not None,
+            _CONTROL.search(value) is not None,
+        )
+        return "s+" + "".join("1" if flag else "0" for flag in flags)
+    pattern = _ALPHANUMERIC_RUN.sub("w", value)
+    return f"s{len(value)}:{pattern}"
+
+
+def _is_element_list(value: object) -> bool:
+    return isinstance(value, list) and len(value) > 1 and isinstance(value[0], dict)
+
+
+@cache
+def _element_model(rtype: str, key: str) -> str | None:
+    """The name of the R4B model of one element of ``rtype``'s list ``key`` (``None``: unknown)."""
+    try:
+        field = get_fhir_model_class(rtype).model_fields.get(key)
+    except KeyError:
+        return None
+    names = [arg.__name__ for arg in _flatten(field.annotation if field else None)]
+    models = [n.removesuffix("Type") for n in names if n.endswith("Type") and n != "NoneType"]
+    return models[0] if len(models) == 1 else None
+
+
+def _flatten(annotation: object) -> list[type]:
+    args = get_args(annotation)
+    if not args:
+        return [annotation] if isinstance(annotation, type) else []
+    return [found for arg in args for found in _flatten(arg)]
+
+
+def _validate_element(rtype: str, model: str, element: dict[str, Any]) -> None:
+    try:
+        get_fhir_model_class(model).model_validate(element)
+    except ValidationError as exc:
+        raise InvalidOutputError(f"fhir-tailor built an invalid {rtype} ({model}): {exc}") from exc

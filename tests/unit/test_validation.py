@@ -1,0 +1,141 @@
+"""Output validation once per shape: skipping never lets an invalid resource through."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from builders import AS_OF
+
+from fhir_tailor.definitions import Definitions
+from fhir_tailor.pipeline import profile_and_plan
+from fhir_tailor.record import ReadIssue
+from fhir_tailor.resources import to_fhir
+from fhir_tailor.sources.files import BundleSource
+from fhir_tailor.validation import InvalidOutputError, ShapeValidator, shape_key, validate
+
+BUNDLES = Path(__file__).parents[2] / "fixtures" / "bundles"
+RECORDED = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+
+
+def plan_resources(definitions: Definitions) -> list[dict[str, Any]]:
+    """Every resource the fixture patients' plans are written as."""
+
+    def ignore(_: ReadIssue) -> None:
+        pass
+
+    out = []
+    for record in BundleSource(BUNDLES).records(ignore):
+        _, plan = profile_and_plan(record, definitions, AS_OF)
+        if plan is not None:
+            out += [entry.resource for entry in to_fhir(plan, RECORDED).entries]
+    return out
+
+
+def careplan(patient: str = "p1") -> dict[str, Any]:
+    return {
+        "resourceType": "CarePlan",
+        "id": f"cp-{patient}",
+        "status": "draft",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient}"},
+        "period": {"start": "2026-11-15"},
+        "activity": [
+            {"detail": {"status": "scheduled", "description": "Walk 20 minutes"}},
+            {"detail": {"status": "scheduled", "description": "Call a friend"}},
+        ],
+    }
+
+
+def test_a_shape_is_validated_once() -> None:
+    validator = ShapeValidator()
+    validator(careplan("p1"))
+    validator(careplan("p2"))
+    validator(careplan("p3"))
+    # Once each: the skeleton (with activity[0]) and activity[1] on its own.
+    assert (validator.validated, validator.skipped) == (2, 4)
+
+
+def test_fixture_plans_validate_once_per_distinct_shape(definitions: Definitions) -> None:
+    resources = plan_resources(definitions)
+    validator = ShapeValidator()
+    for resource in resources:
+        validate(resource)  # every one is valid on its own
+        validator(resource)
+    assert validator.skipped > 0
+
+
+def _set(path: tuple[str | int, ...], value: object) -> Callable[[dict[str, Any]], None]:
+    def mutate(resource: dict[str, Any]) -> None:
+        target: Any = resource
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+
+    return mutate
+
+
+def _drop(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda resource: resource.pop(key)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "why"),
+    [
+        (_set(("status",), "dr  aft"), "two spaces inside a code"),
+        (_set(("id",), "cp p1"), "a space in an id"),
+        (_set(("period", "start"), "2026-11-15T"), "a date with a dangling T"),
+        (_set(("status",), "draft "), "a code with trailing whitespace"),
+        (_set(("intent",), ["plan"]), "a list for a single value"),
+        (_set(("activity", 0, "detail", "status"), None), "a null required value"),
+        (_set(("activity", 0, "detail", "description"), 7), "a number for a string"),
+        (_set(("activity", 1, "detail", "status"), "not  a code"), "a later element's code"),
+        (_set(("activity", 1, "detail", "bogus"), 1), "a later element's unknown element"),
+        (_set(("activity", 1, "detail"), "x"), "a later element's string for an element"),
+        (_set(("subject",), {"reference": "Patient/p1", "bogus": 1}), "an unknown element"),
+        (_drop("subject"), "a missing required element"),
+    ],
+)
+def test_an_invalid_resource_is_caught_after_its_valid_twin(
+    mutation: Callable[[dict[str, Any]], None], why: str
+) -> None:
+    broken = copy.deepcopy(careplan())
+    mutation(broken)
+    with pytest.raises(InvalidOutputError):  # the premise: the strict models reject it
+        validate(broken)
+    validator = ShapeValidator()
+    validator(careplan())
+    with pytest.raises(InvalidOutputError, match="CarePlan"):
+        validator(broken)
+    with pytest.raises(InvalidOutputError):  # a failure is never remembered as a valid shape
+        validator(broken)
+
+
+def test_new_elements_are_checked_on_their_own() -> None:
+    validator = ShapeValidator()
+    validator(careplan())
+    assert (validator.validated, validator.skipped) == (2, 0)  # the skeleton, activity[1]
+    longer = careplan()
+    longer["activity"].append({"detail": {"status": "completed", "description": "Rest"}})
+    validator(longer)
+    assert (validator.validated, validator.skipped) == (3, 2)  # only activity[2] is new
+
+
+def test_letters_and_digits_vary_within_a_shape_punctuation_and_spaces_do_not() -> None:
+    base = careplan()
+    same = {**base, "id": "cp-q7", "subject": {"reference": "Patient/q7"}}
+    assert shape_key(same) == shape_key(base)
+    for other in ({**base, "id": "cp.p1"}, {**base, "id": "cp-p1 "}, {**base, "id": "cp-p12"}):
+        assert shape_key(other) != shape_key(base)
+
+
+def test_memory_is_bounded() -> None:
+    validator = ShapeValidator(max_shapes=2)
+    for n in range(5):
+        validator({**careplan(), "id": "x" * (n + 1)})
+    assert validator.validated >= 5
+    assert len(validator._valid) <= 2
