@@ -9,12 +9,15 @@ what we *write* (see :mod:`fhir_tailor.resources`).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
 from datetime import date
 from functools import lru_cache
 from typing import Any, TypeGuard
+
+import orjson
 
 Resource = dict[str, Any]
 
@@ -23,6 +26,21 @@ _DATE_PREFIX = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 #: BCP-47 language tag shape (``es``, ``zh-Hant-TW``): preferred languages end up in plans.
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def load_json(data: bytes) -> Any:
+    """Parse JSON quickly, with Python's reader as the judge of anything unusual.
+
+    orjson refuses what strict JSON forbids but real files hold (NaN, integers past 64 bits, a
+    lone surrogate, bytes that are not UTF-8); those documents, and truly invalid ones, are read
+    again by :func:`json.loads` with undecodable bytes replaced, so what is read, and the error
+    reported when nothing can be (a ``json.JSONDecodeError``, a ``RecursionError`` when nested
+    too deeply), are exactly Python's.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8", errors="replace"))
 
 
 def resource_ref(resource: Resource) -> str:

@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fhirdata import Resource, is_fhir_id, is_resource_type, subject_patient_id
+import orjson
+
+from .fhirdata import Resource, is_fhir_id, is_resource_type, load_json, subject_patient_id
 
 #: Resource types that carry patient data we map; other valid types are passed over.
 USED_TYPES = frozenset(
@@ -73,6 +75,9 @@ class Located:
 
     resource: object
     location: str
+    #: The resource's JSON text as read (a file source's line), kept so that spilling it to
+    #: a bucket file needs no second encoding; empty when the resource was not read as text.
+    raw: bytes = b""
 
 
 def check_resource(raw: object) -> tuple[str | None, str | None, str | None]:
@@ -111,82 +116,114 @@ def group_by_patient(
 ) -> Iterator[PatientRecord]:
     """Group located resources into records, reporting what cannot be attributed.
 
-    With ``buckets`` > 1, resources are spilled to that many temporary files first, so memory
-    holds one bucket (about ``1/buckets`` of the input) at a time. Records come out sorted by
-    patient id within each bucket, so the order is the same on every run.
+    With ``buckets`` > 1, resources are spilled to that many temporary files first, as their
+    JSON text with a small header (patient, location, type, id), so memory holds one bucket's
+    text at a time and a resource is parsed again only when its patient's record is built.
+    Records come out sorted by patient id within each bucket, so the order is the same on
+    every run.
     """
     if buckets <= 1:
-        yield from _group_in_memory(_attributed(items, on_issue), on_issue)
+        yield from _group(_attributed(items, on_issue), on_issue, _as_resource)
         return
     with tempfile.TemporaryDirectory(prefix="fhir-tailor-") as tmp:
         paths = [Path(tmp) / f"bucket-{n}.ndjson" for n in range(buckets)]
-        files = [p.open("w", encoding="utf-8") for p in paths]
+        files = [p.open("wb") for p in paths]
         try:
-            for pid, resource, location in _attributed(items, on_issue):
-                bucket = zlib.crc32(pid.encode()) % buckets
-                files[bucket].write(json.dumps([pid, location, resource]) + "\n")
+            for item in _attributed(items, on_issue):
+                resource = _as_resource(item.payload)
+                header = orjson.dumps([item.pid, item.location, item.rtype, item.rid])
+                # json, not orjson: it writes back exactly what it read (NaN, big integers).
+                text = item.raw or json.dumps(resource).encode()
+                files[zlib.crc32(item.pid.encode()) % buckets].write(header + b"\t" + text + b"\n")
         finally:
             for handle in files:
                 handle.close()
         for path in paths:
-            yield from _group_in_memory(_read_bucket(path), on_issue)
+            yield from _group(_read_bucket(path), on_issue, _parse)
 
 
-def _attributed(
-    items: Iterable[Located], on_issue: IssueHandler
-) -> Iterator[tuple[str, Resource, str]]:
+@dataclass(frozen=True, slots=True)
+class _Attributed:
+    """A resource attributed to a patient; ``payload`` is the resource or its JSON text."""
+
+    pid: str
+    rtype: str
+    rid: str
+    location: str
+    payload: Resource | bytes
+    raw: bytes = b""
+
+
+def _attributed(items: Iterable[Located], on_issue: IssueHandler) -> Iterator[_Attributed]:
     for item in items:
         rtype, pid, problem = check_resource(item.resource)
         if problem is not None:
             rid = item.resource.get("id") if isinstance(item.resource, dict) else None
             # An invalid id (100k characters, control or bidi characters) is not echoed.
             on_issue(ReadIssue(item.location, problem, rtype, rid if is_fhir_id(rid) else None))
-        elif pid is not None and isinstance(item.resource, dict):
-            yield pid, item.resource, item.location
+        elif pid is not None and rtype is not None and isinstance(item.resource, dict):
+            rid = str(item.resource["id"])
+            yield _Attributed(pid, rtype, rid, item.location, item.resource, item.raw)
 
 
-def _read_bucket(path: Path) -> Iterator[tuple[str, Resource, str]]:
-    with path.open(encoding="utf-8") as handle:
+def _read_bucket(path: Path) -> Iterator[_Attributed]:
+    with path.open("rb") as handle:
         for line in handle:
-            pid, location, resource = json.loads(line)
-            yield pid, resource, location
+            header, text = line.rstrip(b"\n").split(b"\t", 1)
+            pid, location, rtype, rid = orjson.loads(header)
+            yield _Attributed(pid, rtype, rid, location, text)
 
 
-def _group_in_memory(
-    attributed: Iterable[tuple[str, Resource, str]], on_issue: IssueHandler
+def _as_resource(payload: Resource | bytes) -> Resource:
+    assert isinstance(payload, dict)
+    return payload
+
+
+def _parse(payload: Resource | bytes) -> Resource:
+    resource = load_json(payload) if isinstance(payload, bytes) else payload
+    assert isinstance(resource, dict)
+    return resource
+
+
+def _group(
+    attributed: Iterable[_Attributed],
+    on_issue: IssueHandler,
+    load: Callable[[Resource | bytes], Resource],
 ) -> Iterator[PatientRecord]:
-    patients: dict[str, Resource] = {}
-    others: defaultdict[str, list[tuple[Resource, str]]] = defaultdict(list)
-    for pid, resource, location in attributed:
-        if resource["resourceType"] == "Patient":
-            if pid in patients:
-                on_issue(ReadIssue(location, "duplicate Patient; first one kept", "Patient", pid))
+    patients: dict[str, _Attributed] = {}
+    others: defaultdict[str, list[_Attributed]] = defaultdict(list)
+    for item in attributed:
+        if item.rtype == "Patient":
+            if item.pid in patients:
+                on_issue(ReadIssue(item.location, "duplicate Patient; first one kept", *_key(item)))
             else:
-                patients[pid] = resource
+                patients[item.pid] = item
         else:
-            others[pid].append((resource, location))
+            others[item.pid].append(item)
     for pid in sorted(others.keys() - patients.keys()):
-        for resource, location in others[pid]:
+        for item in others[pid]:
             on_issue(
                 ReadIssue(
-                    location,
+                    item.location,
                     f"field subject: references Patient/{pid}, which is not in the input",
-                    resource["resourceType"],
-                    resource.get("id"),
+                    *_key(item),
                 )
             )
     for pid in sorted(patients):
-        yield PatientRecord(patients[pid], tuple(_dedupe(others.get(pid, ()), on_issue)))
+        kept = _dedupe(others.get(pid, ()), on_issue)
+        yield PatientRecord(load(patients[pid].payload), tuple(load(i.payload) for i in kept))
 
 
-def _dedupe(
-    resources: Iterable[tuple[Resource, str]], on_issue: IssueHandler
-) -> Iterator[Resource]:
+def _key(item: _Attributed) -> tuple[str, str]:
+    return item.rtype, item.rid
+
+
+def _dedupe(items: Iterable[_Attributed], on_issue: IssueHandler) -> Iterator[_Attributed]:
     seen: set[tuple[str, str]] = set()
-    for resource, location in resources:
-        key = (resource["resourceType"], resource["id"])
+    for item in items:
+        key = _key(item)
         if key in seen:
-            on_issue(ReadIssue(location, "duplicate resource; first one kept", *key))
+            on_issue(ReadIssue(item.location, "duplicate resource; first one kept", *key))
             continue
         seen.add(key)
-        yield resource
+        yield item

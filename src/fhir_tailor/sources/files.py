@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fhirdata import Resource
+from ..fhirdata import Resource, load_json
 from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_patient
 
 #: Input bytes per grouping bucket: larger inputs are spilled to temporary bucket files, so peak
@@ -47,20 +48,30 @@ class NdjsonSource:
     @staticmethod
     def _lines(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
         for path in paths:
-            # utf-8-sig: a byte order mark (Windows tools write one) is not part of line 1.
-            with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            with path.open("rb") as handle:
                 for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    location = f"{path.name}:{number}"
-                    try:
-                        yield Located(json.loads(line), location)
-                    except json.JSONDecodeError as exc:
-                        on_issue(
-                            ReadIssue(location, f"invalid JSON: {exc.msg} at column {exc.colno}")
-                        )
-                    except RecursionError:
-                        on_issue(ReadIssue(location, TOO_DEEP))
+                    read = read_line(line, path.name, number)
+                    if isinstance(read, ReadIssue):
+                        on_issue(read)
+                    elif read is not None:
+                        yield read
+
+
+def read_line(line: bytes, name: str, number: int) -> Located | ReadIssue | None:
+    """Line ``number`` of NDJSON file ``name`` as a resource, or why it is not one (``None``
+    for a blank line). Every engine reading NDJSON reads it through here, so they agree."""
+    if number == 1:  # a byte order mark (Windows tools write one) is no content
+        line = line.removeprefix(codecs.BOM_UTF8)
+    text = line.rstrip(b"\r\n")
+    if not text.strip():
+        return None
+    location = f"{name}:{number}"
+    try:
+        return Located(load_json(text), location, text)
+    except json.JSONDecodeError as exc:
+        return ReadIssue(location, f"invalid JSON: {exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return ReadIssue(location, TOO_DEEP)
 
 
 @dataclass(frozen=True, slots=True)
