@@ -105,8 +105,12 @@ def concept_has(concept: object, system: str, code: str) -> bool:
 
 def parse_date(value: object) -> date | None:
     """The calendar date of a FHIR date/dateTime/instant; partial dates fill in the 1st."""
-    if not isinstance(value, str):
-        return None
+    return _parse_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _parse_date_text(value: str) -> date | None:
+    """Cached: a population's records repeat the same few thousand dates millions of times."""
     match = _DATE_PREFIX.match(value)
     if not match:
         return None

@@ -165,6 +165,10 @@ class Match:
     code: CodeRef
 
 
+#: Codings whose lookup :class:`CodeIndex` remembers at most (then it starts over).
+MAX_REMEMBERED_CODINGS = 65_536
+
+
 def normalize_code(system: str, code: str) -> str:
     """ICD-10-CM codes are compared without the dot and in upper case (``e11.9`` == ``E119``)."""
     code = code.strip()
@@ -208,14 +212,28 @@ class CodeIndex:
                         key = (ref.system, normalize_code(ref.system, ref.code))
                         table = (self._prefix if ref.prefix else self._exact)[rule.match]
                         table[key].append(Match(feature, file.dimension, rule, ref))
+        self._found: dict[tuple[str, str, str, MatchOn], tuple[Match, ...]] = {}
         self._prefix_lengths = sorted(
             {len(code) for table in self._prefix.values() for _, code in table}, reverse=True
         )
 
     def lookup(
         self, system: str, code: str, resource_type: str, on: MatchOn = "code"
-    ) -> list[Match]:
-        """Rules for one coding on a resource of ``resource_type``, exact matches first."""
+    ) -> tuple[Match, ...]:
+        """Rules for one coding on a resource of ``resource_type``, exact matches first.
+
+        Remembered per coding: a population repeats a few hundred codings millions of times,
+        most of them matching nothing.
+        """
+        key = (system, code, resource_type, on)
+        found = self._found.get(key)
+        if found is None:
+            if len(self._found) >= MAX_REMEMBERED_CODINGS:
+                self._found.clear()
+            found = self._found[key] = self._search(system, code, resource_type, on)
+        return found
+
+    def _search(self, system: str, code: str, resource_type: str, on: MatchOn) -> tuple[Match, ...]:
         norm = normalize_code(system, code)
         hits = list(self._exact[on].get((system, norm), ()))
         if system == ICD10CM:
@@ -223,4 +241,4 @@ class CodeIndex:
             for length in self._prefix_lengths:
                 if length <= len(norm):
                     hits.extend(prefixes.get((system, norm[:length]), ()))
-        return [hit for hit in hits if hit.rule.resource == resource_type]
+        return tuple(hit for hit in hits if hit.rule.resource == resource_type)

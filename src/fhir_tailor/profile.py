@@ -265,7 +265,6 @@ def _read_resource(
     elif rtype == "Observation":
         if str(resource.get("status")) in VOID_OBSERVATION:
             return
-        when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
         # A panel that only groups its members (``hasMember``, no value) has nothing to read.
         grouping = bool(resource.get("hasMember")) and not any(
             key.startswith("value") for key in resource
@@ -274,14 +273,23 @@ def _read_resource(
         for n, component in enumerate(as_list(resource.get("component"))):
             if isinstance(component, dict):
                 parts.append((component, f"component[{n}]."))
-        for element, path in parts:
-            for system, code, _ in codings(element.get("code")):
-                for match in index.lookup(system, code, "Observation"):
-                    yield _read_observation(match, element, when, ref, path, report)
-        for concept in _categories(resource):
-            for system, code, _ in codings(concept):
-                for match in index.lookup(system, code, "Observation", on="category"):
-                    yield _read_observation(match, resource, when, ref, "", report)
+        matched = [
+            (match, element, path)
+            for element, path in parts
+            for system, code, _ in codings(element.get("code"))
+            for match in index.lookup(system, code, "Observation")
+        ]
+        matched += [
+            (match, resource, "")
+            for concept in _categories(resource)
+            for system, code, _ in codings(concept)
+            for match in index.lookup(system, code, "Observation", on="category")
+        ]
+        if not matched:  # most of a record: readings no feature maps; no date to work out
+            return
+        when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
+        for match, element, path in matched:
+            yield _read_observation(match, element, when, ref, path, report)
     elif rtype == "QuestionnaireResponse":
         when = parse_date(resource.get("authored"))
         for path, element in answered_items(resource):

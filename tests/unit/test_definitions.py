@@ -23,8 +23,8 @@ def test_lookup_is_by_code_not_by_scan(definitions: Definitions) -> None:
     index = definitions.rules.index
     hits = index.lookup("http://loinc.org", "4548-4", "Observation")
     assert [h.feature.id for h in hits] == ["hba1c_above_target"]
-    assert index.lookup("http://loinc.org", "4548-4", "Condition") == []
-    assert index.lookup("http://example.org/local", "4548-4", "Observation") == []
+    assert index.lookup("http://loinc.org", "4548-4", "Condition") == ()
+    assert index.lookup("http://example.org/local", "4548-4", "Observation") == ()
 
 
 @pytest.fixture
