@@ -121,14 +121,17 @@ def _yaml_files(folder: Path) -> list[Path]:
     return paths
 
 
+#: libyaml's loader where PyYAML was built with it (the wheels are): ~10x the pure-Python one.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load(path: Path, model: type[M]) -> M:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise DefinitionError(f"{path}: file not found") from exc
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -136,6 +139,7 @@ def _load(path: Path, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        tree = yaml.compose(text, Loader=_LOADER)  # parsed again only to name the lines
         problems = [
             f"{path}:{_line(tree, error['loc'])}: "
             f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}"
