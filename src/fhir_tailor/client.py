@@ -45,6 +45,7 @@ from fhir_tailor.errors import (
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
 )
+from fhir_tailor.fhirdata import load_json
 from fhir_tailor.retry import RetryBudget, RetryPolicy, describe_failure, parse_retry_after
 
 logger = logging.getLogger("fhir_tailor.client")
@@ -573,7 +574,7 @@ def _resource_body(response: httpx.Response, resource_type: str | None = None) -
     """The response body as a resource, checked to be of ``resource_type`` if given."""
     method, path = response.request.method, response.request.url.path
     try:
-        body = response.json()
+        body = load_json(response.content)  # FHIR JSON is UTF-8 (orjson, as files are read)
     except ValueError:
         body = None
     if not isinstance(body, dict):
