@@ -13,6 +13,17 @@ reads could still overflow pickle's recursion and fail the task. Input may be an
 Hadoop layer reads (``s3a://``, ``abfss://``, ``gs://``); output is written by the executors
 themselves, so it must be a folder every executor and the driver see (local in local mode, a
 shared or mounted path on a cluster).
+
+Writing back to a FHIR server (:class:`~fhir_tailor.access.ServerAccess` as ``out``) is
+throttled by the partitioning itself: the lines are hash-partitioned into exactly ``writers``
+partitions, and each runs the pipeline into its own :class:`~fhir_tailor.sinks.server.ServerSink`
+over a client of ``concurrency`` connections. A stage of ``writers`` partitions never has more
+than ``writers`` tasks running (a retried task runs after the failed attempt ended; speculative
+copies, off by default, would break this), so at most ``writers * concurrency`` requests reach
+the server at once, however many executors the cluster has. Planning runs in the same tasks,
+overlapping the writes: the server, not the CPU, is what bounds a write-back. The decisions are
+those of ``sync --server`` (conditional create, ``If-Match`` updates, clinician edits left
+alone, one transaction per patient), so a retried task redoes nothing its failed attempt wrote.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from .access import ServerAccess
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .fhirdata import load_json
@@ -49,6 +61,7 @@ from .record import (
 from .report import PatientOutcome, RunReport
 from .resources import PlanResources
 from .sinks.files import FileFormat, FolderSink
+from .sinks.server import ServerSink
 from .sources.files import read_line
 
 if TYPE_CHECKING:
@@ -121,14 +134,14 @@ class Job:
     definitions: Definitions
     as_of: date
     recorded: datetime
-    out: Path
+    out: Path | ServerAccess
     out_format: FileFormat
 
 
 def spark_sync(
     sc: SparkContext,
     input_url: str,
-    out: str | Path,
+    out: str | Path | ServerAccess,
     definitions: Definitions,
     *,
     as_of: date,
@@ -138,19 +151,34 @@ def spark_sync(
 ) -> RunReport:
     """Run every patient of a Bulk NDJSON folder through the pipeline on Spark.
 
-    ``out`` gets ``<patient id>.json`` transaction Bundles, or NDJSON per resource type and
-    partition (``CarePlan.part-00003.ndjson``; part files of an earlier run are removed first).
-    The report has the shape of ``sync --report``, patients in id order.
+    A folder ``out`` gets ``<patient id>.json`` transaction Bundles, or NDJSON per resource
+    type and partition (``CarePlan.part-00003.ndjson``; part files of an earlier run are removed
+    first). A :class:`ServerAccess` gets the plans written back as ``sync --server`` writes
+    them, in ``out.writers`` partitions (so ``partitions`` must not be given). The report has
+    the shape of ``sync --report``, patients in id order.
     """
     report = RunReport()
-    folder = _local_folder(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(PART_GLOB):
-        stale.unlink()
+    target: Path | ServerAccess
+    if isinstance(out, ServerAccess):
+        if partitions is not None:
+            raise ValueError("writing to a server, the partitions are the writers: no partitions")
+        target, count = out, out.writers
+    else:
+        target = _local_folder(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for stale in target.glob(PART_GLOB):
+            stale.unlink()
+        count = partitions or sc.defaultParallelism
     files = _input_files(sc, input_url)
-    count = partitions or sc.defaultParallelism
     log.info("spark run: %d input files, %d partitions", len(files), count)
-    job = sc.broadcast(Job(definitions, as_of, recorded, folder, out_format))
+    if isinstance(target, ServerAccess):
+        log.info(
+            "writing back with at most %d requests in flight (%d writers, %d connections each)",
+            target.writers * target.concurrency,
+            target.writers,
+            target.concurrency,
+        )
+    job = sc.broadcast(Job(definitions, as_of, recorded, target, out_format))
     keyed = sc.union(
         [
             sc.textFile(url, 1, use_unicode=False).zipWithIndex().flatMap(partial(_keyed, i, name))
@@ -160,11 +188,13 @@ def spark_sync(
     # pyspark's stubs do not know tuples are ordered, hence the ignore.
     grouped = keyed.repartitionAndSortWithinPartitions(count, _partition_of)  # type: ignore[call-overload]
     results: RDD[PartResult] = grouped.mapPartitionsWithIndex(partial(_run_partition, job=job))
-    for part in results.collect():
+    parts = results.collect()
+    for part in parts:
         part.into(report)
     report.patients.sort(key=lambda outcome: outcome.patient)
     report.read_issues.sort(key=lambda issue: _source_order(issue.location))
     report.data_issues.sort()
+    report.retries = sum(part.retries for part in parts)
     report.finish()
     job.destroy()
     return report
@@ -276,6 +306,7 @@ class PartResult:
     patients: list[PatientOutcome]
     read_issues: list[ReadIssue]
     data_issues: list[tuple[str, str]]
+    retries: int = 0
 
     def into(self, report: RunReport) -> None:
         report.patients.extend(self.patients)
@@ -288,25 +319,45 @@ def _run_partition(
 ) -> Iterator[PartResult]:
     settings = job.value
     report = RunReport()
+    source = PartitionSource(items)
+    target = settings.out
+    if isinstance(target, ServerAccess):
+        # This task's own client: its pool is this writer's share of the throttle.
+        with target.client() as client:
+            _run(settings, source, ServerSink(client), report, target.concurrency)
+            report.retries = client.retries
+        yield PartResult(report.patients, report.read_issues, report.data_issues, report.retries)
+        return
     sink: PartFiles | FolderSink = (
-        PartFiles(settings.out, index)
+        PartFiles(target, index)
         if settings.out_format == "ndjson"
-        else FolderSink(settings.out, "bundles")
+        else FolderSink(target, "bundles")
     )
     try:
-        run(
-            PartitionSource(items),
-            sink,
-            settings.definitions,
-            as_of=settings.as_of,
-            recorded=settings.recorded,
-            report=report,
-        )
+        _run(settings, source, sink, report, 1)
         if isinstance(sink, PartFiles):
             sink.commit()
     finally:
         sink.close()
     yield PartResult(report.patients, report.read_issues, report.data_issues)
+
+
+def _run(
+    settings: Job,
+    source: PartitionSource,
+    sink: PartFiles | FolderSink | ServerSink,
+    report: RunReport,
+    concurrency: int,
+) -> None:
+    run(
+        source,
+        sink,
+        settings.definitions,
+        as_of=settings.as_of,
+        recorded=settings.recorded,
+        report=report,
+        concurrency=concurrency,
+    )
 
 
 def _source_order(location: str) -> tuple[str, int]:

@@ -78,6 +78,17 @@ def fhir_server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def spark() -> Iterator[None]:
+    """One local[2] Spark application per test module (sparking.requires_spark uses it):
+    spark-sync, run in the same process, joins it instead of starting its own."""
+    from fhir_tailor.spark import spark_context
+
+    with spark_context("local[2]") as context:
+        context.setLogLevel("ERROR")
+        yield
+
+
+@pytest.fixture(scope="module")
 def own_server() -> Iterator[str]:
     """A server of the test module's own, for tests that fill it with many patients."""
     with running_server() as url:

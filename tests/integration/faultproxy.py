@@ -9,7 +9,8 @@ attempts of a chosen request fail, so a client that retries gets through.
 
 Upstream URLs in response bodies and ``Location`` headers (paging links, Bulk Data status and
 file URLs) are rewritten to the proxy's origin, so the client stays on one origin, as it must.
-The proxy counts what it injected, so tests can assert that the faults were really met.
+The proxy counts what it injected, so tests can assert that the faults were really met, and
+the most requests it was handling at once, so tests can assert a client's concurrency bound.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class Record:
     """What the proxy saw and did, for the tests' assertions."""
 
     requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most requests being handled at once
     outage: bool = False
     attempts: Counter[str] = field(default_factory=Counter)  # per request key
     injected: Counter[str] = field(default_factory=Counter)  # per fault kind
@@ -140,6 +143,19 @@ class FaultProxy(ThreadingHTTPServer):
                 record.faulted.append((fault, key))
             return key, fault
 
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """Count one request in flight, from its headers being read to its answer being sent."""
+        with self._lock:
+            record = self.record
+            record.in_flight += 1
+            record.max_in_flight = max(record.max_in_flight, record.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                record.in_flight -= 1
+
     def rewrite(self, data: bytes) -> bytes:
         return data.replace(self.upstream_origin, self.origin)
 
@@ -150,7 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
     abort = False
 
     def do_GET(self) -> None:
-        self._handle()
+        with self.server.handling():
+            self._handle()
 
     do_POST = do_PUT = do_DELETE = do_GET
 

@@ -1,41 +1,27 @@
 """spark-sync on Spark in local mode writes what the single-process sync writes, byte for byte.
 
-pyspark is in the dev extra and scripts/test runs where Java is installed: in CI (CI set) a
-missing pyspark or Java fails these tests instead of skipping them.
+Needs pyspark and Java (see sparking.py); one local[2] application runs the module.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sparking import requires_spark
 
 from fhir_tailor.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = "2026-11-15"
 RECORDED = "2026-11-15T08:30:00+00:00"
-MISSING = [
-    name
-    for name, present in (
-        ("pyspark", importlib.util.find_spec("pyspark") is not None),
-        ("java", bool(os.environ.get("JAVA_HOME") or shutil.which("java"))),
-    )
-    if not present
-]
-if MISSING and os.environ.get("CI"):
-    pytest.fail(f"CI must run the Spark tests: {', '.join(MISSING)} missing", pytrace=False)
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed")
+pytestmark = requires_spark
 
 BAD_LINES = {
     "Condition.ndjson": [
@@ -76,16 +62,6 @@ def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with patients.open("a", encoding="utf-8") as handle:
         handle.write(first + "\n")  # a duplicate Patient: the first one is kept
     return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def spark() -> Iterator[None]:
-    """One local[2] Spark application for the module: spark-sync runs inside it."""
-    from fhir_tailor.spark import spark_context
-
-    with spark_context("local[2]") as context:
-        context.setLogLevel("ERROR")
-        yield
 
 
 def fhir_tailor(*args: str) -> None:

@@ -1,0 +1,31 @@
+"""What the Spark test modules share: they need pyspark and Java.
+
+pyspark is in the dev extra and scripts/test runs where Java is installed: in CI (CI set) a
+missing pyspark or Java fails these tests instead of skipping them. The Spark application
+itself is conftest's ``spark`` fixture.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+MISSING = [
+    name
+    for name, present in (
+        ("pyspark", importlib.util.find_spec("pyspark") is not None),
+        ("java", bool(os.environ.get("JAVA_HOME") or shutil.which("java"))),
+    )
+    if not present
+]
+if MISSING and os.environ.get("CI"):
+    pytest.fail(f"CI must run the Spark tests: {', '.join(MISSING)} missing", pytrace=False)
+
+#: ``pytestmark`` of a Spark test module: skipped without pyspark or Java, in one local[2] app.
+requires_spark = [
+    pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed"),
+    pytest.mark.usefixtures("spark"),
+]
