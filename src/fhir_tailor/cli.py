@@ -8,6 +8,7 @@ Exit codes: 0 every patient succeeded; 1 at least one patient failed (see the re
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -120,6 +121,18 @@ def main(
     except FhirTailorError as exc:
         _fail(str(exc))
     ctx.obj = Settings(definitions, as_of.date() if as_of else date.today())
+    _spare_the_garbage_collector()
+
+
+def _spare_the_garbage_collector() -> None:
+    """Fewer cyclic-GC passes for a command's run (a process setting: the CLI's, not the API's).
+
+    Parsed FHIR JSON is trees of dicts and lists without cycles, yet each container allocated
+    counts towards the collector's next pass, which walks every object still alive: a population
+    run parses millions. Collecting the young generation every 50,000 allocations instead of
+    700 takes about 7% off a population run.
+    """
+    gc.set_threshold(50_000, 20, 100)
 
 
 def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
