@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +32,11 @@ requires_spark = [
     pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed"),
     pytest.mark.usefixtures("spark"),
 ]
+
+
+def generated_population(folder: Path, patients: int, seed: int) -> Path:
+    """``folder`` filled by scripts/generate-population: Bulk NDJSON, one file per type."""
+    script = Path(__file__).parents[2] / "scripts" / "generate-population"
+    command = [sys.executable, str(script), "--patients", str(patients), "--seed", str(seed)]
+    subprocess.run([*command, "--out", str(folder)], check=True, capture_output=True)
+    return folder

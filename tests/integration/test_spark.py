@@ -6,19 +6,16 @@ Needs pyspark and Java (see sparking.py); one local[2] application runs the modu
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sparking import requires_spark
+from sparking import generated_population, requires_spark
 
 from fhir_tailor.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
 AS_OF = "2026-11-15"
 RECORDED = "2026-11-15T08:30:00+00:00"
 pytestmark = requires_spark
@@ -39,21 +36,7 @@ BAD_LINES = {
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 generated patients plus lines no patient can be found for, and a duplicate."""
-    folder = tmp_path_factory.mktemp("population")
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "generate-population"),
-            "--patients",
-            "60",
-            "--seed",
-            "3",
-            "--out",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    folder = generated_population(tmp_path_factory.mktemp("population"), 60, 3)
     for name, lines in BAD_LINES.items():
         with (folder / name).open("a", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")

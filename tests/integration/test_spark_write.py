@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +21,12 @@ import pytest
 from click.testing import CliRunner, Result
 from faultproxy import FaultProxy, Plan, Record, fault_proxy
 from searching import search_all
-from sparking import requires_spark
+from sparking import generated_population, requires_spark
 
 from fhir_tailor.cli import main
 
 pytestmark = requires_spark
 
-ROOT = Path(__file__).resolve().parents[2]
 AS_OF = "2026-11-15"
 RECORDED = "2026-11-15T08:30:00+00:00"
 WRITERS, CONCURRENCY = 2, 2
@@ -42,21 +39,7 @@ def fhir_tailor(*args: str) -> Result:
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("population")
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "generate-population"),
-            "--patients",
-            "30",
-            "--seed",
-            "5",
-            "--out",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    folder = generated_population(tmp_path_factory.mktemp("population"), 30, 5)
     return folder
 
 
