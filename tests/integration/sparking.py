@@ -7,29 +7,26 @@ itself is conftest's ``spark`` fixture.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-MISSING = [
-    name
-    for name, present in (
-        ("pyspark", importlib.util.find_spec("pyspark") is not None),
-        ("java", bool(os.environ.get("JAVA_HOME") or shutil.which("java"))),
-    )
-    if not present
-]
+from fhir_tailor.spark import SparkUnavailableError, require_spark
+
+try:
+    require_spark()
+    MISSING = ""
+except SparkUnavailableError as exc:  # the message says what to install
+    MISSING = str(exc)
 if MISSING and os.environ.get("CI"):
-    pytest.fail(f"CI must run the Spark tests: {', '.join(MISSING)} missing", pytrace=False)
+    pytest.fail(f"CI must run the Spark tests: {MISSING}", pytrace=False)
 
 #: ``pytestmark`` of a Spark test module: skipped without pyspark or Java, in one local[2] app.
 requires_spark = [
-    pytest.mark.skipif(bool(MISSING), reason=f"{', '.join(MISSING)} not installed"),
+    pytest.mark.skipif(bool(MISSING), reason=MISSING),
     pytest.mark.usefixtures("spark"),
 ]
 
