@@ -395,6 +395,12 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+report_option = click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON run report here.",
+)
 recorded_option = click.option(
     "--recorded",
     type=click.DateTime(formats=SINCE_FORMATS[1:]),
@@ -422,12 +428,7 @@ recorded_option = click.option(
 @click.option(
     "--dry-run", is_flag=True, help="Show what would be written and the diff; write nothing."
 )
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON run report here.",
-)
+@report_option
 @click.option(
     "--state",
     "state_path",
@@ -799,12 +800,7 @@ def serve(
     help="Patient partitions (hash of the patient id); with --server, --writers sets them. "
     "Default: Spark's default parallelism.",
 )
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON run report here.",
-)
+@report_option
 @recorded_option
 @click.pass_obj
 def spark_sync_command(
