@@ -4,7 +4,8 @@ Layout of a profiles folder::
 
     dimensions.yaml          need policy per dimension
     data_gaps.yaml           standard screenings whose absence is a data gap
-    features/*.yaml          code mappings, one file per dimension
+    valuesets/*.json         value sets (FHIR ValueSet resources with an expansion)
+    features/*.yaml          mappings through value sets, one file per dimension
     segments.yaml            sub-populations
     catalog.yaml             catalog id, version, canonical base
     modules/*.yaml           standardized care modules
@@ -26,10 +27,11 @@ from pydantic import BaseModel, ValidationError
 
 from .catalog import Catalog, CatalogFile, Module, VariantsFile
 from .errors import FhirTailorError
-from .mapping import CodeIndex, FeatureFile
+from .mapping import CodeIndex, FeatureFile, unresolved
 from .profile import DimensionsFile, GapsFile, ProfileRules
 from .rules import referenced
 from .segments import SegmentDefinition, SegmentsFile
+from .terminology.valuesets import Expander, ValueSetError, ValueSetLibrary
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -58,8 +60,12 @@ def bundled_path(name: str) -> Path:
     raise DefinitionError(f"bundled folder {name!r} not found next to the fhir_tailor package")
 
 
-def load_definitions(root: Path) -> Definitions:
-    """Load and check every definition file under ``root``."""
+def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitions:
+    """Load and check every definition file under ``root``.
+
+    Value sets the rules name but ``valuesets/`` holds without an expansion (or not at all) are
+    expanded by ``expand`` (a terminology server) when given; otherwise loading fails naming them.
+    """
     if not root.is_dir():
         raise DefinitionError(f"{root}: profiles folder not found")
     feature_paths = _yaml_files(root / "features")
@@ -71,8 +77,9 @@ def load_definitions(root: Path) -> Definitions:
     catalog_file = _load(root / "catalog.yaml", CatalogFile)
     modules = [_load(path, Module) for path in module_paths]
     variants = _load(root / "variants.yaml", VariantsFile)
+    library = _valuesets(root / "valuesets", features, expand)
     try:
-        index = CodeIndex(features)
+        index = CodeIndex(features, library)
     except ValueError as exc:
         raise DefinitionError(f"{root / 'features'}: {exc}") from exc
 
@@ -112,6 +119,20 @@ def load_definitions(root: Path) -> Definitions:
         segments=tuple(segments.segments),
         catalog=Catalog(catalog_file.catalog, tuple(modules), tuple(variants.variants)),
     )
+
+
+def _valuesets(
+    folder: Path, features: list[FeatureFile], expand: Expander | None
+) -> ValueSetLibrary:
+    try:
+        library = ValueSetLibrary.load(folder)
+        problem = unresolved(features, library)
+        if problem is not None and expand is not None:
+            wanted = [*problem.missing, *problem.unexpanded]
+            library = library.with_expansions(expand(wanted), "terminology server")
+    except ValueSetError as exc:
+        raise DefinitionError(str(exc)) from exc
+    return library
 
 
 def _yaml_files(folder: Path) -> list[Path]:

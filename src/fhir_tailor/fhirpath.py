@@ -91,16 +91,13 @@ from decimal import Decimal
 from typing import Literal
 
 from .mapping import (
-    ICD10CM,
     SEVERITY_RANK,
     Answer,
-    CodeRef,
     Dimension,
     Feature,
     Rule,
     Severity,
     ValueBands,
-    normalize_code,
 )
 from .profile import (
     ACTIVE_CLINICAL,
@@ -126,6 +123,7 @@ from .rules import (
     Not,
     RuleExpr,
 )
+from .terminology.valuesets import Concept
 
 #: ``Expression.language`` of the translations.
 LANGUAGE = "text/fhirpath"
@@ -143,6 +141,10 @@ Kind = Literal["observation", "answer"]
 
 Reading = str | None | bool
 """A test on a matched element: a FHIRPath criterion, ``None`` (always) or ``False`` (never)."""
+
+CodesOf = Callable[[Rule], Sequence[Concept]]
+"""The codes a rule matches (its value sets' expansions): questionnaire items are named by code
+text, which ``memberOf`` cannot test."""
 
 
 # -- literals and dates ------------------------------------------------------------------------
@@ -255,28 +257,21 @@ _NUMBER = "(value.ofType(Quantity).value | value.ofType(integer) | value.ofType(
 # -- codes -------------------------------------------------------------------------------------
 
 
-def _coding_criterion(codes: Sequence[CodeRef]) -> str:
-    """A criterion on a Coding: one of ``codes``, matched as the CodeIndex matches them."""
-    systems: dict[str, list[CodeRef]] = {}
-    for ref in codes:
-        systems.setdefault(ref.system, []).append(ref)
-    parts = []
-    for system, refs in systems.items():
-        if system == ICD10CM:
-            norm = "code.replace('.', '').upper()"
-            exact = [normalize_code(system, r.code) for r in refs if not r.prefix]
-            tests = [_one_of(norm, exact)] if exact else []
-            prefixes = dict.fromkeys(normalize_code(system, r.code) for r in refs if r.prefix)
-            tests += [f"{norm}.startsWith({_string(p)})" for p in prefixes]
-            test = tests[0] if len(tests) == 1 else f"({' or '.join(tests)})"
-        else:
-            test = _one_of("code", [normalize_code(system, r.code) for r in refs])
-        parts.append(f"system = {_string(system)} and {test}")
-    return _any_of(parts)
+def _coding_criterion(rules: Iterable[Rule]) -> str:
+    """A criterion on a Coding: it is a member of one of the rules' value sets (and of none of
+    the value sets a rule excludes), by FHIRPath's ``memberOf``."""
+    tests = []
+    for rule in rules:
+        test = _any_of([f"memberOf({_string(canonical)})" for canonical in rule.valuesets])
+        if rule.excluding:
+            left_out = _any_of([f"memberOf({_string(c)})" for c in rule.excluding])
+            test = f"({test}) and ({left_out}).not()"
+        tests.append(test)
+    return _any_of(list(dict.fromkeys(tests)))
 
 
-def _concept_matches(path: str, codes: Sequence[CodeRef]) -> str:
-    return f"{path}.where({_coding_criterion(codes)}).exists()"
+def _concept_matches(path: str, rules: Iterable[Rule]) -> str:
+    return f"{path}.where({_coding_criterion(rules)}).exists()"
 
 
 def _item_code_in(codes: Sequence[str]) -> str:
@@ -289,14 +284,14 @@ def _item_code_in(codes: Sequence[str]) -> str:
 
 def _matched(rules: Sequence[Rule], tests: dict[str, Reading], path: str) -> list[str]:
     """``codes match and test``, one per distinct test (rules sharing a test share one)."""
-    groups: dict[str | None, list[CodeRef]] = {}
+    groups: dict[str | None, list[Rule]] = {}
     for rule in rules:
         test = tests[rule.id]
         if test is not False:
-            groups.setdefault(test if isinstance(test, str) else None, []).extend(rule.codes)
+            groups.setdefault(test if isinstance(test, str) else None, []).append(rule)
     return [
-        f"{_concept_matches(path, codes)} and {test}" if test else _concept_matches(path, codes)
-        for test, codes in groups.items()
+        f"{_concept_matches(path, grouped)} and {test}" if test else _concept_matches(path, grouped)
+        for test, grouped in groups.items()
     ]
 
 
@@ -441,6 +436,7 @@ class _Observations:
     and ``|0`` when not, so that the greatest string is the newest day, present first."""
 
     feature: Feature
+    codes: CodesOf
     present: Callable[[Rule, Kind], Reading] | None = None
 
     def days(self) -> str:
@@ -494,7 +490,7 @@ class _Observations:
         groups: dict[str | None, list[str]] = {}  # item codes per answer test
         for rule in self._rules("Observation"):
             reading = test(rule, "answer")
-            codes = [c.code for c in rule.codes if c.system == LOINC]
+            codes = [c.code for c in self.codes(rule) if c.system == LOINC]
             codes = [c for c in codes if re.fullmatch(_LOINC_SHAPE, c)]
             if reading is not False and codes:
                 groups.setdefault(reading if isinstance(reading, str) else None, []).extend(codes)
@@ -526,19 +522,17 @@ class _Observations:
         path = "class.combine(type.coding)"
         mark = ""
         if self.present is not None:
-            codes = [
-                c for r in rules if self.present(r, "observation") is not False for c in r.codes
-            ]
+            present = [r for r in rules if self.present(r, "observation") is not False]
             criterion: Reading = False
-            if len(codes) == sum(len(r.codes) for r in rules):
+            if len(present) == len(rules):
                 criterion = None
-            elif codes:
-                criterion = _concept_matches(path, codes)
+            elif present:
+                criterion = _concept_matches(path, present)
             mark = self._mark(criterion)
         when = "iif(period.end.exists(), period.end, period.start)"
         return (
             f"{_RECORD}.ofType(Encounter).where(status = 'finished'\n"
-            f"  and {_concept_matches(path, [c for r in rules for c in r.codes])})\n"
+            f"  and {_concept_matches(path, rules)})\n"
             f"  .select({_day_or_undated(when)}{mark})"
         )
 
@@ -669,7 +663,8 @@ class Translator:
             return _FALSE
         feature = entry[0]
         label = f"feature {feature_id}" + (f", {severity} or graver" if severity else "")
-        parts = (_diagnosed(feature, severity), _observed(feature, severity))
+        observed = _observed(feature, self._rules.index.codes, severity)
+        parts = (_diagnosed(feature, severity), observed)
         return _junction("or", parts, label)
 
     def _need(self, dimension: Dimension, at_least: NeedLevel) -> _Node:
@@ -693,7 +688,7 @@ class Translator:
             days
             for feature_id in gap.features
             if (entry := self._rules.index.features.get(feature_id)) is not None
-            and (days := _Observations(entry[0]).days())
+            and (days := _Observations(entry[0], self._rules.index.codes).days())
         ]
         when = _TRUE if gap.when is None else self._node(gap.when, gaps_known=False)
         recent = _TRUE
@@ -724,10 +719,10 @@ def _diagnosed(feature: Feature, severity: Severity | None) -> _Node:
     )
 
 
-def _observed(feature: Feature, severity: Severity | None) -> _Node:
+def _observed(feature: Feature, codes: CodesOf, severity: Severity | None) -> _Node:
     """The newest readable observation of the feature reads present with at least
     ``severity``, and is current: the greatest marked day ends in ``|1`` and is recent enough."""
-    observations = _Observations(feature, _present(severity))
+    observations = _Observations(feature, codes, _present(severity))
     if not observations.can_be_present():
         return _FALSE
     tests = ["endsWith('|1')"]

@@ -1,23 +1,27 @@
-"""Feature mappings: which standard codes mean which profile finding.
+"""Feature mappings: which value sets mean which profile finding.
 
 Mappings are data (``profiles/features/*.yaml``, format in ``docs/mapping-format.md``),
 validated here on load. Each *feature* (e.g. ``food_insecurity``) belongs to one dimension and
-has *rules*, each matching a set of codes (or category codes) on one resource type and saying
-what the match means: present with a severity, a numeric value read through bands, or a coded
-answer read through an answer table.
+has *rules*, each naming value sets (by canonical ``url|version``) of codes (or category codes) on
+one resource type and saying what a match means: present with a severity, a numeric value read
+through bands, or a coded answer read through an answer table.
 
-:class:`CodeIndex` turns the rules into dictionaries keyed by ``(system, code)``, so matching a
-resource costs one lookup per coding (plus one per prefix length for ICD-10-CM), never a scan
-over the rules.
+:class:`CodeIndex` turns the rules and the expansions of their value sets
+(:mod:`fhir_tailor.terminology.valuesets`) into one dictionary keyed by ``(system, code)``, so
+matching a resource costs one lookup per coding, never a scan over rules or value sets.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .terminology.valuesets import Concept, ValueSet, ValueSetLibrary, normalize_code
 
 Dimension = Literal["medical", "cognitive_behavioral", "social", "functional"]
 DIMENSIONS: tuple[Dimension, ...] = ("medical", "cognitive_behavioral", "social", "functional")
@@ -25,28 +29,15 @@ Severity = Literal["low", "moderate", "high"]
 Status = Literal["present", "absent", "unknown"]
 SEVERITY_RANK: dict[str | None, int] = {None: 0, "low": 1, "moderate": 2, "high": 3}
 
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 _ID = r"^[a-z][a-z0-9_]*$"
+#: A value set canonical: an absolute URL, optionally ``|version``.
+_CANONICAL = r"^https?://[^\s|]+(\|[^\s|]+)?$"
 
 
 class Strict(BaseModel):
     """Base for definition files: unknown keys are errors, so typos cannot pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CodeRef(Strict):
-    system: str
-    code: str
-    display: str | None = None
-    source: str | None = None
-    prefix: bool = False
-
-    @model_validator(mode="after")
-    def _prefix_only_for_icd10(self) -> CodeRef:
-        if self.prefix and self.system != ICD10CM:
-            raise ValueError("prefix matching is only defined for ICD-10-CM codes")
-        return self
 
 
 class Band(Strict):
@@ -56,8 +47,34 @@ class Band(Strict):
     label: str | None = None
 
 
+class UnitConversion(Strict):
+    """An analyte-specific conversion into the bands' unit: ``value x factor + offset``.
+
+    For what UCUM cannot derive: molar to mass concentration needs the analyte's molar mass, and
+    HbA1c IFCC ``mmol/mol`` to NGSP ``%`` is an equation between two scales. ``source`` cites it.
+    """
+
+    from_: str = Field(alias="from", min_length=1)
+    factor: float = Field(gt=0, allow_inf_nan=False)
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+    source: str = Field(min_length=1)
+
+
+class Mislabel(Strict):
+    """A unit records send in place of the bands' unit for the same number (eGFR as ``mL/min``
+    under a code that is per 1.73 m2): read as the bands' unit, with a data issue."""
+
+    unit: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+
+
 class ValueBands(Strict):
+    """Bands over a number in ``unit`` (UCUM), and the other units a record may send it in
+    (:mod:`fhir_tailor.terminology.units` reads them)."""
+
     unit: str | None = None
+    conversions: list[UnitConversion] = Field(default_factory=list)
+    mislabels: list[Mislabel] = Field(default_factory=list)
     bands: list[Band] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -68,6 +85,18 @@ class ValueBands(Strict):
         bounded = [m for m in mins if m is not None]
         if bounded != sorted(bounded, reverse=True):
             raise ValueError("bands must be ordered from the highest 'min' down")
+        return self
+
+    @model_validator(mode="after")
+    def _other_units(self) -> ValueBands:
+        others = [c.from_ for c in self.conversions] + [m.unit for m in self.mislabels]
+        if others and self.unit is None:
+            raise ValueError("'conversions' and 'mislabels' need the bands' 'unit'")
+        if self.unit in others:
+            raise ValueError(f"{self.unit!r} is the bands' own unit, not one to convert from")
+        repeated = sorted({unit for unit in others if others.count(unit) > 1})
+        if repeated:
+            raise ValueError(f"units declared more than once: {', '.join(repeated)}")
         return self
 
 
@@ -84,30 +113,36 @@ MatchOn = Literal["code", "category"]
 
 
 class Rule(Strict):
-    """Codes on one resource type, and how a match is read (presence, value or answer)."""
+    """Value sets of codes on one resource type, and how a match is read (presence, value or
+    answer). ``excluding`` names value sets whose codes the rule does not match even where its
+    own value sets hold them (a published grouping wider than the rule's meaning)."""
 
     id: str
     resource: ResourceKind
     match: MatchOn = "code"
-    codes: list[CodeRef] = Field(default_factory=list)
+    valuesets: list[str] = Field(default_factory=list)
+    excluding: list[str] = Field(default_factory=list)
     severity: Severity | None = None
     value: ValueBands | None = None
     answers: list[Answer] | None = None
 
     @model_validator(mode="after")
     def _one_reading(self) -> Rule:
+        for canonical in (*self.valuesets, *self.excluding):
+            if not re.match(_CANONICAL, canonical):
+                raise ValueError(f"{canonical!r} is not a value set canonical (url or url|version)")
         if self.value is not None and self.answers is not None:
             raise ValueError("a rule reads either 'value' or 'answers', not both")
         if self.resource in ("Condition", "Encounter") and (self.value or self.answers):
             raise ValueError(f"{self.resource} rules take neither 'value' nor 'answers'")
         if self.resource == "MedicationRequest":
-            if self.value is None or self.codes:
+            if self.value is None or self.valuesets:
                 raise ValueError(
                     "a MedicationRequest rule counts active medications: it takes 'value' bands "
-                    "and no 'codes'"
+                    "and no 'valuesets'"
                 )
-        elif not self.codes:
-            raise ValueError(f"a {self.resource} rule needs at least one code")
+        elif not self.valuesets:
+            raise ValueError(f"a {self.resource} rule needs at least one value set")
         if self.match == "category" and self.resource not in ("Condition", "Observation"):
             raise ValueError("'match: category' is defined for Condition and Observation rules")
         return self
@@ -148,7 +183,7 @@ class FeatureFile(Strict):
 
 
 #: The pseudo-code a polypharmacy finding names: the count of active MedicationRequests.
-_ACTIVE_MEDICATIONS = CodeRef(
+_ACTIVE_MEDICATIONS = Concept(
     system="https://fhir-tailor.dev/fhir/CodeSystem/derived",
     code="active-medication-count",
     display="Number of active MedicationRequests",
@@ -157,40 +192,77 @@ _ACTIVE_MEDICATIONS = CodeRef(
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """A rule hit: the feature, its dimension and the rule that matched a code."""
+    """A rule hit: the feature, its dimension, the rule, and the value set code that matched."""
 
     feature: Feature
     dimension: Dimension
     rule: Rule
-    code: CodeRef
+    code: Concept
+    valueset: str | None = None
 
 
 #: Codings whose lookup :class:`CodeIndex` remembers at most (then it starts over).
 MAX_REMEMBERED_CODINGS = 65_536
 
 
-def normalize_code(system: str, code: str) -> str:
-    """ICD-10-CM codes are compared without the dot and in upper case (``e11.9`` == ``E119``)."""
-    code = code.strip()
-    return code.replace(".", "").upper() if system == ICD10CM else code
+class UnresolvedValueSets(ValueError):
+    """Rules name value sets the library lacks, or holds without an expansion."""
+
+    def __init__(self, missing: list[str], unexpanded: list[str]) -> None:
+        self.missing = missing
+        self.unexpanded = unexpanded
+        parts = []
+        if missing:
+            parts.append(f"value sets not found: {', '.join(missing)}")
+        if unexpanded:
+            parts.append(
+                f"value sets without an expansion: {', '.join(unexpanded)} "
+                "(ship an expansion, or give --terminology URL to expand them)"
+            )
+        super().__init__("; ".join(parts))
+
+
+def referenced_valuesets(files: Iterable[FeatureFile]) -> list[str]:
+    """Every value set canonical the rules name, in first-seen order."""
+    found: dict[str, None] = {}
+    for file in files:
+        for feature in file.features:
+            for rule in feature.rules:
+                found.update(dict.fromkeys((*rule.valuesets, *rule.excluding)))
+    return list(found)
+
+
+def unresolved(
+    files: Iterable[FeatureFile], library: ValueSetLibrary
+) -> UnresolvedValueSets | None:
+    """What the rules name that ``library`` cannot serve, or ``None`` when it serves them all."""
+    missing, unexpanded = [], []
+    for canonical in referenced_valuesets(files):
+        valueset = library.find(canonical)
+        if valueset is None:
+            missing.append(canonical)
+        elif not valueset.expanded:
+            unexpanded.append(canonical)
+    return UnresolvedValueSets(missing, unexpanded) if missing or unexpanded else None
 
 
 class CodeIndex:
-    """Rules indexed by ``(system, code)`` and, for ICD-10-CM, by code prefix.
+    """Rules indexed by the ``(system, code)`` keys of their value sets' expansions.
 
     Code rules and category rules live in separate tables, so a category code never matches a
     resource's ``code`` (or the reverse). MedicationRequest rules need no codes and are kept
     apart in :attr:`medication_counts`.
     """
 
-    def __init__(self, files: list[FeatureFile]) -> None:
+    def __init__(self, files: list[FeatureFile], library: ValueSetLibrary) -> None:
+        problem = unresolved(files, library)
+        if problem is not None:
+            raise problem
+        self.library = library
         self.features: dict[str, tuple[Feature, Dimension]] = {}
         self.medication_counts: list[Match] = []
-        self._exact: dict[MatchOn, defaultdict[tuple[str, str], list[Match]]] = {
-            "code": defaultdict(list),
-            "category": defaultdict(list),
-        }
-        self._prefix: dict[MatchOn, defaultdict[tuple[str, str], list[Match]]] = {
+        self._codes: dict[str, tuple[Concept, ...]] = {}
+        self._tables: dict[MatchOn, defaultdict[tuple[str, str], list[Match]]] = {
             "code": defaultdict(list),
             "category": defaultdict(list),
         }
@@ -208,19 +280,37 @@ class CodeIndex:
                         self.medication_counts.append(
                             Match(feature, file.dimension, rule, _ACTIVE_MEDICATIONS)
                         )
-                    for ref in rule.codes:
-                        key = (ref.system, normalize_code(ref.system, ref.code))
-                        table = (self._prefix if ref.prefix else self._exact)[rule.match]
-                        table[key].append(Match(feature, file.dimension, rule, ref))
+                    self._codes[rule.id] = self._index_rule(feature, file.dimension, rule)
         self._found: dict[tuple[str, str, str, MatchOn], tuple[Match, ...]] = {}
-        self._prefix_lengths = sorted(
-            {len(code) for table in self._prefix.values() for _, code in table}, reverse=True
-        )
+
+    def _index_rule(
+        self, feature: Feature, dimension: Dimension, rule: Rule
+    ) -> tuple[Concept, ...]:
+        excluded = {key for c in rule.excluding for key in self._valueset(c).members()}
+        concepts: dict[tuple[str, str], Concept] = {}
+        for canonical in rule.valuesets:
+            for concept in self._valueset(canonical).concepts or ():
+                key = concept.key
+                if key in excluded or key in concepts:
+                    continue
+                concepts[key] = concept
+                match = Match(feature, dimension, rule, concept, canonical)
+                self._tables[rule.match][key].append(match)
+        return tuple(concepts.values())
+
+    def _valueset(self, canonical: str) -> ValueSet:
+        valueset = self.library.find(canonical)
+        assert valueset is not None  # checked by unresolved() before indexing
+        return valueset
+
+    def codes(self, rule: Rule) -> tuple[Concept, ...]:
+        """The codes a rule matches: its value sets' expansions less its exclusions."""
+        return self._codes.get(rule.id, ())
 
     def lookup(
         self, system: str, code: str, resource_type: str, on: MatchOn = "code"
     ) -> tuple[Match, ...]:
-        """Rules for one coding on a resource of ``resource_type``, exact matches first.
+        """Rules for one coding on a resource of ``resource_type``.
 
         Remembered per coding: a population repeats a few hundred codings millions of times,
         most of them matching nothing.
@@ -230,15 +320,7 @@ class CodeIndex:
         if found is None:
             if len(self._found) >= MAX_REMEMBERED_CODINGS:
                 self._found.clear()
-            found = self._found[key] = self._search(system, code, resource_type, on)
+            hits = self._tables[on].get((system, normalize_code(system, code)), ())
+            found = tuple(hit for hit in hits if hit.rule.resource == resource_type)
+            self._found[key] = found
         return found
-
-    def _search(self, system: str, code: str, resource_type: str, on: MatchOn) -> tuple[Match, ...]:
-        norm = normalize_code(system, code)
-        hits = list(self._exact[on].get((system, norm), ()))
-        if system == ICD10CM:
-            prefixes = self._prefix[on]
-            for length in self._prefix_lengths:
-                if length <= len(norm):
-                    hits.extend(prefixes.get((system, norm[:length]), ()))
-        return tuple(hit for hit in hits if hit.rule.resource == resource_type)

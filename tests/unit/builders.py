@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import warnings
 from datetime import date
 from typing import Any
 
 from fhir_tailor.definitions import Definitions
+from fhir_tailor.mapping import CodeIndex, FeatureFile
 from fhir_tailor.profile import Finding, Profile, build_profile
 from fhir_tailor.record import PatientRecord
+from fhir_tailor.terminology.valuesets import ValueSetLibrary, parse_valueset
 
 #: The as-of date of every unit test (fixture dates are chosen relative to it).
 AS_OF = date(2026, 11, 15)
@@ -95,3 +99,51 @@ def finding_of(
 def reading(found: Finding | None) -> tuple[str, str | None] | None:
     """``(status, severity)`` of a finding, or None when there is no finding."""
     return None if found is None else (found.status, found.severity)
+
+
+#: Where the synthetic value sets of :func:`code_index` live.
+TEST_VALUESETS = "http://example.org/fhir/ValueSet"
+
+
+def code_index(*files: dict[str, Any]) -> CodeIndex:
+    """A CodeIndex over synthetic feature files written in a test shorthand: a rule lists its
+    ``codes`` inline (``{system, code, prefix}``), and each such rule is given an in-memory value
+    set of its own, ``prefix: true`` ICD-10-CM codes expanded with their tabular-list
+    descendants, exactly as the shipped value sets are expanded."""
+    valuesets = []
+    parsed = []
+    for data in files:
+        data = copy.deepcopy(data)
+        for feature in data["features"]:
+            for rule in feature["rules"]:
+                codes = rule.pop("codes", None)
+                if codes is None:
+                    continue
+                url = f"{TEST_VALUESETS}/{rule['id']}"
+                rule["valuesets"] = [url]
+                resource = {
+                    "resourceType": "ValueSet",
+                    "url": url,
+                    "expansion": {"contains": [c for ref in codes for c in _expanded(ref)]},
+                }
+                valuesets.append(parse_valueset(resource, url))
+        parsed.append(FeatureFile.model_validate(data))
+    return CodeIndex(parsed, ValueSetLibrary(valuesets))
+
+
+def _expanded(ref: dict[str, Any]) -> list[dict[str, str]]:
+    if not ref.get("prefix"):
+        return [{"system": ref["system"], "code": ref["code"]}]
+    assert ref["system"] == ICD10, "prefix expansion is defined for ICD-10-CM only"
+    tabular = icd10cm()
+    codes = [ref["code"], *tabular.get_descendants(ref["code"])]
+    return [{"system": ICD10, "code": code} for code in codes]
+
+
+def icd10cm() -> Any:
+    """The ICD-10-CM tabular list (the dev extra's simple_icd_10_cm), imported quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it imports pkg_resources
+        import simple_icd_10_cm
+
+    return simple_icd_10_cm

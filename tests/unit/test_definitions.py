@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,14 +71,34 @@ def test_bands_out_of_order(profiles: Path) -> None:
         load_definitions(profiles)
 
 
-def test_prefix_only_for_icd10(profiles: Path) -> None:
+def test_unknown_value_set_is_named(profiles: Path) -> None:
+    missing = "https://example.org/fhir/ValueSet/not-shipped|1"
     edit(
         profiles / "features" / "medical.yaml",
-        lambda d: d["features"][0]["rules"][0]["codes"][0].update(
-            system="http://loinc.org", prefix=True
-        ),
+        lambda d: d["features"][0]["rules"][0].update(valuesets=[missing]),
     )
-    with pytest.raises(DefinitionError, match="prefix"):
+    with pytest.raises(DefinitionError, match=f"value sets not found: {re.escape(missing)}"):
+        load_definitions(profiles)
+
+
+def test_value_set_without_expansion_asks_for_a_terminology_server(profiles: Path) -> None:
+    medical = yaml.safe_load((profiles / "features" / "medical.yaml").read_text())
+    url = medical["features"][0]["rules"][0]["valuesets"][0].split("|")[0]
+    files = (profiles / "valuesets").glob("*.json")
+    path = next(f for f in files if json.loads(f.read_text())["url"] == url)
+    resource = json.loads(path.read_text())
+    del resource["expansion"]
+    path.write_text(json.dumps(resource))
+    with pytest.raises(DefinitionError, match=r"without an expansion: .*--terminology"):
+        load_definitions(profiles)
+
+
+def test_value_set_canonical_is_checked(profiles: Path) -> None:
+    edit(
+        profiles / "features" / "medical.yaml",
+        lambda d: d["features"][0]["rules"][0].update(valuesets=["not a url"]),
+    )
+    with pytest.raises(DefinitionError, match="not a value set canonical"):
         load_definitions(profiles)
 
 
@@ -112,7 +134,7 @@ def test_error_names_the_line_of_the_bad_value(profiles: Path) -> None:
         "    rules:\n"
         "      - id: extra.one\n"
         "        resource: Observation\n"
-        "        codes: [{system: 'http://loinc.org', code: 1-8}]\n"
+        "        valuesets: ['https://example.org/fhir/ValueSet/x']\n"
         "        value:\n"
         "          bands:\n"
         "            - {min: 5, status: present, severity: moderate}\n"

@@ -115,15 +115,6 @@ def test_every_social_feature_is_defined_in_the_social_dimension(definitions: De
     assert all(not features[f][0].asset for f in SOCIAL_FEATURES if f != "caregiver_present")
 
 
-def test_every_social_code_names_its_source(definitions: Definitions) -> None:
-    for feature, dimension in definitions.rules.index.features.values():
-        if dimension != "social":
-            continue
-        for rule in feature.rules:
-            for ref in rule.codes:
-                assert ref.source and ref.source.strip(), (rule.id, ref.code)
-
-
 # -- screening answers: (item, answer, feature, status, severity) --------------------------------
 
 ANSWER_CASES: list[tuple[str, str, str, str, str | None]] = [

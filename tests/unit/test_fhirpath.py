@@ -20,6 +20,7 @@ from builders import (
     LOINC,
     SNOMED,
     answer,
+    code_index,
     condition,
     observation,
     quantity,
@@ -31,7 +32,6 @@ from pydantic import TypeAdapter
 
 from fhir_tailor.definitions import bundled_path, load_definitions
 from fhir_tailor.fhirpath import Translator
-from fhir_tailor.mapping import CodeIndex, FeatureFile
 from fhir_tailor.profile import (
     DimensionDefinition,
     GapDefinition,
@@ -41,6 +41,7 @@ from fhir_tailor.profile import (
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.rules import RuleExpr
 from fhir_tailor.sources import file_source
+from fhir_tailor.terminology.valuesets import normalize_code
 
 R4 = models["r4"]
 ENVIRONMENT = {"asOf": AS_OF.isoformat()}
@@ -53,9 +54,25 @@ def bundle(rec: PatientRecord) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
+def member_of(inputs: list[Any], canonical: str) -> list[bool]:
+    """FHIRPath's ``memberOf`` for fhirpathpy, which has no terminology service: a Coding is a
+    member when its ``(system, code)`` is in the value set's shipped expansion (ICD-10-CM
+    compared without the dot, as the index compares it)."""
+    members = VALUESETS[canonical]
+    return [
+        isinstance(c, dict)
+        and isinstance(c.get("system"), str)
+        and isinstance(c.get("code"), str)
+        and (c["system"], normalize_code(c["system"], c["code"])) in members
+        for c in inputs
+    ]
+
+
 @cache
 def compiled(expression: str) -> Callable[..., list[Any]]:
-    function: Callable[..., list[Any]] = compile_fhirpath(expression, R4)
+    table = {"memberOf": {"fn": member_of, "arity": {1: ["String"]}}}
+    options = {"userInvocationTable": table}
+    function: Callable[..., list[Any]] = compile_fhirpath(expression, R4, options)
     return function
 
 
@@ -104,204 +121,205 @@ def test_fixture_patients_exercise_both_outcomes() -> None:
 EXAMPLE = "http://example.org/fhir/CodeSystem"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-MEDICAL = FeatureFile.model_validate(
-    {
-        "version": "1",
-        "changelog": ["test"],
-        "dimension": "medical",
-        "features": [
-            {
-                "id": "diabetes",
-                "label": "Diabetes",
-                "rules": [
-                    {
-                        "id": "diabetes.icd",
-                        "resource": "Condition",
-                        "codes": [{"system": ICD10, "code": "E11", "prefix": True}],
-                        "severity": "moderate",
+MEDICAL = {
+    "version": "1",
+    "changelog": ["test"],
+    "dimension": "medical",
+    "features": [
+        {
+            "id": "diabetes",
+            "label": "Diabetes",
+            "rules": [
+                {
+                    "id": "diabetes.icd",
+                    "resource": "Condition",
+                    "codes": [{"system": ICD10, "code": "E11", "prefix": True}],
+                    "severity": "moderate",
+                },
+                {
+                    "id": "diabetes.category",
+                    "resource": "Condition",
+                    "match": "category",
+                    "codes": [{"system": EXAMPLE, "code": "diabetes"}],
+                    "severity": "low",
+                },
+            ],
+        },
+        {
+            "id": "hba1c_high",
+            "label": "HbA1c above target",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "hba1c.loinc",
+                    "resource": "Observation",
+                    "codes": [{"system": LOINC, "code": "4548-4"}],
+                    "value": {
+                        "unit": "%",
+                        "bands": [
+                            {"min": 9, "status": "present", "severity": "high"},
+                            {"min": 7, "status": "present", "severity": "moderate"},
+                            {"status": "absent"},
+                        ],
                     },
-                    {
-                        "id": "diabetes.category",
-                        "resource": "Condition",
-                        "match": "category",
-                        "codes": [{"system": EXAMPLE, "code": "diabetes"}],
-                        "severity": "low",
+                }
+            ],
+        },
+        {
+            "id": "systolic_high",
+            "label": "Systolic blood pressure above target",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "systolic.loinc",
+                    "resource": "Observation",
+                    "codes": [{"system": LOINC, "code": "8480-6"}],
+                    "value": {
+                        "unit": "mm[Hg]",
+                        "bands": [
+                            {"min": 140, "status": "present", "severity": "moderate"},
+                            {"status": "absent"},
+                        ],
                     },
-                ],
-            },
-            {
-                "id": "hba1c_high",
-                "label": "HbA1c above target",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "hba1c.loinc",
-                        "resource": "Observation",
-                        "codes": [{"system": LOINC, "code": "4548-4"}],
-                        "value": {
-                            "unit": "%",
-                            "bands": [
-                                {"min": 9, "status": "present", "severity": "high"},
-                                {"min": 7, "status": "present", "severity": "moderate"},
-                                {"status": "absent"},
-                            ],
-                        },
-                    }
-                ],
-            },
-            {
-                "id": "systolic_high",
-                "label": "Systolic blood pressure above target",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "systolic.loinc",
-                        "resource": "Observation",
-                        "codes": [{"system": LOINC, "code": "8480-6"}],
-                        "value": {
-                            "unit": "mm[Hg]",
-                            "bands": [
-                                {"min": 140, "status": "present", "severity": "moderate"},
-                                {"status": "absent"},
-                            ],
-                        },
-                    }
-                ],
-            },
-            {
-                "id": "egfr_low",
-                "label": "Reduced eGFR",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "egfr.loinc",
-                        "resource": "Observation",
-                        "codes": [{"system": LOINC, "code": "33914-3"}],
-                        "value": {
-                            "bands": [
-                                {"min": 60, "status": "absent"},
-                                {"min": 30, "status": "present", "severity": "moderate"},
-                                {"status": "present", "severity": "high"},
-                            ]
-                        },
-                    }
-                ],
-            },
-            {
-                "id": "falls",
-                "label": "Falls",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "falls.snomed",
-                        "resource": "Observation",
-                        "codes": [{"system": SNOMED, "code": "428942009"}],
-                        "severity": "moderate",
-                    }
-                ],
-            },
-            {
-                "id": "recent_stay",
-                "label": "Recent hospital stay",
-                "current_for_days": 30,
-                "rules": [
-                    {
-                        "id": "recent_stay.class",
-                        "resource": "Encounter",
-                        "codes": [{"system": ACT_CODE, "code": "IMP"}],
-                        "severity": "moderate",
-                    }
-                ],
-            },
-            {
-                "id": "polypharmacy",
-                "label": "Polypharmacy",
-                "rules": [
-                    {
-                        "id": "polypharmacy.count",
-                        "resource": "MedicationRequest",
-                        "value": {
-                            "bands": [
-                                {"min": 10, "status": "present", "severity": "high"},
-                                {"min": 5, "status": "present", "severity": "moderate"},
-                                {"status": "absent"},
-                            ]
-                        },
-                    }
-                ],
-            },
-        ],
-    }
-)
+                }
+            ],
+        },
+        {
+            "id": "egfr_low",
+            "label": "Reduced eGFR",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "egfr.loinc",
+                    "resource": "Observation",
+                    "codes": [{"system": LOINC, "code": "33914-3"}],
+                    "value": {
+                        "bands": [
+                            {"min": 60, "status": "absent"},
+                            {"min": 30, "status": "present", "severity": "moderate"},
+                            {"status": "present", "severity": "high"},
+                        ]
+                    },
+                }
+            ],
+        },
+        {
+            "id": "falls",
+            "label": "Falls",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "falls.snomed",
+                    "resource": "Observation",
+                    "codes": [{"system": SNOMED, "code": "428942009"}],
+                    "severity": "moderate",
+                }
+            ],
+        },
+        {
+            "id": "recent_stay",
+            "label": "Recent hospital stay",
+            "current_for_days": 30,
+            "rules": [
+                {
+                    "id": "recent_stay.class",
+                    "resource": "Encounter",
+                    "codes": [{"system": ACT_CODE, "code": "IMP"}],
+                    "severity": "moderate",
+                }
+            ],
+        },
+        {
+            "id": "polypharmacy",
+            "label": "Polypharmacy",
+            "rules": [
+                {
+                    "id": "polypharmacy.count",
+                    "resource": "MedicationRequest",
+                    "value": {
+                        "bands": [
+                            {"min": 10, "status": "present", "severity": "high"},
+                            {"min": 5, "status": "present", "severity": "moderate"},
+                            {"status": "absent"},
+                        ]
+                    },
+                }
+            ],
+        },
+    ],
+}
 FOOD_ANSWERS = [
     {"system": LOINC, "code": "LA28397-0", "status": "present", "severity": "moderate"},
     {"system": LOINC, "code": "LA28398-8", "status": "absent"},
 ]
-SOCIAL = FeatureFile.model_validate(
-    {
-        "version": "1",
-        "changelog": ["test"],
-        "dimension": "social",
-        "features": [
-            {
-                "id": "food",
-                "label": "Food insecurity",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "food.hvs",
-                        "resource": "Observation",
-                        "codes": [{"system": LOINC, "code": "88122-7"}],
-                        "answers": FOOD_ANSWERS,
-                    },
-                    {
-                        "id": "food.icd",
-                        "resource": "Condition",
-                        "codes": [{"system": ICD10, "code": "Z59.41"}],
-                        "severity": "moderate",
-                    },
-                ],
-            },
-            {
-                "id": "housing",
-                "label": "Housing instability",
-                "current_for_days": 365,
-                "rules": [
-                    {
-                        "id": "housing.ahc",
-                        "resource": "Observation",
-                        "codes": [{"system": LOINC, "code": "71802-3"}],
-                        "answers": [
-                            {"code": "LA31995-6", "status": "present", "severity": "high"},
-                            {"code": "LA31994-9", "status": "present", "severity": "moderate"},
-                            {"code": "LA31993-1", "status": "absent"},
-                        ],
-                    },
-                    {
-                        "id": "housing.icd",
-                        "resource": "Condition",
-                        "codes": [{"system": ICD10, "code": "Z59.0", "prefix": True}],
-                        "severity": "moderate",
-                    },
-                ],
-            },
-            {
-                "id": "caregiver",
-                "label": "Has a caregiver",
-                "asset": True,
-                "rules": [
-                    {
-                        "id": "caregiver.example",
-                        "resource": "Observation",
-                        "codes": [{"system": EXAMPLE, "code": "caregiver"}],
-                    }
-                ],
-            },
-        ],
-    }
-)
+SOCIAL = {
+    "version": "1",
+    "changelog": ["test"],
+    "dimension": "social",
+    "features": [
+        {
+            "id": "food",
+            "label": "Food insecurity",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "food.hvs",
+                    "resource": "Observation",
+                    "codes": [{"system": LOINC, "code": "88122-7"}],
+                    "answers": FOOD_ANSWERS,
+                },
+                {
+                    "id": "food.icd",
+                    "resource": "Condition",
+                    "codes": [{"system": ICD10, "code": "Z59.41"}],
+                    "severity": "moderate",
+                },
+            ],
+        },
+        {
+            "id": "housing",
+            "label": "Housing instability",
+            "current_for_days": 365,
+            "rules": [
+                {
+                    "id": "housing.ahc",
+                    "resource": "Observation",
+                    "codes": [{"system": LOINC, "code": "71802-3"}],
+                    "answers": [
+                        {"code": "LA31995-6", "status": "present", "severity": "high"},
+                        {"code": "LA31994-9", "status": "present", "severity": "moderate"},
+                        {"code": "LA31993-1", "status": "absent"},
+                    ],
+                },
+                {
+                    "id": "housing.icd",
+                    "resource": "Condition",
+                    "codes": [{"system": ICD10, "code": "Z59.0", "prefix": True}],
+                    "severity": "moderate",
+                },
+            ],
+        },
+        {
+            "id": "caregiver",
+            "label": "Has a caregiver",
+            "asset": True,
+            "rules": [
+                {
+                    "id": "caregiver.example",
+                    "resource": "Observation",
+                    "codes": [{"system": EXAMPLE, "code": "caregiver"}],
+                }
+            ],
+        },
+    ],
+}
+VALUESETS = {
+    v.canonical: v.members()
+    for library in (DEFINITIONS.rules.index.library, code_index(MEDICAL, SOCIAL).library)
+    for v in library
+}
 RULES = ProfileRules(
-    CodeIndex([MEDICAL, SOCIAL]),
+    code_index(MEDICAL, SOCIAL),
     {
         "medical": DimensionDefinition(label="Medical", description="-"),
         "social": DimensionDefinition(label="Social", description="-", escalate_at_count=2),

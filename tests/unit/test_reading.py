@@ -11,9 +11,18 @@ from typing import Any
 
 import pytest
 import yaml
-from builders import AS_OF, LOINC, SNOMED, answer, condition, observation, patient, record
+from builders import (
+    AS_OF,
+    LOINC,
+    SNOMED,
+    answer,
+    code_index,
+    condition,
+    observation,
+    patient,
+    record,
+)
 
-from fhir_tailor.mapping import CodeIndex, FeatureFile
 from fhir_tailor.profile import Profile, ProfileRules, build_profile
 from fhir_tailor.questionnaire import item_code
 from fhir_tailor.record import PatientRecord
@@ -88,7 +97,7 @@ features:
 
 @pytest.fixture(scope="module")
 def rules() -> ProfileRules:
-    index = CodeIndex([FeatureFile.model_validate(yaml.safe_load(MAPPING))])
+    index = code_index(yaml.safe_load(MAPPING))
     return ProfileRules(index, {}, ())
 
 
@@ -283,7 +292,7 @@ def test_asset_feature_rejects_severities() -> None:
     bad = yaml.safe_load(MAPPING)
     bad["features"][-1]["rules"][0]["severity"] = "low"
     with pytest.raises(ValueError, match="asset feature takes no severities"):
-        FeatureFile.model_validate(bad)
+        code_index(bad)
 
 
 @pytest.mark.parametrize(
