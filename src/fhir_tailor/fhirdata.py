@@ -21,6 +21,9 @@ import orjson
 
 Resource = dict[str, Any]
 
+#: The code system of units of measure (UCUM) in ``Quantity.system``.
+UCUM = "http://unitsofmeasure.org"
+
 _DATE_PREFIX = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 #: FHIR ``id``: what references, file names and our output are keyed by.
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
@@ -165,15 +168,32 @@ def numeric_value(element: Resource) -> tuple[float | None, str | None]:
     quantity = element.get("valueQuantity")
     if isinstance(quantity, dict):
         number = quantity.get("value")
-        unit = quantity.get("code") or quantity.get("unit")
         if _is_finite_number(number):
-            return float(number), unit if isinstance(unit, str) else None
+            unit = quantity_unit(quantity)
+            return float(number), unit[1] if unit else None
         return None, None
     for field in ("valueInteger", "valueDecimal"):
         number = element.get(field)
         if _is_finite_number(number):
             return float(number), None
     return None, None
+
+
+def quantity_unit(quantity: Resource) -> tuple[str, str] | None:
+    """``(field, unit)`` of a Quantity: its ``code`` when ``system`` is UCUM, else the free-text
+    ``unit``, else a ``code`` of another (or no) system.
+
+    A UCUM code is what the sender meant the unit to be; ``unit`` is only its display, and may
+    say ``mmHg`` where the code says ``mm[Hg]``.
+    """
+    code, text = quantity.get("code"), quantity.get("unit")
+    if isinstance(code, str) and code.strip() and quantity.get("system") == UCUM:
+        return "code", code
+    if isinstance(text, str) and text.strip():
+        return "unit", text
+    if isinstance(code, str) and code.strip():
+        return "code", code
+    return None
 
 
 def _is_finite_number(value: object) -> TypeGuard[int | float]:

@@ -28,6 +28,7 @@ from functools import cached_property
 from pydantic import BaseModel, ConfigDict, Field
 
 from .fhirdata import (
+    UCUM,
     Resource,
     as_list,
     codings,
@@ -35,6 +36,7 @@ from .fhirdata import (
     is_language_tag,
     numeric_value,
     parse_date,
+    quantity_unit,
     reference_id,
     resource_ref,
 )
@@ -52,6 +54,7 @@ from .questionnaire import answered_items
 from .record import PatientRecord
 from .rules import NEED_RANK, NeedLevel, RuleExpr
 from .shape import ADMINISTRATIVE_GENDER, shape_problems
+from .terminology.units import express
 
 #: Condition clinical statuses that mean "the problem holds now".
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -437,8 +440,19 @@ def _read_observation(
         number, unit = numeric_value(element)
         if number is None:
             return unknown("value[x]: missing or not a number")
-        if rule.value.unit and unit and _unit_key(unit) != _unit_key(rule.value.unit):
-            return unknown(f"valueQuantity.unit: {unit!r}, expected {rule.value.unit!r}")
+        quantity = element.get("valueQuantity")
+        if isinstance(quantity, dict) and (seen := quantity_unit(quantity)) is not None:
+            field, unit = seen
+            coded = field == "code" and quantity.get("system") == UCUM
+            reading = express(number, unit, rule.value, coded=coded)
+            if reading is None:
+                wanted = rule.value.unit
+                return unknown(f"valueQuantity.{field}: unit {unit!r} cannot be read as {wanted!r}")
+            if reading.note:
+                report(
+                    ref, f"field {path}valueQuantity.{field}: {reading.note} ({match.feature.id})"
+                )
+            number = reading.value
         band = next(b for b in rule.value.bands if b.min is None or number >= b.min)
         return _Evidence(
             match,
@@ -448,7 +462,7 @@ def _read_observation(
             (ref,),
             False,
             value=number,
-            unit=unit or rule.value.unit,
+            unit=rule.value.unit or unit,
             label=band.label,
         )
     if rule.answers is not None:
@@ -482,10 +496,6 @@ def _read_observation(
     if element.get("valueBoolean") is False or interpretations & NEGATIVE_INTERPRETATION:
         return _Evidence(match, "absent", None, when, (ref,), False)
     return _Evidence(match, "present", rule.severity, when, (ref,), False)
-
-
-def _unit_key(unit: str) -> str:
-    return unit.replace("[", "").replace("]", "").replace(" ", "").lower()
 
 
 _STATUS_RANK = {"unknown": 0, "absent": 1, "present": 2}
