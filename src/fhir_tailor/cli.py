@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import httpx
 from click.core import ParameterSource
 
 from . import __version__
@@ -47,6 +48,7 @@ from .smart import load_signing_key, smart_auth_from_settings
 from .sources import Source, file_source
 from .sources.server import PatientSelection, ServerSource
 from .state import RunState
+from .terminology.expand import ExpansionCache, ServerExpander, default_cache_dir
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
 #: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
@@ -56,6 +58,8 @@ EXIT_CANNOT_START = 3
 EXIT_STOPPED = 4
 
 log = logging.getLogger("fhir_tailor")
+#: What SMART auth asks a terminology server for: reading value sets (SMART v1 syntax).
+TERMINOLOGY_SCOPE = "system/ValueSet.read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,71 @@ class Settings:
 def _fail(message: str) -> NoReturn:
     notice(f"error: {message}")
     sys.exit(EXIT_CANNOT_START)
+
+
+def auth_options(prefix: str, default_scope: str) -> list[Callable[..., Any]]:
+    """The options saying how to authenticate to a server: a bearer token, HTTP basic, or SMART
+    Backend Services. ``prefix`` names another server's set (``terminology-`` gives
+    ``--terminology-token`` and ``FHIR_TAILOR_TERMINOLOGY_TOKEN``); :func:`_auth` reads them."""
+    env = "FHIR_TAILOR_" + prefix.upper().replace("-", "_")
+    return [
+        click.option(f"--{prefix}token", envvar=f"{env}TOKEN", help="Static bearer token."),
+        click.option(f"--{prefix}username", envvar=f"{env}USERNAME", help="HTTP basic user."),
+        click.option(f"--{prefix}password", envvar=f"{env}PASSWORD", help="HTTP basic password."),
+        click.option(
+            f"--{prefix}client-id",
+            envvar=f"{env}CLIENT_ID",
+            help="SMART Backend Services client id.",
+        ),
+        click.option(
+            f"--{prefix}private-key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            envvar=f"{env}PRIVATE_KEY",
+            help="SMART signing key: PEM private key or JWKS file (private_key_jwt).",
+        ),
+        click.option(f"--{prefix}kid", envvar=f"{env}KID", help="Key id of the signing key."),
+        click.option(
+            f"--{prefix}client-secret",
+            envvar=f"{env}CLIENT_SECRET",
+            help="SMART client secret (client_secret_basic), instead of a private key.",
+        ),
+        click.option(
+            f"--{prefix}token-url",
+            help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
+        ),
+        click.option(
+            f"--{prefix}scope",
+            envvar=f"{env}SCOPE",
+            help=f"SMART scopes to request (v1 or v2 syntax). Default: {default_scope}.",
+        ),
+    ]
+
+
+def terminology_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options naming the terminology server that expands value sets shipped without an
+    expansion, how to reach it, and where expansions are cached (what ``_expander`` reads).
+
+    They are the group's, next to ``--profiles``, because definitions load before any command
+    runs: ``fhir-tailor --terminology URL sync ...``."""
+    options = [
+        click.option(
+            "--terminology",
+            envvar="FHIR_TAILOR_TERMINOLOGY",
+            help="FHIR terminology server (base URL) that expands value sets shipped without an "
+            "expansion (ValueSet/$expand). Default: none; such value sets are an error.",
+        ),
+        *auth_options("terminology-", TERMINOLOGY_SCOPE),
+        click.option(
+            "--terminology-cache",
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar="FHIR_TAILOR_TERMINOLOGY_CACHE",
+            help="Folder of cached expansions, one per url|version. "
+            "Default: $XDG_CACHE_HOME/fhir-tailor/valuesets (~/.cache/...).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 @click.group()
@@ -100,14 +169,17 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     help="Logs on stderr as text, or as one JSON object per line (time, level, logger, ...).",
 )
+@terminology_options
 @click.pass_context
 def main(
     ctx: click.Context,
+    /,
     profiles_dir: Path | None,
     as_of: datetime | None,
     verbose: int,
     log_level: str | None,
     log_format: LogFormat,
+    **terminology: Any,
 ) -> None:
     """Standardized, personalized care plans from FHIR R4 data."""
     configure(
@@ -117,7 +189,9 @@ def main(
     if ctx.invoked_subcommand is None:
         return
     try:
-        definitions = load_definitions(profiles_dir or bundled_path("profiles"))
+        definitions = load_definitions(
+            profiles_dir or bundled_path("profiles"), expand=_expander(terminology)
+        )
     except FhirTailorError as exc:
         _fail(str(exc))
     ctx.obj = Settings(definitions, as_of.date() if as_of else date.today())
@@ -139,33 +213,7 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that name a FHIR server and how to reach it (what ``_connect`` reads)."""
     options = [
         click.option("--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL."),
-        click.option("--token", envvar="FHIR_TAILOR_TOKEN", help="Static bearer token."),
-        click.option("--username", envvar="FHIR_TAILOR_USERNAME", help="HTTP basic user."),
-        click.option("--password", envvar="FHIR_TAILOR_PASSWORD", help="HTTP basic password."),
-        click.option(
-            "--client-id", envvar="FHIR_TAILOR_CLIENT_ID", help="SMART Backend Services client id."
-        ),
-        click.option(
-            "--private-key",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            envvar="FHIR_TAILOR_PRIVATE_KEY",
-            help="SMART signing key: PEM private key or JWKS file (private_key_jwt).",
-        ),
-        click.option("--kid", envvar="FHIR_TAILOR_KID", help="Key id of the signing key."),
-        click.option(
-            "--client-secret",
-            envvar="FHIR_TAILOR_CLIENT_SECRET",
-            help="SMART client secret (client_secret_basic), instead of a private key.",
-        ),
-        click.option(
-            "--token-url",
-            help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
-        ),
-        click.option(
-            "--scope",
-            envvar="FHIR_TAILOR_SCOPE",
-            help="SMART scopes to request (v1 or v2 syntax). Default: read all, write plans.",
-        ),
+        *auth_options("", "read all, write plans"),
         click.option(
             "--timeout",
             type=float,
@@ -316,30 +364,10 @@ def _export_progress(state: RunState) -> ExportProgress:
 
 def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
     """A client for ``--server``, checked to be a reachable FHIR R4 server."""
-    try:
-        auth = auth_from_settings(params["token"], params["username"], params["password"])
-        smart = smart_auth_from_settings(
-            params["server"],
-            params["client_id"],
-            private_key=params["private_key"],
-            kid=params["kid"],
-            client_secret=params["client_secret"],
-            token_url=params["token_url"],
-            scope=params["scope"],
-            timeout=params["timeout"],
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    except FhirTailorError as exc:
-        _fail(str(exc))
-    if smart is not None:
-        if auth is not None:
-            raise click.UsageError("--client-id cannot be combined with --token or --username")
-        auth = smart
     retry = RetryPolicy(total_budget=params["retry_budget"])
     client = FhirClient(
         params["server"],
-        auth=auth,
+        auth=_auth(params, params["server"], timeout=params["timeout"]),
         timeout=params["timeout"],
         retry=retry,
         max_connections=params["concurrency"],
@@ -350,6 +378,56 @@ def _connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
     except FhirTailorError as exc:
         _fail(f"cannot use server: {exc}")
     return client
+
+
+def _auth(
+    params: dict[str, Any],
+    server: str,
+    *,
+    prefix: str = "",
+    timeout: float = 30.0,
+    default_scope: str | None = None,
+) -> httpx.Auth | None:
+    """The auth the options of :func:`auth_options` (with ``prefix``) ask for, or ``None``."""
+    key = prefix.replace("-", "_")
+    try:
+        auth = auth_from_settings(
+            params[f"{key}token"], params[f"{key}username"], params[f"{key}password"]
+        )
+        smart = smart_auth_from_settings(
+            server,
+            params[f"{key}client_id"],
+            private_key=params[f"{key}private_key"],
+            kid=params[f"{key}kid"],
+            client_secret=params[f"{key}client_secret"],
+            token_url=params[f"{key}token_url"],
+            scope=params[f"{key}scope"] or default_scope,
+            timeout=timeout,
+        )
+    except ValueError as exc:
+        label = f"{prefix.removesuffix('-')} server: " if prefix else ""
+        raise click.UsageError(f"{label}{exc}") from exc
+    except FhirTailorError as exc:
+        _fail(str(exc))
+    if smart is not None:
+        if auth is not None:
+            raise click.UsageError(
+                f"--{prefix}client-id cannot be combined with --{prefix}token or --{prefix}username"
+            )
+        return smart
+    return auth
+
+
+def _expander(params: dict[str, Any]) -> ServerExpander | None:
+    """What expands value sets for ``load_definitions``: ``--terminology``, through the cache;
+    ``None`` without it. Nothing is requested here: the server is asked only for a value set
+    that is neither shipped expanded nor cached."""
+    server = params["terminology"]
+    if not server:
+        return None
+    auth = _auth(params, server, prefix="terminology-", default_scope=TERMINOLOGY_SCOPE)
+    cache = ExpansionCache(params["terminology_cache"] or default_cache_dir())
+    return ServerExpander(server, cache, auth=auth)
 
 
 class _Progress:
