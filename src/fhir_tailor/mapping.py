@@ -154,12 +154,15 @@ class Rule(Strict):
 
 class Feature(Strict):
     """A profile feature. An *asset* (a strength such as a caregiver) is present or absent but
-    never has a severity, so it never raises a need level."""
+    never has a severity, so it never raises a need level. ``excludes`` names features that
+    cannot hold together with this one (type 1 and type 2 diabetes): a code in the value sets of
+    both is a mapping error, which ``validate-profiles`` reports."""
 
     id: str = Field(pattern=_ID)
     label: str
     current_for_days: int | None = Field(default=None, gt=0)
     asset: bool = False
+    excludes: tuple[str, ...] = ()
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")
