@@ -184,3 +184,18 @@ def test_every_shipped_value_set_is_used(definitions: Definitions) -> None:
         for c in (*rule.valuesets, *rule.excluding)
     }
     assert {v.canonical for v in definitions.rules.index.library} == used
+
+
+def test_an_expansion_replaces_the_unexpanded_file_of_its_url() -> None:
+    """A versionless file without expansion, answered by a server with a versioned expansion."""
+    shipped = _library(url="u:vs")
+    expanded = {
+        "resourceType": "ValueSet",
+        "url": "u:vs",
+        "version": "7",
+        "expansion": {"contains": [{"system": "http://loinc.org", "code": "1-8"}]},
+    }
+    library = shipped.with_expansions([expanded], "server")
+    assert len(library) == 1
+    found = library.find("u:vs")
+    assert found is not None and found.version == "7" and found.expanded

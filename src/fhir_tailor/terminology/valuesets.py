@@ -186,7 +186,11 @@ class ValueSetLibrary:
         for canonical, valueset in added.items():
             if not valueset.expanded:
                 raise ValueSetError(f"{where}: value set {canonical} came back without expansion")
-        kept = [v for v in self if v.canonical not in added]
+        # An unexpanded entry of the same url gives way even when the server answered with a
+        # version the shipped file did not name: otherwise a versionless reference would find
+        # both and be ambiguous.
+        urls = {v.url for v in added.values()}
+        kept = [v for v in self if v.canonical not in added and (v.expanded or v.url not in urls)]
         return ValueSetLibrary([*kept, *added.values()])
 
 
