@@ -364,12 +364,26 @@ def test_timed_up_and_go_cut_point(
     assert reading(finding_of(definitions, "fall_risk", tug)) == expected
 
 
-def test_timed_up_and_go_in_another_unit_is_unknown(definitions: Definitions) -> None:
+@pytest.mark.parametrize(
+    ("minutes", "expected"), [(0.2, ("present", "moderate")), (0.19, ("absent", None))]
+)
+def test_timed_up_and_go_in_minutes_is_read_in_seconds(
+    definitions: Definitions, minutes: float, expected: tuple[str, str | None]
+) -> None:
     issues: list[tuple[str, str]] = []
-    tug = observation("o1", "89423-8", **quantity(0.3, "min"))
+    tug = observation("o1", "89423-8", **quantity(minutes, "min"))
+    found = profile_of(definitions, record(tug), issues).finding("fall_risk")
+    assert reading(found) == expected
+    assert found is not None and (found.value, found.unit) == (round(minutes * 60, 9), "s")
+    assert issues == []
+
+
+def test_timed_up_and_go_in_a_unit_of_no_time_is_unknown(definitions: Definitions) -> None:
+    issues: list[tuple[str, str]] = []
+    tug = observation("o1", "89423-8", **quantity(3, "m"))
     found = profile_of(definitions, record(tug), issues).finding("fall_risk")
     assert reading(found) == ("unknown", None)
-    assert issues and "unit" in issues[0][1]
+    assert issues and "unit 'm' cannot be read as 's'" in issues[0][1]
 
 
 # -- coded answers -----------------------------------------------------------------------------

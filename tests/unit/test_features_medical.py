@@ -30,6 +30,7 @@ from fhir_tailor.profile import Finding
 from fhir_tailor.record import PatientRecord
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+UCUM = "http://unitsofmeasure.org"
 EGFR_UNIT = "mL/min/{1.73_m2}"
 
 
@@ -349,11 +350,12 @@ def test_near_miss_observation_code(definitions: Definitions, code: str, feature
     ("code", "unit", "feature"),
     [
         ("98979-8", "mg/dL", "egfr_reduced"),
-        ("98979-8", "mL/min", "egfr_reduced"),  # not normalized to body surface area
-        ("18262-6", "mmol/L", "ldl_above_target"),  # SI units are not converted
-        ("13457-7", "mmol/L", "ldl_above_target"),
+        ("98979-8", "mL/s", "egfr_reduced"),  # a clearance, not per body surface, not declared
+        ("18262-6", "%", "ldl_above_target"),
+        ("13457-7", "mmol/kg", "ldl_above_target"),  # per mass of what? not a concentration
         ("39156-5", "kg", "obesity"),  # a weight, not a BMI
-        ("4548-4", "mmol/mol", "hba1c_above_target"),  # IFCC units are not converted
+        ("4548-4", "1", "hba1c_above_target"),  # a fraction: UCUM says x 100, nobody declared it
+        ("4548-4", "mg/dL", "hba1c_above_target"),
     ],
 )
 def test_wrong_unit_is_unknown_and_reported(
@@ -363,7 +365,180 @@ def test_wrong_unit_is_unknown_and_reported(
     rec = record(observation("o1", code, **quantity(45, unit)))
     finding = profile_of(definitions, rec, issues).finding(feature)
     assert finding is not None and finding.status == "unknown"
-    assert issues and issues[0][0] == "Observation/o1" and "unit" in issues[0][1]
+    assert len(issues) == 1 and issues[0][0] == "Observation/o1"
+    assert issues[0][1].startswith(f"field valueQuantity.code: unit {unit!r} cannot be read as ")
+    assert issues[0][1].endswith(f"; {feature} unknown")
+
+
+# -- readings in other units: declared conversions and mislabels, UCUM ------------------------
+# The converted value decides the band and is the finding's value, in the bands' unit.
+
+
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "feature", "converted", "severity"),
+    [
+        # LDL-C mmol/L x 38.67 = mg/dL: 190 mg/dL is 4.913 mmol/L, 160 is 4.138, 130 is 3.362
+        ("13457-7", 4.92, "mmol/L", "ldl_above_target", 190.2564, "high"),
+        ("13457-7", 4.91, "mmol/L", "ldl_above_target", 189.8697, "moderate"),
+        ("18262-6", 4.14, "mmol/L", "ldl_above_target", 160.0938, "moderate"),
+        ("18262-6", 4.13, "mmol/L", "ldl_above_target", 159.7071, "low"),
+        ("18262-6", 3.37, "mmol/L", "ldl_above_target", 130.3179, "low"),
+        ("18262-6", 3.36, "mmol/L", "ldl_above_target", 129.9312, None),
+        # HbA1c NGSP % = 0.09148 x IFCC mmol/mol + 2.152: 9% is 74.86 mmol/mol, 7% is 53.00
+        ("4548-4", 75, "mmol/mol", "hba1c_above_target", 9.0130, "high"),
+        ("4548-4", 74, "mmol/mol", "hba1c_above_target", 8.92152, "moderate"),
+        ("17856-6", 53, "mmol/mol", "hba1c_above_target", 7.00044, "moderate"),
+        ("17856-6", 52, "mmol/mol", "hba1c_above_target", 6.90896, None),
+    ],
+)
+def test_declared_conversion_decides_the_band_and_is_reported(
+    definitions: Definitions,
+    code: str,
+    value: float,
+    unit: str,
+    feature: str,
+    converted: float,
+    severity: str | None,
+) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", code, **quantity(value, unit)))
+    finding = profile_of(definitions, rec, issues).finding(feature)
+    assert finding is not None
+    assert finding.value == pytest.approx(converted, abs=1e-9)
+    assert (finding.status, finding.severity) == ("present" if severity else "absent", severity)
+    assert finding.unit == {"mmol/L": "mg/dL", "mmol/mol": "%"}[unit]
+    assert len(issues) == 1 and issues[0][0] == "Observation/o1"
+    problem = issues[0][1]
+    assert problem.startswith(f"field valueQuantity.code: {unit!r} converted to {finding.unit!r}")
+    assert problem.endswith(f"({feature})")
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "severity"),
+    [(60.0, "absent", None), (59.0, "present", "moderate"), (29.0, "present", "high")],
+)
+def test_egfr_in_ml_per_min_is_read_per_body_surface_and_reported(
+    definitions: Definitions, value: float, status: str, severity: str | None
+) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", "33914-3", **quantity(value, "mL/min")))
+    finding = profile_of(definitions, rec, issues).finding("egfr_reduced")
+    assert finding is not None
+    assert (finding.status, finding.severity, finding.value, finding.unit) == (
+        status,
+        severity,
+        value,
+        EGFR_UNIT,
+    )
+    assert issues == [
+        (
+            "Observation/o1",
+            f"field valueQuantity.code: 'mL/min' read as {EGFR_UNIT!r} (a declared mislabel); "
+            "value kept (egfr_reduced)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "converted", "severity"),
+    [
+        (0.5, "mL/s/{1.73_m2}", 30.0, "moderate"),  # the same annotation, another time unit
+        (0.49, "mL/s/{1.73_m2}", 29.4, "high"),
+    ],
+)
+def test_egfr_in_another_ucum_unit_is_converted_silently(
+    definitions: Definitions, value: float, unit: str, converted: float, severity: str
+) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", "98979-8", **quantity(value, unit)))
+    finding = profile_of(definitions, rec, issues).finding("egfr_reduced")
+    assert finding is not None
+    assert (finding.status, finding.severity, finding.value, finding.unit) == (
+        "present",
+        severity,
+        converted,
+        EGFR_UNIT,
+    )
+    assert issues == []
+
+
+#: UCUM: m[Hg] = 133.3220 kPa, so 1 mm[Hg] = 0.1333220 kPa and 140 mm[Hg] = 18.665 kPa.
+KPA_PER_MM_HG = 0.1333220
+
+
+@pytest.mark.parametrize(("value", "status"), [(18.67, "present"), (18.66, "absent")])
+def test_blood_pressure_in_kilopascal_is_converted_by_ucum(
+    definitions: Definitions, value: float, status: str
+) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", "8480-6", **quantity(value, "kPa")))
+    finding = profile_of(definitions, rec, issues).finding("bp_above_target")
+    assert finding is not None and finding.unit == "mm[Hg]"
+    # within 5 ppm: pint (under ucumvert) defines mm[Hg] as 133.322387 Pa, UCUM writes 133.3220
+    assert finding.value == pytest.approx(value / KPA_PER_MM_HG, rel=5e-6)
+    assert finding.status == status
+    assert issues == []
+
+
+def test_ucum_code_is_preferred_over_the_free_text_unit(definitions: Definitions) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(
+        observation(
+            "code-mmol",
+            "13457-7",
+            when="2026-09-01",
+            valueQuantity={"value": 4.92, "unit": "mg/dL", "system": UCUM, "code": "mmol/L"},
+        ),
+        observation(
+            "code-mg",
+            "18262-6",
+            when="2026-08-01",
+            valueQuantity={"value": 4.92, "unit": "mmol/L", "system": UCUM, "code": "mg/dL"},
+        ),
+    )
+    profile = profile_of(definitions, rec, issues)
+    ldl = profile.finding("ldl_above_target")
+    assert ldl is not None and (ldl.severity, ldl.sources) == ("high", ("Observation/code-mmol",))
+    assert [ref for ref, _ in issues] == ["Observation/code-mmol"]
+    rec = record(
+        observation(
+            "code-mg",
+            "18262-6",
+            valueQuantity={"value": 4.92, "unit": "mmol/L", "system": UCUM, "code": "mg/dL"},
+        )
+    )
+    ldl = profile_of(definitions, rec).finding("ldl_above_target")
+    assert ldl is not None and (ldl.status, ldl.value) == ("absent", 4.92)
+
+
+def test_code_of_another_system_gives_way_to_the_free_text_unit(definitions: Definitions) -> None:
+    issues: list[tuple[str, str]] = []
+    local = {"value": 4.92, "unit": "mmol/L", "system": "http://example.org/units", "code": "X1"}
+    rec = record(observation("o1", "13457-7", valueQuantity=local))
+    ldl = profile_of(definitions, rec, issues).finding("ldl_above_target")
+    assert ldl is not None and (ldl.severity, ldl.value) == ("high", 190.2564)
+    assert issues[0][1].startswith("field valueQuantity.unit: 'mmol/L' converted to 'mg/dL'")
+
+
+@pytest.mark.parametrize("unit", ["mmHg", "mm Hg", "MM[HG]", "mm[Hg]"])
+def test_free_text_blood_pressure_units_are_read_as_mm_hg(
+    definitions: Definitions, unit: str
+) -> None:
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", "8480-6", valueQuantity={"value": 162, "unit": unit}))
+    finding = profile_of(definitions, rec, issues).finding("bp_above_target")
+    assert finding is not None
+    assert (finding.severity, finding.value, finding.unit) == ("high", 162, "mm[Hg]")
+    assert issues == []
+
+
+def test_upper_case_ucum_code_is_not_read_without_case(definitions: Definitions) -> None:
+    """UCUM codes are case-sensitive: only the free-text unit is compared without case."""
+    issues: list[tuple[str, str]] = []
+    rec = record(observation("o1", "13457-7", **quantity(200, "MG/DL")))
+    finding = profile_of(definitions, rec, issues).finding("ldl_above_target")
+    assert finding is not None and finding.status == "unknown"
+    assert issues[0][1].startswith("field valueQuantity.code: unit 'MG/DL' cannot be read")
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,11 @@ def _derive(source: str, target: str) -> Affine | None:
     if Counter(_ANNOTATION.findall(source)) != Counter(_ANNOTATION.findall(target)):
         return None
     registry = _registry()
+    from pint import Quantity  # after the registry: pint is imported with it, not before
+
     try:
         start, end = registry.from_ucum(source), registry.from_ucum(target)
-        if not (isinstance(start, registry.Quantity) and isinstance(end, registry.Quantity)):
+        if not (isinstance(start, Quantity) and isinstance(end, Quantity)):
             return None  # a bare annotation such as {score} parses to no quantity
         if start.dimensionless or end.dimensionless:
             return None  # mmol/mol, %, 1: ratios of different kinds UCUM cannot tell apart
