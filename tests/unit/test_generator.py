@@ -1,11 +1,15 @@
-"""scripts/generate-population: seeded, deterministic, and covering every mapped feature."""
+"""scripts/generate-population: seeded, deterministic, covering every mapped feature, coded as
+real records are, and with a truth file that says what each Condition is."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from builders import AS_OF
 
@@ -41,6 +45,7 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
     generate(tmp_path / "c", 50, seed=2)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert "QuestionnaireResponse.ndjson" in names and "MedicationRequest.ndjson" in names
+    assert "truth.json" in names
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a" / "Observation.ndjson").read_bytes() != (
@@ -64,3 +69,47 @@ def test_every_feature_occurs_in_a_generated_population(
     assert missing == []
     # Realistic, not uniform: common conditions are common, rare ones rare.
     assert present["hypertension"] > 5 * present["type1_diabetes"]
+
+
+def test_truth_describes_every_condition_as_the_records_hold_it(tmp_path: Path) -> None:
+    generate(tmp_path, 1500)
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    patients = {p["id"]: p for p in ndjson(tmp_path / "Patient.ndjson")}
+    conditions = {c["id"]: c for c in ndjson(tmp_path / "Condition.ndjson")}
+    rows = truth["conditions"]
+    assert [r["id"] for r in rows] == list(conditions)
+    for row in rows:
+        condition, patient = conditions[row["id"]], patients[row["patient"]]
+        assert condition["subject"]["reference"] == f"Patient/{row['patient']}"
+        clinical = [c["code"] for c in condition.get("clinicalStatus", {}).get("coding", [])]
+        verification = condition["verificationStatus"]["coding"][0]["code"]
+        in_scope = bool({"active", "recurrence", "relapse"} & set(clinical))
+        assert row["active"] == (in_scope and verification not in {"refuted", "entered-in-error"})
+        assert row["deceased"] == ("deceasedDateTime" in patient or "deceasedBoolean" in patient)
+        born = date.fromisoformat(patient["birthDate"])
+        age = AS_OF.year - born.year - ((AS_OF.month, AS_OF.day) < (born.month, born.day))
+        assert row["child"] == (age < 18)
+        assert not row["pregnant"] or patient["gender"] == "female"
+        assert row["group"] is None or row["group"] in truth["groups"]
+    # The mix real records carry, in every chronic group and in the population as a whole.
+    active = [r for r in rows if r["active"] and r["group"]]
+    assert {r["group"] for r in active} == set(truth["groups"])
+    systems = Counter(
+        tuple(sorted(c["system"].rsplit("/", 1)[1] for c in conditions[r["id"]]["code"]["coding"]))
+        for r in active
+    )
+    assert {("sct",), ("icd-10-cm",), ("icd-10-cm", "sct")} <= set(systems)
+    assert any(not r["active"] and r["group"] for r in rows)
+    assert any(r["child"] and r["active"] and r["group"] for r in rows)
+    assert any(r["deceased"] and r["active"] and r["group"] for r in rows)
+    assert any(r["pregnant"] for r in rows)
+    old = [c for c in conditions.values() if c.get("onsetDateTime", "9") < "2000"]
+    assert old, "some diagnoses are decades old"
+    deceased = [p for p in patients.values() if "deceasedDateTime" in p or "deceasedBoolean" in p]
+    assert any("deceasedBoolean" in p for p in deceased) and any(
+        p.get("deceasedDateTime", "9") < AS_OF.isoformat() for p in deceased
+    )
+
+
+def ndjson(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
