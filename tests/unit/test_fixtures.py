@@ -6,6 +6,8 @@ its "Every feature" table (every finding of the patients added for the 2.0.0 fea
 resources that decide it). These tests read both and compare every cell with the profile
 fhir-tailor computes, for both the Bundle and the NDJSON copies of the fixtures. Nothing expected
 is written here: a changed mapping shows up as a README cell to re-check against its scenario.
+PENDING names the documented findings the definitions do not give yet (with the reason only); they
+run as strict xfails.
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ def profiles(definitions: Definitions, folder: Path) -> dict[str, Profile]:
 
 MATRIX = documented_matrix()
 EVERY_FEATURE = documented_features()
+# Findings a clinician expects from the real-world coded patients (README "Real-world coding") that
+# the definitions do not give yet: left out of the comparisons below and checked one by one as
+# strict xfails, so each fails the run once it passes and its entry must go. The matrix cells of
+# these patients' features are covered by the same entries.
+PENDING = {
+    ("ft-24", "hypertension"): "SNOMED CT 59621000 essential hypertension is not matched yet",
+    ("ft-24", "depression"): "SNOMED CT 370143000 major depressive disorder is not matched yet",
+    ("ft-24", "copd"): "SNOMED CT 87433001 pulmonary emphysema is not matched yet",
+    ("ft-24", "heart_failure"): "SNOMED CT 88805009 chronic CHF is not matched yet",
+}
 
 
 @pytest.mark.parametrize("layout", ["bundles", "ndjson"])
@@ -100,6 +112,8 @@ def test_every_fixture_patient_matches_the_documented_matrix(
     for pid, row in MATRIX.items():
         profile = computed[pid]
         for column, feature in COLUMNS.items():
+            if (pid, feature) in PENDING:
+                continue
             computed_cell = describe(profile.finding(feature))
             if computed_cell != row[column]:
                 mismatches.append(
@@ -135,18 +149,13 @@ def test_every_feature_table_matches_the_computed_profiles(
     computed = profiles(definitions, FIXTURES / layout)
     patients = sorted({pid for pid, _ in EVERY_FEATURE})
     assert len(patients) >= 8 and set(patients) <= set(computed)
+    assert set(PENDING) <= set(EVERY_FEATURE), "a pending finding must be documented"
     mismatches = []
     for (pid, feature), row in EVERY_FEATURE.items():
         assert feature in definitions.rules.index.features, f"{pid}: unknown feature {feature}"
-        finding = computed[pid].finding(feature)
-        if finding is None:
-            got = (NONE, NO_SEVERITY, set())
-        else:
-            status = "stale" if finding.status == "present" and finding.stale else finding.status
-            sources = {source.split("/", 1)[1] for source in finding.sources}
-            got = (status, finding.severity or NO_SEVERITY, sources)
-        documented = row["deciding resources"]
-        want = (row["expected"], row["severity"], set(filter(None, re.split(r",\s*", documented))))
+        if (pid, feature) in PENDING:
+            continue
+        got, want = computed_row(computed[pid].finding(feature)), documented_row(row)
         if got != want:
             mismatches.append(f"{pid} {feature}: documented {want}, computed {got}")
     # The table lists every finding of the patients it covers: nothing unlisted may appear.
@@ -158,6 +167,35 @@ def test_every_feature_table_matches_the_computed_profiles(
                     f"{pid} {finding.feature}: computed {describe(finding)}, not listed"
                 )
     assert mismatches == []
+
+
+def computed_row(finding: Finding | None) -> tuple[str, str, set[str]]:
+    """A finding as an "Every feature" row reads: status, severity, deciding resource ids."""
+    if finding is None:
+        return (NONE, NO_SEVERITY, set())
+    status = "stale" if finding.status == "present" and finding.stale else finding.status
+    sources = {source.split("/", 1)[1] for source in finding.sources}
+    return (status, finding.severity or NO_SEVERITY, sources)
+
+
+def documented_row(row: dict[str, str]) -> tuple[str, str, set[str]]:
+    resources = set(filter(None, re.split(r",\s*", row["deciding resources"])))
+    return (row["expected"], row["severity"], resources)
+
+
+@pytest.mark.parametrize(
+    ("pid", "feature"),
+    [
+        pytest.param(pid, feature, marks=pytest.mark.xfail(strict=True, reason=reason))
+        for (pid, feature), reason in PENDING.items()
+    ],
+)
+def test_pending_findings_are_what_a_clinician_expects(
+    definitions: Definitions, pid: str, feature: str
+) -> None:
+    for layout in ("bundles", "ndjson"):
+        finding = profiles(definitions, FIXTURES / layout)[pid].finding(feature)
+        assert computed_row(finding) == documented_row(EVERY_FEATURE[(pid, feature)])
 
 
 def test_every_defined_feature_is_present_and_current_in_some_fixture_patient(
