@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from .catalog import Catalog, CatalogFile, Module, VariantsFile
 from .errors import FhirTailorError
+from .exclusions import check_exclusions
 from .mapping import CodeIndex, FeatureFile, unresolved
 from .profile import DimensionsFile, GapsFile, ProfileRules
 from .rules import referenced
@@ -80,6 +81,10 @@ def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitio
     library = _valuesets(root / "valuesets", features, expand)
     try:
         index = CodeIndex(features, library)
+        # cheap next to building the index (one set intersection per pair when clean), and a
+        # shared code would make a patient both findings: every command refuses it, not only
+        # validate-profiles
+        check_exclusions(index)
     except ValueError as exc:
         raise DefinitionError(f"{root / 'features'}: {exc}") from exc
 

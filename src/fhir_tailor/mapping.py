@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -208,45 +208,73 @@ class Match:
 MAX_REMEMBERED_CODINGS = 65_536
 
 
-class UnresolvedValueSets(ValueError):
-    """Rules name value sets the library lacks, or holds without an expansion."""
+#: Value sets an unresolved-value-sets message lists per kind, and rules per value set.
+LISTED_VALUESETS, LISTED_RULES = 10, 3
 
-    def __init__(self, missing: list[str], unexpanded: list[str]) -> None:
+
+class UnresolvedValueSets(ValueError):
+    """Rules name value sets the library lacks, or holds without an expansion.
+
+    The message lists each value set with the rules that name it, one per line, at most
+    :data:`LISTED_VALUESETS` of each kind and :data:`LISTED_RULES` rules per value set (a folder
+    of VSAC references without ``--terminology`` misses dozens, and the first say what to do).
+    """
+
+    def __init__(
+        self, missing: list[str], unexpanded: list[str], named_by: Mapping[str, list[str]]
+    ) -> None:
         self.missing = missing
         self.unexpanded = unexpanded
         parts = []
         if missing:
-            parts.append(f"value sets not found: {', '.join(missing)}")
+            parts.append(_listing(f"value sets not found ({len(missing)}):", missing, named_by))
         if unexpanded:
-            parts.append(
-                f"value sets without an expansion: {', '.join(unexpanded)} "
-                "(ship an expansion, or give --terminology URL to expand them)"
+            heading = (
+                f"value sets without an expansion ({len(unexpanded)}); ship an expansion, or "
+                "give --terminology URL to expand them:"
             )
-        super().__init__("; ".join(parts))
+            parts.append(_listing(heading, unexpanded, named_by))
+        super().__init__("\n".join(parts))
 
 
-def referenced_valuesets(files: Iterable[FeatureFile]) -> list[str]:
-    """Every value set canonical the rules name, in first-seen order."""
-    found: dict[str, None] = {}
-    for file in files:
-        for feature in file.features:
-            for rule in feature.rules:
-                found.update(dict.fromkeys((*rule.valuesets, *rule.excluding)))
-    return list(found)
+def _listing(heading: str, canonicals: list[str], named_by: Mapping[str, list[str]]) -> str:
+    lines = [heading]
+    for canonical in canonicals[:LISTED_VALUESETS]:
+        rules = named_by.get(canonical, [])
+        shown = ", ".join(rules[:LISTED_RULES])
+        more = f" and {len(rules) - LISTED_RULES} more" if len(rules) > LISTED_RULES else ""
+        lines.append(f"  {canonical}, named by rule{'s' if len(rules) > 1 else ''} {shown}{more}")
+    if len(canonicals) > LISTED_VALUESETS:
+        lines.append(f"  ... and {len(canonicals) - LISTED_VALUESETS} more value sets")
+    return "\n".join(lines)
+
+
+def rules_by_valueset(features: Iterable[Feature]) -> dict[str, list[str]]:
+    """Every value set the rules name (in ``valuesets`` or ``excluding``), in first-seen order,
+    with the ids of the rules naming it."""
+    found: dict[str, list[str]] = {}
+    for feature in features:
+        for rule in feature.rules:
+            for canonical in dict.fromkeys((*rule.valuesets, *rule.excluding)):
+                found.setdefault(canonical, []).append(rule.id)
+    return found
 
 
 def unresolved(
     files: Iterable[FeatureFile], library: ValueSetLibrary
 ) -> UnresolvedValueSets | None:
     """What the rules name that ``library`` cannot serve, or ``None`` when it serves them all."""
+    named_by = rules_by_valueset(feature for file in files for feature in file.features)
     missing, unexpanded = [], []
-    for canonical in referenced_valuesets(files):
+    for canonical in named_by:
         valueset = library.find(canonical)
         if valueset is None:
             missing.append(canonical)
         elif not valueset.expanded:
             unexpanded.append(canonical)
-    return UnresolvedValueSets(missing, unexpanded) if missing or unexpanded else None
+    if not (missing or unexpanded):
+        return None
+    return UnresolvedValueSets(missing, unexpanded, named_by)
 
 
 class CodeIndex:
@@ -305,6 +333,11 @@ class CodeIndex:
         valueset = self.library.find(canonical)
         assert valueset is not None  # checked by unresolved() before indexing
         return valueset
+
+    def valuesets(self) -> list[ValueSet]:
+        """The value sets the rules name (``valuesets`` and ``excluding``), in first-seen order."""
+        features = (feature for feature, _ in self.features.values())
+        return [self._valueset(canonical) for canonical in rules_by_valueset(features)]
 
     def codes(self, rule: Rule) -> tuple[Concept, ...]:
         """The codes a rule matches: its value sets' expansions less its exclusions."""

@@ -77,7 +77,8 @@ def test_unknown_value_set_is_named(profiles: Path) -> None:
         profiles / "features" / "medical.yaml",
         lambda d: d["features"][0]["rules"][0].update(valuesets=[missing]),
     )
-    with pytest.raises(DefinitionError, match=f"value sets not found: {re.escape(missing)}"):
+    named = f"value sets not found \\(1\\):\n  {re.escape(missing)}, named by rule "
+    with pytest.raises(DefinitionError, match=named):
         load_definitions(profiles)
 
 
@@ -89,7 +90,7 @@ def test_value_set_without_expansion_asks_for_a_terminology_server(profiles: Pat
     resource = json.loads(path.read_text())
     del resource["expansion"]
     path.write_text(json.dumps(resource))
-    with pytest.raises(DefinitionError, match=r"without an expansion: .*--terminology"):
+    with pytest.raises(DefinitionError, match=r"without an expansion \(1\); .*--terminology"):
         load_definitions(profiles)
 
 
