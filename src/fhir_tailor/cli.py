@@ -33,6 +33,7 @@ from .bulk import BulkSource, ExportProgress, ExportRequest, bulk_source
 from .client import FhirClient
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
+from .exclusions import exclusion_pairs
 from .logs import LEVELS, LogFormat, configure, notice
 from .pipeline import assess, profile_and_plan, run
 from .population import PopulationSummary
@@ -961,11 +962,20 @@ def _spark_target(
 @main.command("validate-profiles")
 @click.pass_obj
 def validate_profiles(settings: Settings) -> None:
-    """Check the definitions folder (loading it already validates every file)."""
+    """Check the definitions folder: every file against its schema, every reference, every value
+    set the rules name (present and expanded), and that features declared to exclude each other
+    share no code. Loading runs the checks, so every command refuses what fails here (exit 3,
+    each problem listed); this prints what was checked."""
     definitions = settings.definitions
     catalog = definitions.catalog
+    index = definitions.rules.index
+    valuesets = index.valuesets()
     summary = {
-        "features": len(definitions.rules.index.features),
+        "features": len(index.features),
+        "rules": sum(len(feature.rules) for feature, _ in index.features.values()),
+        "valuesets": len(valuesets),
+        "codes": len({concept.key for vs in valuesets for concept in vs.concepts or ()}),
+        "exclusions": len(exclusion_pairs(index)),
         "segments": len(definitions.segments),
         "modules": len(catalog.modules),
         "variants": len(catalog.variants),
@@ -979,7 +989,7 @@ def validate_profiles(settings: Settings) -> None:
 
 @main.group()
 def catalog() -> None:
-    """The care-module catalog as FHIR PlanDefinitions and ActivityDefinitions."""
+    """The care-module catalog as FHIR PlanDefinitions, ActivityDefinitions and ValueSets."""
 
 
 @catalog.command("show")
@@ -1004,8 +1014,10 @@ def catalog_show(settings: Settings) -> None:
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
 @click.pass_obj
 def catalog_publish(settings: Settings, /, out: Path | None, dry_run: bool, **params: Any) -> None:
-    """Publish the catalog: a PlanDefinition per module, an ActivityDefinition per activity and
-    a PlanDefinition of the personalization variants.
+    """Publish the catalog: the ValueSets the feature rules name (with their expansions), a
+    PlanDefinition per module, an ActivityDefinition per activity and a PlanDefinition of the
+    personalization variants. Each PlanDefinition lists the value sets its conditions test with
+    memberOf as relatedArtifact depends-on.
 
     Idempotent: what the server holds under the same url|version is left alone, or updated
     (with a warning) when its content differs. Exits 1 when a definition could not be written.

@@ -1,10 +1,16 @@
-"""The catalog as FHIR definitions: a PlanDefinition per module, an ActivityDefinition per
-activity, and one PlanDefinition for the personalization variants, published idempotently.
+"""The catalog as FHIR definitions: the ValueSets the feature rules name, a PlanDefinition per
+module, an ActivityDefinition per activity, and one PlanDefinition for the personalization
+variants, published idempotently.
 
 CarePlans name the modules they instantiate by ``url|version`` (``instantiatesCanonical``);
 publishing makes those canonicals resolve on the server, so a reader of a CarePlan can see the
 standard it follows: when the module applies (an ``applicability`` condition in FHIRPath, see
-:mod:`fhir_tailor.fhirpath`), its goals and its activities.
+:mod:`fhir_tailor.fhirpath`), its goals and its activities. The conditions test codings with
+``memberOf('<value set canonical>')``, so the value sets are published with their expansions
+(an engine such as HAPI's ``$apply`` evaluates ``memberOf`` against ValueSets it holds), and each
+PlanDefinition lists the ones its conditions use as ``relatedArtifact`` of type ``depends-on``
+(R4 RelatedArtifact, hl7.org/fhir/R4/metadatatypes.html#RelatedArtifact), the FHIR way of
+saying which artifacts are needed to evaluate it.
 
 A definition is identified by ``url`` and ``version``. Publishing looks each one up and
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +48,7 @@ from .fhirdata import Resource
 from .fhirpath import LANGUAGE, Translator
 from .resources import GENERATED_TAG, UCUM, numbers_as_floats
 from .rules import RuleExpr
+from .terminology.valuesets import ValueSet
 from .validation import validate
 
 PLAN_DEFINITION_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
@@ -51,12 +59,19 @@ EVALUATION_CONTEXT = (
     "with %asOf the date the plan is made for."
 )
 PERSONALIZATION = "personalization"
+#: ``memberOf('<canonical>')`` in a translated condition; the string literal as
+#: :mod:`fhir_tailor.fhirpath` writes it (``\\`` and ``\'`` escaped).
+_MEMBER_OF = re.compile(r"memberOf\('((?:[^'\\]|\\.)*)'\)")
+_ESCAPED = re.compile(r"\\(.)")
+#: What a server sets in ``meta`` and a copy published elsewhere must not carry over.
+_SERVER_META = ("versionId", "lastUpdated")
 
 Outcome = Literal["created", "unchanged", "updated", "would-create", "would-update", "failed"]
 
 
 class PublishError(FhirTailorError):
-    """The catalog cannot be published as it is (two definitions claim one ``url|version``)."""
+    """The catalog cannot be published as it is: two definitions claim one ``url|version``, or a
+    value set has no version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +105,13 @@ class Definition:
 
 
 def catalog_definitions(definitions: Definitions) -> list[Definition]:
-    """ActivityDefinitions, then a PlanDefinition per module, then the personalization one;
-    each validated with the R4B models."""
+    """The ValueSets the rules name, ActivityDefinitions, then a PlanDefinition per module, then
+    the personalization one (what a definition depends on comes before it); each validated with
+    the R4B models."""
     catalog = definitions.catalog
     translator = Translator(definitions.rules)
+    valuesets = definitions.rules.index.valuesets()
+    titles = {canonical: vs.title for vs in valuesets for canonical in (vs.canonical, vs.url)}
     activities = [
         _activity_definition(catalog, activity, module.version)
         for module in catalog.modules
@@ -106,7 +124,8 @@ def catalog_definitions(definitions: Definitions) -> list[Definition]:
     ]
     plans = [_module_plan(catalog, module, translator) for module in catalog.modules]
     plans.append(_personalization_plan(catalog, translator))
-    result = _distinct([*activities, *plans])
+    plans = [_with_dependencies(plan, titles) for plan in plans]
+    result = _distinct([*(_valueset(v) for v in valuesets), *activities, *plans])
     for definition in result:
         validate(definition.resource)
     return result
@@ -126,6 +145,53 @@ def _distinct(definitions: list[Definition]) -> list[Definition]:
                 " give the activities distinct ids or their modules distinct versions"
             )
     return list(seen.values())
+
+
+def _valueset(valueset: ValueSet) -> Definition:
+    """A ValueSet as shipped (or as the terminology server expanded it), with its expansion:
+    without its ``id``, which the server assigns, or the server-owned ``meta.versionId`` and
+    ``meta.lastUpdated`` of wherever it came from; tagged as written by fhir-tailor."""
+    if valueset.version is None:
+        raise PublishError(
+            f"value set {valueset.url} has no version: a definition is published, and found "
+            "again, by url|version"
+        )
+    resource = {k: v for k, v in valueset.resource.items() if k != "id"}
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in _SERVER_META}
+    tags = [tag for tag in meta.get("tag") or () if tag != GENERATED_TAG]
+    resource["meta"] = {**meta, "tag": [*tags, GENERATED_TAG]}
+    return Definition(resource)
+
+
+def _with_dependencies(plan: Definition, titles: dict[str, str]) -> Definition:
+    """The plan with a ``depends-on`` related artifact per value set its conditions test with
+    ``memberOf``, in first-use order, placed before ``goal`` and ``action`` as R4 orders them.
+
+    Read from the FHIRPath text itself, so the list is exactly what an engine evaluating the
+    conditions will look up."""
+    used = dict.fromkeys(
+        _ESCAPED.sub(r"\1", literal)
+        for expression in _conditions(plan.resource.get("action") or [])
+        for literal in _MEMBER_OF.findall(expression)
+    )
+    if not used:
+        return plan
+    artifacts = [
+        {"type": "depends-on", "display": f"Value set {titles[c]}", "resource": c} for c in used
+    ]
+    resource: Resource = {}
+    for key, value in plan.resource.items():
+        if key in ("goal", "action") and "relatedArtifact" not in resource:
+            resource["relatedArtifact"] = artifacts
+        resource[key] = value
+    return Definition(resource)
+
+
+def _conditions(actions: list[Resource]) -> Iterator[str]:
+    for action in actions:
+        for condition in action.get("condition") or ():
+            yield condition["expression"]["expression"]
+        yield from _conditions(action.get("action") or [])
 
 
 def _pascal(identifier: str) -> str:

@@ -1,5 +1,6 @@
-"""The catalog published to a real FHIR server: twice without duplicates or new versions, and
-the canonicals a synced CarePlan instantiates resolve to the published PlanDefinitions."""
+"""The catalog published to a real FHIR server: twice without duplicates or new versions, the
+value sets the PlanDefinitions depend on stored with their expansions, and the canonicals a synced
+CarePlan instantiates resolve to the published PlanDefinitions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from fhir.resources.R4B.activitydefinition import ActivityDefinition
-from fhir.resources.R4B.plandefinition import PlanDefinition
+from fhir.resources.R4B import get_fhir_model_class
 from searching import search_all
 
 from fhir_tailor.cli import main
@@ -66,19 +66,35 @@ def test_publishing_twice_leaves_one_unchanged_version_of_each_definition(
     versions = {}
     for definition in definitions:
         (stored,) = resolve(http, definition.resource_type, definition.canonical)
-        model = (
-            PlanDefinition if definition.resource_type == "PlanDefinition" else ActivityDefinition
-        )
-        model.model_validate(stored)
+        get_fhir_model_class(definition.resource_type).model_validate(stored)
         versions[definition.canonical] = stored["meta"]["versionId"]
+        if definition.resource_type == "ValueSet":
+            assert stored["expansion"] == definition.resource["expansion"]
 
     second = publish(fhir_server)
     assert f"{len(definitions)} definitions ({len(definitions)} unchanged)" in second, second
     for definition in definitions:
         (stored,) = resolve(http, definition.resource_type, definition.canonical)
         assert stored["meta"]["versionId"] == versions[definition.canonical]
-    plans = search_all(http, "PlanDefinition?_count=1000")
-    assert len({(p["url"], p["version"]) for p in plans}) == len(plans), "no duplicates"
+    for resource_type in ("PlanDefinition", "ActivityDefinition", "ValueSet"):
+        stored = search_all(http, f"{resource_type}?_count=1000")
+        assert len({(r["url"], r["version"]) for r in stored}) == len(stored), "no duplicates"
+
+
+def test_the_value_sets_plans_depend_on_are_on_the_server(
+    fhir_server: str, http: httpx.Client
+) -> None:
+    publish(fhir_server)
+    depended = {
+        artifact["resource"]
+        for plan in search_all(http, "PlanDefinition?_count=1000")
+        for artifact in plan.get("relatedArtifact", [])
+        if artifact["type"] == "depends-on"
+    }
+    assert depended
+    for canonical in depended:
+        (valueset,) = resolve(http, "ValueSet", canonical)
+        assert valueset["expansion"]["contains"]
 
 
 @pytest.fixture

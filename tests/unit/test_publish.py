@@ -3,22 +3,30 @@ respx-mocked server."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import re
+import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
+import yaml
 from click.testing import CliRunner
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.activitydefinition import ActivityDefinition
 from fhir.resources.R4B.plandefinition import PlanDefinition
+from fhir.resources.R4B.valueset import ValueSet
 
 from fhir_tailor.catalog import ActivityTemplate
 from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
-from fhir_tailor.definitions import Definitions
+from fhir_tailor.definitions import Definitions, bundled_path, load_definitions
+from fhir_tailor.mapping import Rule
 from fhir_tailor.publish import (
     Definition,
     Publisher,
@@ -27,6 +35,8 @@ from fhir_tailor.publish import (
     digest,
 )
 from fhir_tailor.resources import GENERATED_TAG
+from fhir_tailor.terminology.valuesets import ValueSet as TerminologyValueSet
+from fhir_tailor.terminology.valuesets import ValueSetLibrary
 
 BASE = "http://fhir.test/fhir"
 
@@ -126,6 +136,137 @@ def test_two_activities_under_one_canonical_are_refused(definitions: Definitions
         catalog_definitions(clashing)
 
 
+# -- value sets --------------------------------------------------------------------------------
+
+
+def test_every_value_set_the_rules_name_is_published_with_its_expansion(
+    definitions: Definitions, published: list[Definition]
+) -> None:
+    resources = by_canonical(published)
+    named = {c for f, _ in definitions.rules.index.features.values() for c in _named(f.rules)}
+    valuesets = [d for d in published if d.resource_type == "ValueSet"]
+    assert {d.canonical for d in valuesets} == named
+    first_other = next(n for n, d in enumerate(published) if d.resource_type != "ValueSet")
+    assert all(d.resource_type != "ValueSet" for d in published[first_other:]), "value sets first"
+    for canonical in named:
+        resource = resources[canonical]
+        ValueSet.model_validate(resource)
+        shipped = definitions.rules.index.library.find(canonical)
+        assert shipped is not None and shipped.concepts
+        assert resource["expansion"] == shipped.resource["expansion"]
+        assert "id" not in resource, "the server assigns the id"
+        assert GENERATED_TAG in resource["meta"]["tag"]
+
+
+def _named(rules: list[Rule]) -> set[str]:
+    return {c for rule in rules for c in (*rule.valuesets, *rule.excluding)}
+
+
+def test_a_value_set_copy_leaves_the_servers_meta_behind(definitions: Definitions) -> None:
+    library = definitions.rules.index.library
+    shipped = next(iter(library))
+    other_tag = {"system": "http://example.org/tags", "code": "imported"}
+    meta = {"versionId": "7", "lastUpdated": "2026-01-01T00:00:00Z", "tag": [other_tag]}
+    elsewhere = dataclasses.replace(shipped, resource={**shipped.resource, "meta": meta})
+    (copied,) = [d for d in _publish_valuesets(definitions, elsewhere) if d.url == shipped.url]
+    assert copied.resource["meta"] == {"tag": [other_tag, GENERATED_TAG]}
+    assert digest(copied.resource) == digest(dict(shipped.resource))
+
+
+def _publish_valuesets(
+    definitions: Definitions, replacement: TerminologyValueSet
+) -> list[Definition]:
+    """The ValueSets published from ``definitions`` with one value set replaced."""
+    index = copy.copy(definitions.rules.index)
+    others = [v for v in index.library if v.canonical != replacement.canonical]
+    index.library = ValueSetLibrary([*others, replacement])
+    rules = dataclasses.replace(definitions.rules, index=index)
+    found = catalog_definitions(dataclasses.replace(definitions, rules=rules))
+    return [d for d in found if d.resource_type == "ValueSet"]
+
+
+def test_a_value_set_without_a_version_is_refused(tmp_path: Path) -> None:
+    """A rule may name a value set by url alone, and the folder ship it without a version, but
+    publishing finds a definition again by url|version."""
+    folder = tmp_path / "profiles"
+    shutil.copytree(bundled_path("profiles"), folder)
+    features = folder / "features" / "medical.yaml"
+    medical = yaml.safe_load(features.read_text())
+    rule = medical["features"][0]["rules"][0]
+    url = rule["valuesets"][0].split("|")[0]
+    rule["valuesets"][0] = url
+    features.write_text(yaml.safe_dump(medical))
+    for path in (folder / "valuesets").glob("*.json"):
+        resource = json.loads(path.read_text())
+        if resource["url"] == url:
+            del resource["version"]
+            path.write_text(json.dumps(resource))
+    definitions = load_definitions(folder)
+    with pytest.raises(PublishError, match=f"value set {re.escape(url)} has no version"):
+        catalog_definitions(definitions)
+
+
+def member_of(expression: str) -> set[str]:
+    return set(re.findall(r"memberOf\('([^']*)'\)", expression))
+
+
+def test_plans_depend_on_exactly_the_value_sets_their_conditions_test(
+    published: list[Definition],
+) -> None:
+    resources = by_canonical(published)
+    plans = [d for d in published if d.resource_type == "PlanDefinition"]
+    assert any("relatedArtifact" in p.resource for p in plans)
+    for plan in plans:
+        used = {
+            canonical
+            for action in plan.resource["action"]
+            for condition in action.get("condition", [])
+            for canonical in member_of(condition["expression"]["expression"])
+        }
+        artifacts = plan.resource.get("relatedArtifact", [])
+        named = [artifact["resource"] for artifact in artifacts]
+        assert set(named) == used and len(named) == len(used), plan.canonical
+        for artifact in artifacts:
+            valueset = resources[artifact["resource"]]
+            assert artifact["type"] == "depends-on"
+            assert valueset["resourceType"] == "ValueSet", "published with the plan"
+            assert artifact["display"] == f"Value set {valueset['title']}"
+        if artifacts:
+            keys = list(plan.resource)
+            assert keys.index("relatedArtifact") < keys.index("action")
+
+
+def with_first_module_applying(definitions: Definitions, rule: dict[str, Any]) -> dict[str, Any]:
+    """The first module's PlanDefinition, had the module applied when ``rule`` holds."""
+    catalog = definitions.catalog
+    first = catalog.modules[0]
+    module = type(first).model_validate({**first.model_dump(by_alias=True), "applies_when": rule})
+    modules = (module, *catalog.modules[1:])
+    changed = dataclasses.replace(
+        definitions, catalog=dataclasses.replace(catalog, modules=modules)
+    )
+    canonical = f"{catalog.module_url(module)}|{module.version}"
+    plan = by_canonical(catalog_definitions(changed))[canonical]
+    PlanDefinition.model_validate(plan)
+    return plan
+
+
+def test_a_module_on_two_features_depends_on_their_value_sets(definitions: Definitions) -> None:
+    """Worked out from the mapping, not from the FHIRPath: a module for type 2 diabetes without
+    cognitive impairment tests the value sets of those two features' rules."""
+    rule = {"all": [{"feature": "type2_diabetes"}, {"not": {"feature": "cognitive_impairment"}}]}
+    plan = with_first_module_applying(definitions, rule)
+    features = definitions.rules.index.features
+    expected = _named(features["type2_diabetes"][0].rules)
+    expected |= _named(features["cognitive_impairment"][0].rules)
+    assert {artifact["resource"] for artifact in plan["relatedArtifact"]} == expected
+
+
+def test_a_module_without_coded_conditions_depends_on_nothing(definitions: Definitions) -> None:
+    plan = with_first_module_applying(definitions, {"age_at_least": 65})
+    assert "relatedArtifact" not in plan
+
+
 def test_digest_ignores_what_the_server_owns_and_how_numbers_are_written() -> None:
     resource = {"resourceType": "PlanDefinition", "url": "u", "version": "1", "goal": [{"v": 7}]}
     stored = {**resource, "id": "x", "meta": {"versionId": "3"}, "goal": [{"v": 7.0}]}
@@ -173,7 +314,8 @@ def client() -> FhirClient:
 @pytest.fixture
 def two(published: list[Definition]) -> list[Definition]:
     """An ActivityDefinition and a PlanDefinition."""
-    return [published[0], published[-1]]
+    first = next(d for d in published if d.resource_type == "ActivityDefinition")
+    return [first, published[-1]]
 
 
 @respx.mock
@@ -226,6 +368,33 @@ def test_undeclared_search_lists_each_type_once_and_creates_plainly(
     assert listing.call_count == 1
     assert "url" not in listing.calls[0].request.url.params
     assert "If-None-Exist" not in post.calls[0].request.headers
+
+
+@respx.mock
+def test_value_sets_are_published_once_and_then_left_alone(
+    client: FhirClient, published: list[Definition]
+) -> None:
+    """A server that does not declare ValueSet search (sekmet, and others): the type is listed
+    once; what it holds is matched by url|version and digest, what it lacks is created."""
+    respx.get(f"{BASE}/metadata").mock(
+        return_value=httpx.Response(200, json=capability_statement())
+    )
+    valuesets = [d for d in published if d.resource_type == "ValueSet"]
+    held, missing = valuesets[1:], valuesets[0]
+    listing = respx.get(f"{BASE}/ValueSet").mock(
+        return_value=httpx.Response(
+            200, json=searchset(*(stored(d, f"vs{n}") for n, d in enumerate(held)))
+        )
+    )
+    post = respx.post(f"{BASE}/ValueSet").mock(
+        return_value=httpx.Response(201, json=stored(missing, "new"))
+    )
+    put = respx.put(url__startswith=BASE)
+    report = Publisher(client).publish(valuesets)
+    assert report.counts == {"created": 1, "unchanged": len(held)}
+    assert listing.call_count == 1 and not put.called
+    (call,) = post.calls
+    assert json.loads(call.request.content) == missing.resource
 
 
 @respx.mock
@@ -303,7 +472,7 @@ def test_catalog_show_lists_each_module_canonical(definitions: Definitions) -> N
 
 
 def test_catalog_publish_to_a_folder_writes_valid_definitions(
-    tmp_path: Path, published: list[Definition]
+    tmp_path: Path, published: list[Definition], definitions: Definitions
 ) -> None:
     dry = CliRunner().invoke(main, ["catalog", "publish", "--out", str(tmp_path), "--dry-run"])
     assert dry.exit_code == 0, dry.stderr
@@ -312,12 +481,13 @@ def test_catalog_publish_to_a_folder_writes_valid_definitions(
     assert result.exit_code == 0, result.stderr
     files = sorted(tmp_path.glob("*.json"))
     assert len(files) == len(published)
+    types = Counter()
     for path in files:
         resource = json.loads(path.read_text())
-        model = (
-            PlanDefinition if resource["resourceType"] == "PlanDefinition" else ActivityDefinition
-        )
-        model.model_validate(resource)
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+        types[resource["resourceType"]] += 1
+    assert types["ValueSet"] == len(definitions.rules.index.valuesets())
+    assert types.keys() == {"ValueSet", "ActivityDefinition", "PlanDefinition"}
 
 
 def test_catalog_publish_needs_a_destination() -> None:
