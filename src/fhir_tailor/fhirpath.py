@@ -80,6 +80,10 @@ before any ``where()``/``select()`` in the same chain: fhirpathpy 2.2 keeps ``$t
   knows the R4 model does not see it. In a QuestionnaireResponse answer it is read by both.
 - A band table without a catch-all band: Python fails on a value below every band; here such a
   value reads neither present nor absent.
+- Units: a value is read in the bands' unit, in a declared mislabel of it, or through a declared
+  conversion (``value * factor + offset``), comparing units without case. Python also converts
+  what UCUM converts by dimension alone (``g/dL`` to ``mg/dL``), which needs a UCUM library the
+  expression cannot assume: such a reading is unreadable here.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ from .rules import (
     Not,
     RuleExpr,
 )
+from .terminology.units import SPELLINGS
 from .terminology.valuesets import Concept
 
 #: ``Expression.language`` of the translations.
@@ -298,15 +303,34 @@ def _matched(rules: Sequence[Rule], tests: dict[str, Reading], path: str) -> lis
 # -- readings ----------------------------------------------------------------------------------
 
 
-def _unit_fits(bands: ValueBands) -> str | None:
-    """No unit, or the rule's unit (compared as the engine does: without brackets, spaces and
-    case)."""
+#: A Quantity's unit as the Python reader takes it: the UCUM ``code``, else the free text ``unit``,
+#: else a code of another system; spellings that are no UCUM code (``mmHg``) as the one they mean.
+_QUANTITY_UNIT = (
+    "iif(system = 'http://unitsofmeasure.org' and code.exists(), code,"
+    " iif(unit.exists(), unit, code))"
+    + "".join(f".replace({_string(seen)}, {_string(ucum)})" for seen, ucum in SPELLINGS.items())
+    + ".lower()"
+)
+
+
+def _in_unit(bands: ValueBands) -> str:
+    """The numbers of a reading expressed in the bands' unit: a Quantity in that unit (or in no
+    unit) or in a declared mislabel of it as it is, a Quantity in a declared conversion's unit
+    converted (``value * factor + offset``), and a bare integer or decimal as it is."""
     if not bands.unit:
-        return None
-    key = bands.unit.replace("[", "").replace("]", "").replace(" ", "").lower()
-    normalized = "replace('[', '').replace(']', '').replace(' ', '').lower()"
-    unit = "value.ofType(Quantity).select(iif(code.exists(), code, unit))"
-    return f"{unit}.all({normalized} = {_string(key)})"
+        return _NUMBER
+    same = [bands.unit, *(m.unit for m in bands.mislabels)]
+    as_is = _one_of("$this", [u.lower() for u in same])
+    quantity = "value.ofType(Quantity)"
+    parts = [f"{quantity}.where({_QUANTITY_UNIT}.select({as_is}).all($this)).value"]
+    for conversion in bands.conversions:
+        unit = _string(conversion.from_.lower())
+        arithmetic = f"value * {_number(conversion.factor)}"
+        if conversion.offset:
+            arithmetic += f" + {_number(conversion.offset)}"
+        parts.append(f"{quantity}.where({_QUANTITY_UNIT} = {unit}).select({arithmetic})")
+    parts += ["value.ofType(integer)", "value.ofType(decimal)"]
+    return "(" + " | ".join(parts) + ")"
 
 
 def _bands_reached(bands: ValueBands, wanted: set[int]) -> str | None:
@@ -377,8 +401,7 @@ def _readable(rule: Rule, kind: Kind) -> Reading:
     if rule.resource != "Observation":
         return None  # a finished Encounter and the medication count always read
     if rule.value is not None:
-        unit = _unit_fits(rule.value)
-        return f"{_NUMBER}.exists()" + (f" and {unit}" if unit else "")
+        return f"{_in_unit(rule.value)}.exists()"
     if rule.answers is not None:
         return f"{_answer_codings(kind)}.where({_known_answer(rule.answers)}).exists()"
     return None
@@ -400,8 +423,7 @@ def _present(severity: Severity | None) -> Callable[[Rule, Kind], Reading]:
                 return False
             if rule.resource == "MedicationRequest":
                 return f"{_MEDICATION_COUNT}.where({reached}).exists()"
-            unit = _unit_fits(rule.value)
-            return f"{_NUMBER}.where({reached}).exists()" + (f" and {unit}" if unit else "")
+            return f"{_in_unit(rule.value)}.where({reached}).exists()"
         if rule.answers is not None:
             chosen = {
                 n

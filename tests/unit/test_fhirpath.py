@@ -156,6 +156,10 @@ MEDICAL = {
                     "codes": [{"system": LOINC, "code": "4548-4"}],
                     "value": {
                         "unit": "%",
+                        "conversions": [
+                            {"from": "mmol/mol", "factor": 0.09148, "offset": 2.152, "source": "-"}
+                        ],
+                        "mislabels": [{"unit": "%{HbA1c}", "source": "-"}],
                         "bands": [
                             {"min": 9, "status": "present", "severity": "high"},
                             {"min": 7, "status": "present", "severity": "moderate"},
@@ -464,9 +468,40 @@ CASES = [
     ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2025-06-01")], {}, False),
     ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2025-11-15")], {}, True),
     ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, "2026-01")], {}, True),
-    (
+    (  # a unit that cannot be read leaves the older reading deciding
+        {"feature": "hba1c_high"},
+        [hba1c("o1", 9.5, "2026-01-10"), hba1c("o2", 52, unit="mg/dL")],
+        {},
+        True,
+    ),
+    (  # a declared conversion: 52 mmol/mol is 6.91 %
         {"feature": "hba1c_high"},
         [hba1c("o1", 9.5, "2026-01-10"), hba1c("o2", 52, unit="mmol/mol")],
+        {},
+        False,
+    ),
+    (
+        {"feature": "hba1c_high", "severity_at_least": "high"},
+        [hba1c("o1", 75, unit="mmol/mol")],
+        {},
+        True,
+    ),
+    (
+        {"feature": "hba1c_high", "severity_at_least": "high"},
+        [hba1c("o1", 74, unit="mmol/mol")],
+        {},
+        False,
+    ),
+    (
+        {"feature": "hba1c_high", "severity_at_least": "high"},
+        [hba1c("o1", 9.5, unit="%{HbA1c}")],
+        {},
+        True,
+    ),
+    ({"feature": "hba1c_high"}, [hba1c("o1", 9.5, unit="mmHg")], {}, False),
+    (
+        {"feature": "systolic_high"},
+        [observation("o1", "8480-6", **quantity(150, "mmHg"))],
         {},
         True,
     ),
