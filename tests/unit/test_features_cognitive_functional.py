@@ -116,8 +116,12 @@ CONDITIONS: list[tuple[str, str, str, str]] = [
     (ICD10, "F33.41", "depression", "moderate"),
     (ICD10, "F33.8", "depression", "moderate"),
     (ICD10, "F33.9", "depression", "moderate"),
-    # anxiety
+    # dysthymic disorder: persistent depressive disorder (VSAC Dysthymia, CMS159 index diagnosis)
+    (ICD10, "F34.1", "depression", "moderate"),
+    # anxiety disorders F40-F41
     (ICD10, "F41.1", "anxiety", "moderate"),
+    (ICD10, "F41.0", "anxiety", "moderate"),
+    (ICD10, "F41.9", "anxiety", "moderate"),
     # alcohol: abuse moderate, dependence high, in-remission codes excluded (near misses)
     (ICD10, "F10.10", "unhealthy_alcohol_use", "moderate"),
     (ICD10, "F10.120", "unhealthy_alcohol_use", "moderate"),
@@ -172,6 +176,8 @@ CONDITIONS: list[tuple[str, str, str, str]] = [
     (ICD10, "G30.8", "cognitive_impairment", "moderate"),
     (ICD10, "G30.9", "cognitive_impairment", "moderate"),
     (ICD10, "G31.84", "cognitive_impairment", "low"),
+    # G31.83: inclusion term "dementia with Lewy bodies" (VSAC Dementia and Mental Degenerations)
+    (ICD10, "G31.83", "cognitive_impairment", "moderate"),
     (ICD10, "F06.70", "cognitive_impairment", "low"),
     (ICD10, "F06.71", "cognitive_impairment", "low"),
     # health literacy
@@ -210,11 +216,11 @@ NEAR_MISSES: list[tuple[str, str, str]] = [
     (ICD10, "F32.5", "depression"),  # single episode, full remission
     (ICD10, "F33.40", "depression"),  # recurrent, in remission, unspecified
     (ICD10, "F33.42", "depression"),  # recurrent, full remission
-    (ICD10, "F34.1", "depression"),  # dysthymic disorder: not mapped
+    (ICD10, "F34.0", "depression"),  # cyclothymic disorder
     (ICD10, "F31.30", "depression"),  # bipolar disorder, current episode depressed
     (ICD10, "F43.21", "depression"),  # adjustment disorder with depressed mood
-    (ICD10, "F41.0", "anxiety"),  # panic disorder
-    (ICD10, "F41.9", "anxiety"),  # anxiety disorder, unspecified
+    (ICD10, "F42.2", "anxiety"),  # mixed obsessional thoughts and acts (F42, not F40-F41)
+    (ICD10, "F43.10", "anxiety"),  # post-traumatic stress disorder (F43)
     (ICD10, "F41.1", "depression"),
     (ICD10, "F10.11", "unhealthy_alcohol_use"),  # alcohol abuse, in remission
     (ICD10, "F10.21", "unhealthy_alcohol_use"),  # alcohol dependence, in remission
@@ -229,7 +235,6 @@ NEAR_MISSES: list[tuple[str, str, str]] = [
     (ICD10, "F05", "cognitive_impairment"),  # delirium
     (ICD10, "R41.81", "cognitive_impairment"),  # age-related cognitive decline
     (ICD10, "G31.1", "cognitive_impairment"),  # senile degeneration of brain NEC
-    (ICD10, "G31.83", "cognitive_impairment"),  # neurocognitive disorder with Lewy bodies
     (ICD10, "Z55.1", "low_health_literacy"),  # schooling unavailable: social, not literacy
     (ICD10, "Z91.89", "fall_history"),  # other specified personal risk factors
     (ICD10, "R26.81", "fall_history"),  # unsteadiness on feet
