@@ -67,6 +67,7 @@ DIMENSION = {
             "tobacco_use",
             "cognitive_impairment",
             "low_health_literacy",
+            "opioid_use_disorder",
         ],
         "cognitive_behavioral",
     ),
@@ -97,6 +98,9 @@ DIMENSION = {
             "mobility_limitation",
             "disability",
             "assistive_device",
+            "vision_impairment",
+            "hearing_impairment",
+            "incontinence",
         ],
         "functional",
     ),
@@ -303,7 +307,13 @@ MODULES = [
         ("cognitive_behavioral",),
         (p(("depression", "moderate")), p(("depression", "high"))),
         p(("depression", "low")),
-        {"phq9-below-10": Target(LOINC, "44261-6", "<", 10, "{score}", category="behavioral")},
+        {
+            "phq9-below-10": Target(LOINC, "44261-6", "<", 10, "{score}", category="behavioral"),
+            # CMS159 / NQF 0710 Depression Remission at Twelve Months: PHQ-9 below 5
+            "phq9-remission-12-months": Target(
+                LOINC, "44261-6", "<", 5, "{score}", category="behavioral"
+            ),
+        },
         {"behavioral-health-referral": ("390866009", None)},
     ),
     ModuleCase(
@@ -429,8 +439,15 @@ MODULES = [
         "fall-prevention",
         "functional-support",
         ("functional",),
-        (p("fall_history"), p("fall_risk"), p("adl_dependence")),
-        p("mobility_limitation"),
+        (
+            p("fall_history"),
+            p("fall_risk"),
+            p("adl_dependence"),
+            # CDC STEADI: gait and mobility problems, use of a cane or walker
+            p("mobility_limitation"),
+            p("assistive_device"),
+        ),
+        p("hearing_impairment"),
         {"no-falls-6-months": Target(LOCAL, "falls-count", text="zero falls", category="safety")},
         {
             "fall-risk-assessment": ("414191008", None),
@@ -450,6 +467,66 @@ MODULES = [
             )
         },
         {"functional-assessment": ("306166004", None), "home-health-referral": ("417511005", None)},
+    ),
+    ModuleCase(
+        "opioid-use-disorder",
+        "behavioral-health",
+        ("cognitive_behavioral", "medical"),
+        (p("opioid_use_disorder"), p(("opioid_use_disorder", "high"))),
+        p("unhealthy_alcohol_use"),
+        {
+            # NQF 3175 continuity of pharmacotherapy for OUD: 180 days
+            "moud-continuous-180-days": Target(
+                LOCAL, "moud-continuous-days", ">=", 180, "d", category="behavioral"
+            ),
+            # ASAM 2020 / CDC 2022 recommendation 8: naloxone
+            "naloxone-in-hand": Target(
+                LOCAL, "naloxone-dispensed", text="naloxone dispensed", category="safety"
+            ),
+        },
+        {
+            "offer-moud": ("792901003", None),
+            "naloxone-prescription": (None, None),
+            "psychosocial-treatment-referral": ("401266006", None),
+        },
+    ),
+    ModuleCase(
+        "hearing-impairment-support",
+        "functional-support",
+        ("functional",),
+        (p("hearing_impairment"),),
+        p("vision_impairment"),
+        {"amplification-offered": Target(LOCAL, "hearing-amplification-offered", text="audiogram")},
+        {"audiology-referral": ("308456006", None)},
+    ),
+    ModuleCase(
+        "vision-impairment-support",
+        "functional-support",
+        ("functional",),
+        (p("vision_impairment"),),
+        p("hearing_impairment"),
+        {
+            "vision-rehabilitation-assessed": Target(
+                LOCAL, "vision-rehabilitation-assessed", text="rehabilitation", category="safety"
+            )
+        },
+        {
+            "eye-care-referral": ("308479007", None),
+            "vision-rehabilitation-referral": ("308453003", None),
+        },
+    ),
+    ModuleCase(
+        "continence-care",
+        "functional-support",
+        ("functional", "medical"),
+        (p("incontinence"),),
+        p("mobility_limitation"),
+        {
+            "continence-plan-agreed": Target(
+                LOCAL, "continence-plan-agreed", text="3-day diary", category="nursing"
+            )
+        },
+        {"pelvic-floor-training-referral": ("308447003", None)},
     ),
     ModuleCase(
         "sdoh-screening",
