@@ -42,7 +42,10 @@ DIMENSION = {
         [
             "type1_diabetes",
             "type2_diabetes",
+            "other_diabetes",
+            "prediabetes",
             "hypertension",
+            "hyperlipidemia",
             "heart_failure",
             "copd",
             "asthma",
@@ -55,6 +58,12 @@ DIMENSION = {
             "ldl_above_target",
             "polypharmacy",
             "recent_hospital_discharge",
+            "stroke_tia",
+            "hemorrhagic_stroke",
+            "atrial_fibrillation",
+            "osteoporosis",
+            "osteoarthritis",
+            "chronic_pain",
         ],
         "medical",
     ),
@@ -217,7 +226,7 @@ MODULES = [
         "diabetes-outpatient",
         "chronic-care",
         ("medical",),
-        (p("type2_diabetes"),),
+        (p("type2_diabetes"), p("other_diabetes")),
         p("type1_diabetes"),
         {"hba1c-below-7": Target(LOINC, "4548-4", "<", 7, "%")},
         {"hba1c-test": ("43396009", None)},
@@ -237,7 +246,11 @@ MODULES = [
         ("medical",),
         (p("hypertension"),),
         p("bp_above_target"),
-        {"systolic-below-140": Target(LOINC, "8480-6", "<", 140, "mm[Hg]")},
+        # 2025 AHA/ACC high blood pressure guideline: below 130/80 for adults with hypertension
+        {
+            "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Target(LOINC, "8462-4", "<", 80, "mm[Hg]"),
+        },
     ),
     ModuleCase(
         "heart-failure",
@@ -246,16 +259,108 @@ MODULES = [
         (p("heart_failure"),),
         p("coronary_disease"),
         {"daily-weight-stable": Target(LOINC, "29463-7", text="2 kg in 3 days")},
-        {"cardiac-rehabilitation-referral": (None, None)},
+        {
+            "cardiac-rehabilitation-referral": (None, None),
+            "heart-failure-medication-review": (None, None),
+        },
     ),
     ModuleCase(
         "chronic-lung-disease",
         "chronic-care",
         ("medical",),
-        (p("copd"), p("asthma")),
-        p("tobacco_use"),
-        {"smoke-free": Target(LOINC, "72166-2", text="LA15920-4")},
-        {"pulmonary-rehabilitation": ("15081005", None)},
+        (p("copd"),),
+        # asthma has its own plan (GINA), not the COPD one
+        p("asthma", "tobacco_use"),
+        {
+            "smoke-free": Target(LOINC, "72166-2", text="LA15920-4"),
+            # GOLD 2026: low disease-activity state, no exacerbations
+            "no-exacerbation-12-months": Target(LOCAL, "copd-exacerbations-12-months", text="no"),
+        },
+        # SNOMED CT 15081005 pulmonary rehabilitation, 127783003 spirometry (Synthea COPD module)
+        {"pulmonary-rehabilitation": ("15081005", None), "copd-spirometry": ("127783003", None)},
+    ),
+    ModuleCase(
+        "asthma-care",
+        "chronic-care",
+        ("medical",),
+        (p("asthma"),),
+        p("copd"),
+        # GINA 2025 assessment of symptom control (past 4 weeks)
+        {"asthma-well-controlled": Target(LOCAL, "gina-symptom-control", text="no night waking")},
+        {"written-asthma-action-plan": (None, None)},
+    ),
+    ModuleCase(
+        "secondary-prevention",
+        "chronic-care",
+        ("medical",),
+        (p("coronary_disease"), p("stroke_tia")),
+        # hemorrhagic stroke: antiplatelet and statin are individual decisions (2022 AHA/ASA ICH)
+        p("hemorrhagic_stroke", "hypertension"),
+        {
+            # 2018 AHA/ACC cholesterol and 2021 AHA/ASA stroke guidelines: LDL-C below 70 mg/dL
+            "ldl-below-70": Target(LOINC, "13457-7", "<", 70, "mg/dL"),
+            # 2023 AHA/ACC chronic coronary disease 4.2.7, 2021 AHA/ASA: below 130/80
+            "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+        },
+        {"antithrombotic-review": (None, None), "statin-review": (None, None)},
+    ),
+    ModuleCase(
+        "hemorrhagic-stroke-care",
+        "chronic-care",
+        ("medical", "functional"),
+        (p("hemorrhagic_stroke"),),
+        p("stroke_tia"),
+        # 2022 AHA/ASA spontaneous ICH guideline: long-term BP below 130/80
+        {"systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]")},
+        {"hemorrhagic-stroke-rehabilitation": (None, None)},
+    ),
+    ModuleCase(
+        "atrial-fibrillation-care",
+        "chronic-care",
+        ("medical",),
+        (p("atrial_fibrillation"),),
+        p("heart_failure"),
+        # 2023 ACC/AHA/ACCP/HRS AF guideline section 6: CHA2DS2-VASc, anticoagulation decision
+        {"stroke-risk-reviewed": Target(LOCAL, "af-stroke-risk-review", text="CHA2DS2-VASc")},
+        {"af-anticoagulation-review": (None, None)},
+    ),
+    ModuleCase(
+        "osteoporosis-care",
+        "chronic-care",
+        ("medical", "functional"),
+        (p("osteoporosis"),),
+        p("osteoarthritis"),
+        # BHOF 2022: DXA 1-2 years after starting or changing treatment (LOINC 38267-1)
+        {"bone-density-monitored": Target(LOINC, "38267-1", text="2 years")},
+        {"osteoporosis-treatment-review": (None, None)},
+    ),
+    ModuleCase(
+        "osteoarthritis-care",
+        "chronic-care",
+        ("medical", "functional"),
+        (p("osteoarthritis"),),
+        p("osteoporosis"),
+        # ACR/AF 2019: function and pain; LOINC 72514-3 pain severity 0-10
+        {
+            "oa-pain-function": Target(
+                LOINC, "72514-3", text="activity goal", category="physiotherapy"
+            )
+        },
+        {"oa-exercise-program": (None, None)},
+    ),
+    ModuleCase(
+        "chronic-pain-care",
+        "chronic-care",
+        ("medical", "functional"),
+        (p("chronic_pain"),),
+        p("osteoarthritis"),
+        # CDC 2022 recommendations 2 and 7: functional goals followed with the PEG scale
+        {
+            "pain-function-goal": Target(
+                LOCAL, "pain-function-peg", text="functional goal", category="physiotherapy"
+            )
+        },
+        {"nonopioid-therapy-plan": (None, None)},
     ),
     ModuleCase(
         "ckd-care",
@@ -272,9 +377,25 @@ MODULES = [
         "lipid-management",
         "chronic-care",
         ("medical",),
-        (p(("ldl_above_target", "low")), p(("ldl_above_target", "high"))),
-        p("hypertension"),
+        (p("hyperlipidemia"), p(("ldl_above_target", "low")), p(("ldl_above_target", "high"))),
+        # coronary disease: its LDL goal (below 70) is secondary-prevention's, not a second one
+        p("hyperlipidemia", "coronary_disease"),
         {"ldl-below-100": Target(LOINC, "13457-7", "<", 100, "mg/dL")},
+    ),
+    ModuleCase(
+        "diabetes-prevention",
+        "chronic-care",
+        ("medical",),
+        (p("prediabetes"),),
+        # ADA 2025 section 3 and CDC National DPP: prevention is for people without diabetes
+        p("prediabetes", "type2_diabetes"),
+        {
+            # ADA 2025 recommendation 3.1: monitor at least annually
+            "glycemic-status-yearly": Target(LOINC, "4548-4", text="12 months"),
+            # CDC Diabetes Prevention Recognition Program: 5% weight loss
+            "weight-loss-5-percent": Target(LOINC, "29463-7", text="5%", category="dietary"),
+        },
+        {"prediabetes-glycemic-test": ("43396009", None), "national-dpp-referral": (None, None)},
     ),
     ModuleCase(
         "weight-management",
@@ -758,24 +879,6 @@ VARIANTS = [
         ("age", "iadl_dependence"),
     ),
     VariantCase(
-        "bp-target-diabetes-ckd",
-        "medical",
-        make_profile("hypertension", "ckd"),
-        make_profile("hypertension", "coronary_disease"),
-        "hypertension-outpatient.systolic-below-140",
-        130,
-        ("hypertension", "ckd"),
-    ),
-    VariantCase(
-        "ldl-target-secondary-prevention",
-        "medical",
-        make_profile("coronary_disease"),
-        make_profile(("ldl_above_target", "high")),
-        "lipid-management.ldl-below-100",
-        70,
-        ("coronary_disease",),
-    ),
-    VariantCase(
         "pharmacist-medication-review",
         "medical",
         make_profile("hypertension", "polypharmacy"),
@@ -907,8 +1010,6 @@ VARIANTS = [
 REASONS = {
     "hba1c-target-older-complex": "8.0%",
     "hba1c-target-older-complex-type1": "8.0%",
-    "bp-target-diabetes-ckd": "130",
-    "ldl-target-secondary-prevention": "70 mg/dL",
     "pharmacist-medication-review": "five or more",
     "teach-back-education": "low health literacy",
     "caregiver-in-education": "cognitive impairment",
@@ -976,7 +1077,6 @@ def test_variant_does_not_apply_otherwise(definitions: Definitions, case: Varian
         standard = {
             "diabetes-outpatient.hba1c-below-7": 7,
             "diabetes-type1.hba1c-below-7": 7,
-            "hypertension-outpatient.systolic-below-140": 140,
             "lipid-management.ldl-below-100": 100,
         }
         assert item.target.value == standard[case.key]
