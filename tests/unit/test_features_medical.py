@@ -91,7 +91,8 @@ CONDITIONS: list[tuple[str, str, str, str]] = [
     (ICD10, "E10.9", "type1_diabetes", "moderate"),
     (ICD10, "E10.8", "type1_diabetes", "moderate"),
     (ICD10, "E10.10", "type1_diabetes", "moderate"),
-    (ICD10, "E10.22", "type1_diabetes", "moderate"),
+    # E10.22 is also CKD: see test_chronic_cardiometabolic
+    (ICD10, "E10.21", "type1_diabetes", "moderate"),
     (ICD10, "E10.319", "type1_diabetes", "moderate"),
     (ICD10, "E10.40", "type1_diabetes", "moderate"),
     (ICD10, "E10.51", "type1_diabetes", "moderate"),
@@ -102,9 +103,7 @@ CONDITIONS: list[tuple[str, str, str, str]] = [
     (SNOMED, "38341003", "hypertension", "moderate"),
     (ICD10, "I10", "hypertension", "moderate"),
     (ICD10, "I11.9", "hypertension", "moderate"),
-    (ICD10, "I11.0", "hypertension", "moderate"),
-    (ICD10, "I12.9", "hypertension", "moderate"),
-    (ICD10, "I13.10", "hypertension", "moderate"),
+    # I11.0 is also heart failure, I12.9 and I13.10 also CKD: see test_chronic_cardiometabolic
     (SNOMED, "84114007", "heart_failure", "moderate"),
     (SNOMED, "42343007", "heart_failure", "moderate"),
     (ICD10, "I50.9", "heart_failure", "moderate"),
