@@ -273,6 +273,7 @@ GROUPS = [
         "chronic-pain-care",
         (
             (SNOMED, "82423001"),  # chronic pain (Synthea)
+            (SNOMED, "278860009"),  # chronic low back pain (Synthea records)
             (ICD10, "G89.29"),
             (ICD10, "G89.4"),  # chronic pain syndrome
             (ICD10, "G89.21"),
