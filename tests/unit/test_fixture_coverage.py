@@ -18,22 +18,11 @@ from fhir_tailor.sources import file_source
 
 FIXTURES = bundled_path("fixtures")
 README = (FIXTURES / "README.md").read_text()
-NO_MODULE = "no {} feature or care module yet"
 PENDING = {
-    "ft-24-c1": "SNOMED CT 59621000 essential hypertension is not matched yet",
-    "ft-24-c2": "SNOMED CT 370143000 major depressive disorder is not matched yet",
-    "ft-24-c3": "SNOMED CT 87433001 pulmonary emphysema is not matched yet",
-    "ft-24-c4": "SNOMED CT 88805009 chronic congestive heart failure is not matched yet",
-    "ft-24-c5": NO_MODULE.format("prediabetes"),
-    "ft-24-c6": NO_MODULE.format("hyperlipidemia"),
-    "ft-24-c7": NO_MODULE.format("atrial fibrillation"),
-    "ft-25-c6": NO_MODULE.format("atrial fibrillation"),
-    "ft-25-c7": NO_MODULE.format("hyperlipidemia"),
-    "ft-25-c8": NO_MODULE.format("osteoarthritis"),
-    "ft-25-c9": NO_MODULE.format("chronic pain"),
-    "ft-25-c10": NO_MODULE.format("osteoporosis"),
-    "ft-25-c11": NO_MODULE.format("opioid use disorder"),
-    "ft-26-c4": NO_MODULE.format("hyperlipidemia"),
+    "ft-26-c4": (
+        "lipid-management leaves patients with coronary disease to secondary-prevention, whose "
+        "evidence is the coronary Condition only: the hyperlipidemia Condition is not addressed"
+    ),
 }
 
 

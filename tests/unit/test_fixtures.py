@@ -94,12 +94,7 @@ EVERY_FEATURE = documented_features()
 # the definitions do not give yet: left out of the comparisons below and checked one by one as
 # strict xfails, so each fails the run once it passes and its entry must go. The matrix cells of
 # these patients' features are covered by the same entries.
-PENDING = {
-    ("ft-24", "hypertension"): "SNOMED CT 59621000 essential hypertension is not matched yet",
-    ("ft-24", "depression"): "SNOMED CT 370143000 major depressive disorder is not matched yet",
-    ("ft-24", "copd"): "SNOMED CT 87433001 pulmonary emphysema is not matched yet",
-    ("ft-24", "heart_failure"): "SNOMED CT 88805009 chronic CHF is not matched yet",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("layout", ["bundles", "ndjson"])
