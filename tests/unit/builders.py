@@ -9,6 +9,8 @@ from typing import Any
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.mapping import CodeIndex, FeatureFile
+from fhir_tailor.pipeline import profile_and_plan
+from fhir_tailor.plan import Plan
 from fhir_tailor.profile import Finding, Profile, build_profile
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.terminology.valuesets import ValueSetLibrary, parse_valueset
@@ -88,6 +90,13 @@ def profile_of(
     """The profile of a record as of :data:`AS_OF`, collecting data issues if asked."""
     handler = (lambda ref, problem: issues.append((ref, problem))) if issues is not None else None
     return build_profile(rec, definitions.rules, AS_OF, handler)
+
+
+def plan_of(definitions: Definitions, rec: PatientRecord) -> Plan:
+    """The plan for a record as of :data:`AS_OF`; a record no module applies to fails the test."""
+    _, plan = profile_and_plan(rec, definitions, AS_OF)
+    assert plan is not None, f"no module applies to {rec.patient_id}"
+    return plan
 
 
 def finding_of(

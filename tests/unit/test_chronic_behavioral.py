@@ -25,6 +25,7 @@ from builders import (
     VERIFICATION,
     condition,
     observation,
+    plan_of,
     profile_of,
     reading,
     record,
@@ -221,10 +222,8 @@ ON_THE_PLAN: list[tuple[str, str, str, tuple[str, ...]]] = [
 ]
 
 
-def plan_of(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
-    _, plan = profile_and_plan(record(*resources), definitions, AS_OF)
-    assert plan is not None
-    return plan
+def plan_for_resources(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
+    return plan_of(definitions, record(*resources))
 
 
 @pytest.mark.parametrize(("system", "code", "module", "goals"), ON_THE_PLAN)
@@ -232,7 +231,7 @@ def test_an_old_controlled_diagnosis_is_on_the_plan(
     definitions: Definitions, system: str, code: str, module: str, goals: tuple[str, ...]
 ) -> None:
     old = condition("c1", system, code, onsetDateTime="2012-03-01")
-    plan = plan_of(definitions, old)
+    plan = plan_for_resources(definitions, old)
     assert module in [m.id for m in plan.modules]
     assert "Condition/c1" in plan.addresses
     planned = {g.key: g for g in plan.goals if g.module == module}
@@ -244,7 +243,7 @@ def test_an_old_controlled_diagnosis_is_on_the_plan(
 
 def test_major_depression_gives_care_not_only_screening(definitions: Definitions) -> None:
     """370143000 alone: collaborative care with its PHQ-9 goals, the PHQ-9 still to be done."""
-    plan = plan_of(definitions, condition("c1", SNOMED, "370143000"))
+    plan = plan_for_resources(definitions, condition("c1", SNOMED, "370143000"))
     modules = [m.id for m in plan.modules]
     assert "depression-care" in modules
     assert "depression-screening" in modules  # no PHQ-9 on record: the baseline is still due
@@ -260,7 +259,7 @@ def test_a_diagnosis_keeps_depression_care_when_the_phq9_is_low(
     """Controlled (a recent PHQ-9 of 3): the diagnosis stays on the plan, whatever its control."""
     diagnosis = condition("c1", SNOMED, "370143000", onsetDateTime="2015-06-01")
     phq9 = observation("o1", "44261-6", when="2026-10-01", valueInteger=3)
-    plan = plan_of(definitions, diagnosis, phq9)
+    plan = plan_for_resources(definitions, diagnosis, phq9)
     assert "depression-care" in [m.id for m in plan.modules]
     assert "Condition/c1" in plan.addresses
 
@@ -275,7 +274,7 @@ def test_a_remitted_depression_gets_no_depression_care(definitions: Definitions)
 def test_opioid_use_disorder_plan_offers_medication_and_naloxone(
     definitions: Definitions,
 ) -> None:
-    plan = plan_of(definitions, condition("c1", ICD10, "F11.20"))
+    plan = plan_for_resources(definitions, condition("c1", ICD10, "F11.20"))
     activities = {a.key: a for a in plan.activities if a.module == "opioid-use-disorder"}
     assert activities["opioid-use-disorder.offer-moud"].kind == "ServiceRequest"
     assert activities["opioid-use-disorder.naloxone-prescription"].kind == "MedicationRequest"

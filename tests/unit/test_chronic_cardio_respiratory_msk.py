@@ -22,13 +22,13 @@ from builders import (
     VERIFICATION,
     condition,
     observation,
+    plan_of,
     profile_of,
     quantity,
     record,
 )
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
 
 LOINC = "http://loinc.org"
@@ -294,10 +294,8 @@ def present(definitions: Definitions, *resources: dict[str, Any]) -> set[str]:
     return {f.feature for _, f in profile.findings() if f.status == "present" and not f.stale}
 
 
-def plan_of(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
-    _, plan = profile_and_plan(record(*resources, birthDate="1950-05-20"), definitions, AS_OF)
-    assert plan is not None
-    return plan
+def plan_for_resources(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
+    return plan_of(definitions, record(*resources, birthDate="1950-05-20"))
 
 
 # -- recognition -------------------------------------------------------------------------------
@@ -363,7 +361,7 @@ def test_only_the_diagnosis_gives_the_module_and_its_goals(
     definitions: Definitions, group: Group
 ) -> None:
     system, code = group.codes[0]
-    plan = plan_of(definitions, condition("c1", system, code, onsetDateTime=LONG_AGO))
+    plan = plan_for_resources(definitions, condition("c1", system, code, onsetDateTime=LONG_AGO))
     assert group.module in [m.id for m in plan.modules]
     assert "Condition/c1" in plan.addresses
     goals = {g.key: g for g in plan.goals if g.module == group.module}
@@ -389,7 +387,7 @@ def test_only_the_diagnosis_gives_the_module_and_its_goals(
 def test_secondary_prevention_plan_has_one_ldl_goal(definitions: Definitions) -> None:
     """Coronary disease with a raised LDL: lipid-management (primary prevention) stays out, so
     the only LDL goal is secondary prevention's below 70 mg/dL."""
-    plan = plan_of(
+    plan = plan_for_resources(
         definitions,
         condition("c1", SNOMED, "53741008", onsetDateTime=LONG_AGO),
         observation("o1", "13457-7", when="2026-10-01", **quantity(165, "mg/dL")),
@@ -400,15 +398,17 @@ def test_secondary_prevention_plan_has_one_ldl_goal(definitions: Definitions) ->
 
 
 def test_hemorrhagic_stroke_gets_no_antiplatelet_plan(definitions: Definitions) -> None:
-    plan = plan_of(definitions, condition("c1", ICD10, "I61.9", onsetDateTime=LONG_AGO))
+    plan = plan_for_resources(definitions, condition("c1", ICD10, "I61.9", onsetDateTime=LONG_AGO))
     modules = [m.id for m in plan.modules]
     assert "hemorrhagic-stroke-care" in modules and "secondary-prevention" not in modules
 
 
 def test_asthma_and_copd_each_get_their_own_plan(definitions: Definitions) -> None:
-    only_asthma = [m.id for m in plan_of(definitions, condition("c1", ICD10, "J45.40")).modules]
+    only_asthma = [
+        m.id for m in plan_for_resources(definitions, condition("c1", ICD10, "J45.40")).modules
+    ]
     assert "asthma-care" in only_asthma and "chronic-lung-disease" not in only_asthma
-    both = plan_of(
+    both = plan_for_resources(
         definitions, condition("c1", ICD10, "J45.40"), condition("c2", SNOMED, "87433001")
     )
     assert {"asthma-care", "chronic-lung-disease"} <= {m.id for m in both.modules}
@@ -419,7 +419,7 @@ def test_asthma_and_copd_each_get_their_own_plan(definitions: Definitions) -> No
 
 
 def test_copd_plan_confirms_obstruction_by_spirometry(definitions: Definitions) -> None:
-    plan = plan_of(definitions, condition("c1", ICD10, "J42"))
+    plan = plan_for_resources(definitions, condition("c1", ICD10, "J42"))
     spirometry = next(a for a in plan.activities if a.key == "chronic-lung-disease.copd-spirometry")
     assert spirometry.standard_code is not None
     assert (spirometry.standard_code.system, spirometry.standard_code.code) == (

@@ -26,13 +26,13 @@ from builders import (
     condition,
     finding_of,
     observation,
+    plan_of,
     profile_of,
     reading,
     record,
 )
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
 
 YES, NO = "LA33-6", "LA32-8"
@@ -226,10 +226,8 @@ ON_THE_PLAN: list[tuple[str, str, str, str]] = [
 ]
 
 
-def plan_of(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
-    _, plan = profile_and_plan(record(*resources), definitions, AS_OF)
-    assert plan is not None
-    return plan
+def plan_for_resources(definitions: Definitions, *resources: dict[str, Any]) -> Plan:
+    return plan_of(definitions, record(*resources))
 
 
 @pytest.mark.parametrize(("system", "code", "module", "goal"), ON_THE_PLAN)
@@ -237,7 +235,7 @@ def test_an_old_finding_is_on_the_plan(
     definitions: Definitions, system: str, code: str, module: str, goal: str
 ) -> None:
     old = condition("c1", system, code, onsetDateTime="2011-05-01")
-    plan = plan_of(definitions, old)
+    plan = plan_for_resources(definitions, old)
     assert module in [m.id for m in plan.modules]
     assert "Condition/c1" in plan.addresses
     planned = next(g for g in plan.goals if g.key == f"{module}.{goal}")
@@ -247,14 +245,14 @@ def test_an_old_finding_is_on_the_plan(
 
 def test_an_acs_yes_puts_the_sense_on_the_plan(definitions: Definitions) -> None:
     seeing = observation("o1", "69857-1", when="2026-08-01", **answer(YES))
-    plan = plan_of(definitions, seeing)
+    plan = plan_for_resources(definitions, seeing)
     assert "vision-impairment-support" in [m.id for m in plan.modules]
     assert "Observation/o1" in plan.supporting_info
 
 
 def test_a_barthel_dependency_gives_daily_living_support(definitions: Definitions) -> None:
     barthel = observation("o1", "96761-2", when="2026-08-01", valueQuantity={"value": 70})
-    plan = plan_of(definitions, barthel)
+    plan = plan_for_resources(definitions, barthel)
     assert "daily-living-support" in [m.id for m in plan.modules]
     referral = next(
         a for a in plan.activities if a.key == "daily-living-support.functional-assessment"

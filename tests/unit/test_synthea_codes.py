@@ -12,7 +12,7 @@ the catalog's chronic scope are listed too, and must give no chronic feature.
 from __future__ import annotations
 
 import pytest
-from builders import SNOMED, condition, profile_of, record
+from builders import SNOMED, condition, plan_of, profile_of, record
 
 from fhir_tailor.definitions import Definitions
 
@@ -142,3 +142,37 @@ def test_every_chronic_group_of_the_scope_is_exercised() -> None:
         "opioid_use_disorder", "tobacco_use", "osteoporosis", "osteoarthritis", "chronic_pain",
     }  # fmt: skip
     assert scope <= CHRONIC_FEATURES
+
+
+# -- conditions another module takes over are still on the plan ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("diagnosis", "beside", "module"),
+    [
+        ("44054006", "15777000", "diabetes-outpatient"),  # prediabetes left active beside T2DM
+        ("414545008", "302870006", "secondary-prevention"),  # hypertriglyceridemia with IHD
+        ("230690007", "55822004", "secondary-prevention"),  # hyperlipidemia after a stroke
+    ],
+)
+def test_a_diagnosis_another_module_manages_is_still_addressed(
+    definitions: Definitions, diagnosis: str, beside: str, module: str
+) -> None:
+    """Synthea keeps prediabetes active after diabetes is diagnosed, and lipid-management leaves
+    patients with coronary disease or stroke to secondary prevention: both Conditions are on the
+    plan, addressed by the module that manages them."""
+    rec = record(condition("c1", SNOMED, diagnosis), condition("c2", SNOMED, beside))
+    plan = plan_of(definitions, rec)
+    assert plan is not None
+    assert {"Condition/c1", "Condition/c2"} <= set(plan.addresses)
+    goals = [g for g in plan.goals if g.module == module]
+    assert goals and all("Condition/c2" in g.addresses for g in goals)
+
+
+def test_the_module_managing_another_diagnosis_does_not_apply_on_it_alone(
+    definitions: Definitions,
+) -> None:
+    plan = plan_of(definitions, record(condition("c1", SNOMED, "15777000")))
+    assert plan is not None
+    assert {m.id for m in plan.modules} & {"diabetes-outpatient", "secondary-prevention"} == set()
+    assert "diabetes-prevention" in {m.id for m in plan.modules}
