@@ -38,7 +38,7 @@ RETRY_BUDGET = 10.0
 WRITTEN_TYPES = ("Provenance", "CarePlan", "Goal", "ServiceRequest")
 GET = frozenset({"GET"})
 POST = frozenset({"POST"})
-#: The outage starts when a late page of patients (offset 20 of 26, pages of 5) is asked
+#: The outage starts when a late page of patients (offset 20 of 28, pages of 5) is asked
 #: for: some patients are finished by then, and listing the rest fails.
 OUTAGE_FROM = r"^/fhir/Patient\?.*_offset=20"
 #: What asyncio prints when a run stops with work still in flight: not for an operator's eyes.
