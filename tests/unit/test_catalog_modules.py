@@ -861,6 +861,24 @@ class VariantCase:
 
 VARIANTS = [
     VariantCase(
+        "antithrombotic-after-hemorrhagic-stroke",
+        "medical",
+        make_profile("stroke_tia", "hemorrhagic_stroke"),
+        make_profile("stroke_tia"),
+        "secondary-prevention.antithrombotic-review",
+        "do not start single antiplatelet therapy by default",
+        ("hemorrhagic_stroke", "stroke_tia"),
+    ),
+    VariantCase(
+        "statin-after-hemorrhagic-stroke",
+        "medical",
+        make_profile("coronary_disease", "hemorrhagic_stroke"),
+        make_profile("coronary_disease"),
+        "secondary-prevention.statin-review",
+        "decide on the statin and its intensity with the stroke specialist",
+        ("hemorrhagic_stroke", "coronary_disease"),
+    ),
+    VariantCase(
         "hba1c-target-older-complex",
         "medical",
         make_profile("type2_diabetes", "cognitive_impairment", age=72),
@@ -1008,6 +1026,8 @@ VARIANTS = [
 
 #: The reason each variant states, in words a clinician would check (a part of it).
 REASONS = {
+    "antithrombotic-after-hemorrhagic-stroke": "individual decision with the stroke specialist",
+    "statin-after-hemorrhagic-stroke": "individual decision with the stroke specialist",
     "hba1c-target-older-complex": "8.0%",
     "hba1c-target-older-complex-type1": "8.0%",
     "pharmacist-medication-review": "five or more",

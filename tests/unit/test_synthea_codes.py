@@ -176,3 +176,19 @@ def test_the_module_managing_another_diagnosis_does_not_apply_on_it_alone(
     assert plan is not None
     assert {m.id for m in plan.modules} & {"diabetes-outpatient", "secondary-prevention"} == set()
     assert "diabetes-prevention" in {m.id for m in plan.modules}
+
+
+def test_after_a_hemorrhagic_stroke_no_default_antiplatelet(definitions: Definitions) -> None:
+    """Ischemic stroke and a past intracerebral hemorrhage: secondary prevention still applies,
+    but its antithrombotic review no longer says to start single antiplatelet therapy."""
+
+    def antithrombotic(*codes: str) -> str:
+        conditions = [condition(f"c{n}", SNOMED, code) for n, code in enumerate(codes)]
+        plan = plan_of(definitions, record(*conditions))
+        activity = next(a for a in plan.activities if a.key.endswith(".antithrombotic-review"))
+        return activity.description
+
+    assert "single antiplatelet therapy (aspirin" in antithrombotic("230690007")
+    after_bleed = antithrombotic("230690007", "274100004")  # + intracerebral hemorrhage
+    assert "do not start single antiplatelet therapy by default" in after_bleed
+    assert "aspirin 75-100 mg" not in after_bleed
