@@ -3,9 +3,7 @@
 fixtures/README.md "Real-world coding" lists every Condition of ft-24 ... ft-28 (a Synthea-like
 record, a claims-derived one, an old one, an ICD-10-CM problem list and a SNOMED CT + ICD-10-CM
 one) with its chronic group and whether it is in scope;
-a clinician expects the plan to address exactly those in scope. PENDING names the diagnoses the
-definitions cannot address yet, with the reason: they run as strict xfails, so each one fails
-the run once it passes and its entry must go.
+a clinician expects the plan to address exactly those in scope.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from fhir_tailor.sources import file_source
 
 FIXTURES = bundled_path("fixtures")
 README = (FIXTURES / "README.md").read_text()
-PENDING: dict[str, str] = {}
 
 
 def documented() -> dict[str, bool]:
@@ -58,18 +55,9 @@ def test_the_table_covers_every_condition_of_the_patients() -> None:
         for condition in record.of_type("Condition")
     }
     assert held == set(CONDITIONS)
-    assert set(PENDING) <= set(IN_SCOPE)
 
 
-@pytest.mark.parametrize(
-    "condition",
-    [
-        pytest.param(cid, marks=pytest.mark.xfail(strict=True, reason=PENDING[cid]))
-        if cid in PENDING
-        else cid
-        for cid in IN_SCOPE
-    ],
-)
+@pytest.mark.parametrize("condition", IN_SCOPE)
 def test_an_active_chronic_diagnosis_is_addressed(
     addressed: dict[str, set[str]], condition: str
 ) -> None:

@@ -6,8 +6,6 @@ its "Every feature" table (every finding of the patients added for the 2.0.0 fea
 resources that decide it). These tests read both and compare every cell with the profile
 fhir-tailor computes, for both the Bundle and the NDJSON copies of the fixtures. Nothing expected
 is written here: a changed mapping shows up as a README cell to re-check against its scenario.
-PENDING names the documented findings the definitions do not give yet (with the reason only); they
-run as strict xfails.
 """
 
 from __future__ import annotations
@@ -90,11 +88,6 @@ def profiles(definitions: Definitions, folder: Path) -> dict[str, Profile]:
 
 MATRIX = documented_matrix()
 EVERY_FEATURE = documented_features()
-# Findings a clinician expects from the real-world coded patients (README "Real-world coding") that
-# the definitions do not give yet: left out of the comparisons below and checked one by one as
-# strict xfails, so each fails the run once it passes and its entry must go. The matrix cells of
-# these patients' features are covered by the same entries.
-PENDING: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("layout", ["bundles", "ndjson"])
@@ -107,8 +100,6 @@ def test_every_fixture_patient_matches_the_documented_matrix(
     for pid, row in MATRIX.items():
         profile = computed[pid]
         for column, feature in COLUMNS.items():
-            if (pid, feature) in PENDING:
-                continue
             computed_cell = describe(profile.finding(feature))
             if computed_cell != row[column]:
                 mismatches.append(
@@ -144,12 +135,9 @@ def test_every_feature_table_matches_the_computed_profiles(
     computed = profiles(definitions, FIXTURES / layout)
     patients = sorted({pid for pid, _ in EVERY_FEATURE})
     assert len(patients) >= 8 and set(patients) <= set(computed)
-    assert set(PENDING) <= set(EVERY_FEATURE), "a pending finding must be documented"
     mismatches = []
     for (pid, feature), row in EVERY_FEATURE.items():
         assert feature in definitions.rules.index.features, f"{pid}: unknown feature {feature}"
-        if (pid, feature) in PENDING:
-            continue
         got, want = computed_row(computed[pid].finding(feature)), documented_row(row)
         if got != want:
             mismatches.append(f"{pid} {feature}: documented {want}, computed {got}")
@@ -176,21 +164,6 @@ def computed_row(finding: Finding | None) -> tuple[str, str, set[str]]:
 def documented_row(row: dict[str, str]) -> tuple[str, str, set[str]]:
     resources = set(filter(None, re.split(r",\s*", row["deciding resources"])))
     return (row["expected"], row["severity"], resources)
-
-
-@pytest.mark.parametrize(
-    ("pid", "feature"),
-    [
-        pytest.param(pid, feature, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for (pid, feature), reason in PENDING.items()
-    ],
-)
-def test_pending_findings_are_what_a_clinician_expects(
-    definitions: Definitions, pid: str, feature: str
-) -> None:
-    for layout in ("bundles", "ndjson"):
-        finding = profiles(definitions, FIXTURES / layout)[pid].finding(feature)
-        assert computed_row(finding) == documented_row(EVERY_FEATURE[(pid, feature)])
 
 
 def test_every_defined_feature_is_present_and_current_in_some_fixture_patient(
