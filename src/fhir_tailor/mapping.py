@@ -313,6 +313,14 @@ class CodeIndex:
                         )
                     self._codes[rule.id] = self._index_rule(feature, file.dimension, rule)
         self._found: dict[tuple[str, str, str, MatchOn], tuple[Match, ...]] = {}
+        #: Resource types some rule matches by category: the others skip reading categories,
+        #: which every Observation carries (vital-signs, laboratory) and no rule may need.
+        self.category_types = frozenset(
+            rule.resource
+            for feature, _ in self.features.values()
+            for rule in feature.rules
+            if rule.match == "category"
+        )
 
     def _index_rule(
         self, feature: Feature, dimension: Dimension, rule: Rule

@@ -282,12 +282,13 @@ def _read_resource(
             for system, code, _ in codings(element.get("code"))
             for match in index.lookup(system, code, "Observation")
         ]
-        matched += [
-            (match, resource, "")
-            for concept in _categories(resource)
-            for system, code, _ in codings(concept)
-            for match in index.lookup(system, code, "Observation", on="category")
-        ]
+        if "Observation" in index.category_types:
+            matched += [
+                (match, resource, "")
+                for concept in _categories(resource)
+                for system, code, _ in codings(concept)
+                for match in index.lookup(system, code, "Observation", on="category")
+            ]
         if not matched:  # most of a record: readings no feature maps; no date to work out
             return
         when = effective_date(resource) or panel_dates.get(str(resource.get("id")))

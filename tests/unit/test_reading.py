@@ -327,3 +327,30 @@ def test_a_grouping_panel_without_value_is_not_reported(rules: ProfileRules) -> 
     del panel["hasMember"]
     build_profile(rec, rules, AS_OF, lambda ref, problem: issues.append((ref, problem)))
     assert [ref for ref, _ in issues] == ["Observation/panel"]
+
+
+def test_observation_category_rule_is_read_only_where_one_exists(rules: ProfileRules) -> None:
+    """Reading Observation categories is skipped unless some rule matches them; a mapping that
+    has such a rule still finds them."""
+    assert "Observation" not in rules.index.category_types
+    mapping = yaml.safe_load(MAPPING)
+    mapping["features"][2]["rules"].append(
+        {
+            "id": "flagged.survey",
+            "resource": "Observation",
+            "match": "category",
+            "codes": [{"system": SURVEY, "code": "survey"}],
+            "severity": "moderate",
+        }
+    )
+    index = code_index(mapping)
+    assert index.category_types == {"Condition", "Observation"}
+    surveyed = observation(
+        "o1", "1-8", category=[{"coding": [{"system": SURVEY, "code": "survey"}]}]
+    )
+    prof = build_profile(record(surveyed), ProfileRules(index, {}, ()), AS_OF)
+    assert status(prof, "flagged") == ("present", "moderate")
+    assert profile(rules, surveyed).finding("flagged") is None
+
+
+SURVEY = "http://terminology.hl7.org/CodeSystem/observation-category"
