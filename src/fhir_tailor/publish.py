@@ -147,6 +147,18 @@ def _distinct(definitions: list[Definition]) -> list[Definition]:
     return list(seen.values())
 
 
+#: Status of every published definition: the catalog's content is a draft that awaits local
+#: clinical validation before use, and says so where a reader (or a CDS engine) looks first.
+AWAITING_VALIDATION = {
+    "status": "draft",
+    "experimental": True,
+    "usage": (
+        "Draft content for clinicians to review: not clinically validated; validate locally "
+        "before use. Every goal and step names its source in the catalog."
+    ),
+}
+
+
 def _valueset(valueset: ValueSet) -> Definition:
     """A ValueSet as shipped (or as the terminology server expanded it), with its expansion:
     without its ``id``, which the server assigns, or the server-owned ``meta.versionId`` and
@@ -220,7 +232,7 @@ def _activity_definition(catalog: Catalog, activity: ActivityTemplate, version: 
             "url": _activity_url(catalog, activity.id),
             "version": version,
             "name": _pascal(activity.id),
-            "status": "active",
+            **AWAITING_VALIDATION,
             "publisher": catalog.info.publisher,
             "description": activity.description,
             "kind": activity.kind,
@@ -289,7 +301,7 @@ def _module_plan(catalog: Catalog, module: Module, translator: Translator) -> De
         "name": _pascal(module.id),
         "title": module.title,
         "type": {"coding": [{"system": PLAN_DEFINITION_TYPE, "code": "clinical-protocol"}]},
-        "status": "active",
+        **AWAITING_VALIDATION,
         "publisher": catalog.info.publisher,
         "description": module.description,
     }
@@ -345,7 +357,7 @@ def _personalization_plan(catalog: Catalog, translator: Translator) -> Definitio
             "name": _pascal(PERSONALIZATION),
             "title": f"{catalog.info.title}: personalization variants",
             "type": {"coding": [{"system": PLAN_DEFINITION_TYPE, "code": "eca-rule"}]},
-            "status": "active",
+            **AWAITING_VALIDATION,
             "publisher": catalog.info.publisher,
             "description": (
                 "Warranted variations of the standard modules, applied in this order: each "

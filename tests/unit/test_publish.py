@@ -61,7 +61,9 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
         assert plan["name"][0].isupper() and "-" not in plan["name"]
         assert (plan["title"], plan["description"]) == (module.title, module.description)
         assert plan["type"]["coding"][0]["code"] == "clinical-protocol"
-        assert plan["status"] == "active" and plan["publisher"] == catalog.info.publisher
+        assert plan["status"] == "draft" and plan["experimental"] is True
+        assert "not clinically validated" in plan["usage"]
+        assert plan["publisher"] == catalog.info.publisher
         assert plan["meta"]["tag"] == [GENERATED_TAG]
         assert [g["id"] for g in plan.get("goal", [])] == [g.id for g in module.goals]
         for goal in plan.get("goal", []):
@@ -117,6 +119,18 @@ def test_personalization_plan_lists_the_variants_in_order(
             assert added["kind"] == variant.add_activity.kind
         else:
             assert "definitionCanonical" not in action
+
+
+def test_every_catalog_definition_says_it_awaits_clinical_validation(
+    published: list[Definition],
+) -> None:
+    """PlanDefinitions and ActivityDefinitions are drafts and experimental: a CDS engine or a
+    reader sees at once that the content is not clinically validated."""
+    ours = [d.resource for d in published if d.resource_type != "ValueSet"]
+    assert {r["resourceType"] for r in ours} == {"PlanDefinition", "ActivityDefinition"}
+    for resource in ours:
+        assert (resource["status"], resource["experimental"]) == ("draft", True), resource["url"]
+        assert "validate locally before use" in resource["usage"]
 
 
 def test_two_activities_under_one_canonical_are_refused(definitions: Definitions) -> None:
