@@ -118,6 +118,8 @@ class GoalTemplate(Strict):
     category: GoalCategory | None = None
     sdoh_category: SdohCategory | None = None
     target: GoalTarget
+    #: The guideline (year, section) the goal and its target come from.
+    source: str | None = None
 
 
 class ActivityTemplate(Strict):
@@ -130,6 +132,8 @@ class ActivityTemplate(Strict):
     code: Code | None = None
     sdoh_category: SdohCategory | None = None
     tags: tuple[str, ...] = ()
+    #: The guideline (year, section) the step comes from.
+    source: str | None = None
 
 
 class Module(Strict):
@@ -143,6 +147,8 @@ class Module(Strict):
     applies_when: RuleExpr
     goals: tuple[GoalTemplate, ...] = ()
     activities: list[ActivityTemplate] = Field(min_length=1)
+    #: The guidelines (year, section) the module follows, and why it applies when it does.
+    source: str | None = None
 
 
 class Replace(Strict):
@@ -177,6 +183,8 @@ class Variant(Strict):
     reason: str
     scope: VariantScope
     when: RuleExpr
+    #: The guideline (year, section) that warrants the variation.
+    source: str | None = None
     replace: Replace | None = None
     annotate: Annotate | None = None
     add_activity: ActivityTemplate | None = None

@@ -125,6 +125,9 @@ class Rule(Strict):
     severity: Severity | None = None
     value: ValueBands | None = None
     answers: list[Answer] | None = None
+    #: Where the rule's meaning comes from (guideline or instrument, year, section): its codes'
+    #: sources are in its value sets, its cut points and answers are cited here.
+    source: str | None = None
 
     @model_validator(mode="after")
     def _one_reading(self) -> Rule:

@@ -87,6 +87,8 @@ class GapDefinition(Strict):
     features: list[str] = Field(min_length=1)
     within_days: int = Field(gt=0)
     when: RuleExpr | None = None
+    #: The guideline (year, section) that sets the screening and its interval.
+    source: str | None = None
 
 
 class GapsFile(Strict):
