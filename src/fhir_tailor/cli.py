@@ -635,7 +635,10 @@ def _finish(report: RunReport, report_path: Path | None, stopped: str | None = N
     if len(report.read_issues) > 20:
         notice(f"  ... and {len(report.read_issues) - 20} more (see --report)")
     for outcome in report.patients:
-        if outcome.outcome in ("failed", "skipped-edited"):
+        # A deceased patient's line only when something was, or was not, done to a stored plan.
+        if outcome.outcome in ("failed", "skipped-edited") or (
+            outcome.outcome == "skipped-deceased" and outcome.detail
+        ):
             notice(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}")
     if report.failed:
         sys.exit(EXIT_PARTIAL_FAILURE)
@@ -667,6 +670,7 @@ def profile(settings: Settings, /, as_json: bool, **params: Any) -> None:
     click.echo(
         f"{result.patient} as of {result.as_of}: age {facts.age}, gender {facts.gender}, "
         f"preferred language {facts.preferred_language}"
+        + ("; recorded as deceased (no plan)" if facts.deceased else "")
     )
     click.echo(
         f"{'dimension':<22}{'need':<10}{'feature':<28}{'status':<9}{'severity':<10}"
@@ -696,8 +700,10 @@ def plan(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Print one patient's personalized plan without writing anything."""
     with ExitStack() as stack:
         record = _one_record(settings, params, stack)
-    _, result = profile_and_plan(record, settings.definitions, settings.as_of)
-    if result is None:
+    found, result = profile_and_plan(record, settings.definitions, settings.as_of)
+    if found.facts.deceased:
+        click.echo(f"{found.patient}: recorded as deceased; no plan")
+    elif result is None:
         click.echo(f"Patient/{record.patient_id}: no care module applies")
     elif as_json:
         click.echo(result.model_dump_json(indent=2))

@@ -2,7 +2,9 @@
 
 One patient at a time, so memory stays flat however large the population. A failure for one
 patient (bad data we did not foresee, a server error on write) is recorded in the report and
-the run goes on with the next patient.
+the run goes on with the next patient. A patient the record says has died gets no plan: the
+sink is asked to withdraw what an earlier run wrote for them instead
+(:mod:`fhir_tailor.withdrawal`), and the outcome is ``skipped-deceased``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from .plan import Plan, plan_for
 from .profile import Profile, build_profile
 from .record import PatientRecord
 from .report import PatientOutcome, RunReport
-from .resources import PlanResources, to_fhir
+from .resources import PlanResources, patient_careplan_identifier, to_fhir
 from .segments import SegmentMatch, segment
 from .sinks import Sink, concurrent_writer
 from .sources import Source
 from .state import RunState
 from .validation import InvalidOutputError
+from .withdrawal import Withdrawal
 
 log = logging.getLogger("fhir_tailor.pipeline")
 T = TypeVar("T")
@@ -70,14 +73,14 @@ def run(
     """
     submit = concurrent_writer(sink) if concurrency > 1 else None
 
-    def start(record: PatientRecord) -> Future[PatientOutcome | _Pending]:
+    def start(record: PatientRecord) -> Future[PatientOutcome | _Pending | Withdrawal]:
         """Profile and plan now; start the write too when the sink takes concurrent writes."""
         patient = f"Patient/{record.patient_id}"
         if state is not None and record.patient_id in state.done:
             return done(PatientOutcome(patient, "done-earlier"))
         prepared = _guarded(patient, lambda: _prepare(record, definitions, as_of, recorded, report))
         if isinstance(prepared, _Pending) and submit is not None:
-            return cast("Future[PatientOutcome | _Pending]", submit(*prepared))
+            return cast("Future[PatientOutcome | _Pending | Withdrawal]", submit(*prepared))
         return done(prepared)
 
     records = source.records(report.read_issue)
@@ -85,12 +88,14 @@ def run(
     for record, future in in_order(start, records, window):
         patient_id = record.patient_id
         result = _guarded(f"Patient/{patient_id}", future.result)
-        # Sinks that share handles are written here, one patient at a time, in source order.
-        outcome = (
-            _guarded(f"Patient/{patient_id}", partial(sink.write, *result))
-            if isinstance(result, _Pending)
-            else result
-        )
+        # Sinks that share handles are written here, one patient at a time, in source order;
+        # so are the (few) withdrawals for patients who have died.
+        if isinstance(result, _Pending):
+            outcome = _guarded(f"Patient/{patient_id}", partial(sink.write, *result))
+        elif isinstance(result, Withdrawal):
+            outcome = _guarded(f"Patient/{patient_id}", partial(sink.withdraw, result))
+        else:
+            outcome = result
         report.add(outcome)
         log.debug(
             "%s: %s",
@@ -132,8 +137,12 @@ def _prepare(
     as_of: date,
     recorded: datetime,
     report: RunReport,
-) -> PatientOutcome | _Pending:
-    _, plan = profile_and_plan(record, definitions, as_of, report)
+) -> PatientOutcome | _Pending | Withdrawal:
+    profile, plan = profile_and_plan(record, definitions, as_of, report)
+    if profile.facts.deceased:
+        info = definitions.catalog.info
+        identifier = patient_careplan_identifier(profile.patient, info.id, info.version)
+        return Withdrawal(profile.patient, identifier, recorded)
     if plan is None:
         return PatientOutcome(f"Patient/{record.patient_id}", "no-plan")
     return _Pending(plan, to_fhir(plan, recorded))

@@ -129,7 +129,13 @@ class Plan(Model):
 
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
-    """The personalized plan for a profile, or ``None`` when no module applies."""
+    """The personalized plan for a profile, or ``None`` when no module applies.
+
+    A patient the record says has died gets no plan, whatever applies
+    (:mod:`fhir_tailor.life_state`); callers tell the two apart by ``profile.facts.deceased``.
+    """
+    if profile.facts.deceased:
+        return None
     modules: list[PlannedModule] = []
     goals: list[PlannedGoal] = []
     activities: list[PlannedActivity] = []

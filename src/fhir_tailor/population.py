@@ -4,6 +4,9 @@ Counts are accumulated one profile at a time (nothing per patient is kept), so a
 any size can be summarized in flat memory: the only thing that grows is one entry per distinct
 plan shape. The number of distinct plan shapes is the measure of mass customization: how many
 different personalized plans the standardized catalog yields for this population.
+
+Patients the record says have died are counted (``deceased``) and otherwise left out: they get
+no plan, and their last findings are no one's needs to manage. Shares are of the living.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ class PopulationSummary:
     """Counts over a population: segments, dimensions, needs, gaps, modules, variants."""
 
     segment_labels: dict[str, str]
+    #: Every patient read, the deceased included.
     patients: int = 0
+    #: Patients recorded as deceased: no plan, and in no other count.
+    deceased: int = 0
     with_plan: int = 0
     segments: Counter[str] = field(default_factory=Counter)
     with_finding: Counter[str] = field(default_factory=Counter)
@@ -67,8 +73,16 @@ class PopulationSummary:
     def over(cls, definitions: tuple[SegmentDefinition, ...]) -> PopulationSummary:
         return cls(segment_labels={d.id: d.label for d in definitions})
 
+    @property
+    def living(self) -> int:
+        """The patients the other counts are of."""
+        return self.patients - self.deceased
+
     def add(self, profile: Profile, matches: list[SegmentMatch], plan: Plan | None) -> None:
         self.patients += 1
+        if profile.facts.deceased:
+            self.deceased += 1
+            return
         self.segments.update(match.id for match in matches)
         for name in DIMENSIONS:
             dimension = profile.dimension(name)
@@ -99,10 +113,11 @@ class PopulationSummary:
 
     def as_dict(self) -> dict[str, Any]:
         def share(count: int) -> float:
-            return round(count / self.patients, 4) if self.patients else 0.0
+            return round(count / self.living, 4) if self.living else 0.0
 
         return {
             "patients": self.patients,
+            "deceased": self.deceased,
             "with_plan": self.with_plan,
             "distinct_plans": len(self.shapes),
             "plans_used_once": sum(1 for n in self.shapes.values() if n == 1),
@@ -132,7 +147,7 @@ class PopulationSummary:
         lines = [f"{'segment':<{width}}  patients  share"]
         for info in data["segments"].values():
             count = info["patients"]
-            share = count / self.patients if self.patients else 0.0
+            share = count / self.living if self.living else 0.0
             lines.append(f"{info['label']:<{width}}  {count:>8}  {share:>5.1%}")
         lines.append("")
         lines.append(f"{'dimension':<22}with a finding  need none/low/moderate/high")
@@ -142,7 +157,7 @@ class PopulationSummary:
             lines.append(f"{name:<22}{data['share_with_finding'][name]:>14.1%}  {spread}")
         lines.append("")
         lines.append(
-            f"{self.patients} patients, {self.with_plan} with a plan, "
-            f"{data['distinct_plans']} distinct plans"
+            f"{self.patients} patients ({self.deceased} deceased, no plan), "
+            f"{self.with_plan} with a plan, {data['distinct_plans']} distinct plans"
         )
         return "\n".join(lines) + "\n"

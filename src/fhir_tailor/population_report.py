@@ -60,9 +60,10 @@ def report_data(
     """Every number the report shows, with the labels of the definitions they count.
 
     Lists follow the definitions' order and include what nobody has, so a zero is visible.
-    Shares are of all patients.
+    Patients recorded as deceased are counted and left out of the rest (they get no plan):
+    shares are of the living.
     """
-    total = summary.patients
+    total = summary.living
 
     def counted(count: int) -> dict[str, Any]:
         return {"patients": count, "share": round(count / total, 4) if total else 0.0}
@@ -87,7 +88,9 @@ def report_data(
             "version": catalog.info.version,
             "title": catalog.info.title,
         },
-        "patients": total,
+        "patients": summary.patients,
+        "deceased": summary.deceased,
+        "living": total,
         "unreadable_resources": unreadable,
         "segments": [
             {"id": s.id, "label": s.label, **counted(summary.segments[s.id])}
@@ -147,7 +150,7 @@ dl.facts dt { font-weight: 600; }
 
 def render_html(data: dict[str, Any]) -> str:
     """The report as one HTML document (needs matplotlib: see :func:`require_plotting`)."""
-    page = _Page(data["patients"])
+    page = _Page(data["living"])
     catalog = data["catalog"]
     plans = data["plans"]
     title = f"Population report as of {data['as_of']}"
@@ -160,7 +163,8 @@ def render_html(data: dict[str, Any]) -> str:
                 ("As of", data["as_of"]),
                 ("Catalog", f"{catalog['title']} ({catalog['id']} {catalog['version']})"),
                 ("Patients", str(data["patients"])),
-                ("With a plan", page.count_share(plans["with_plan"])),
+                ("Deceased (no plan; left out below)", str(data["deceased"])),
+                ("With a plan (share of the living)", page.count_share(plans["with_plan"])),
                 ("Distinct personalized plans", str(plans["distinct"])),
                 ("Unreadable resources skipped", str(data["unreadable_resources"])),
             )
@@ -204,7 +208,8 @@ def render_html(data: dict[str, Any]) -> str:
     page.section(
         "Personalized plans",
         f"The standardized catalog produced {plans['distinct']} distinct personalized plans "
-        f"for {plans['with_plan']} patients ({plans['without_plan']} without a plan); "
+        f"for {plans['with_plan']} patients ({plans['without_plan']} living patients without "
+        f"a plan, {data['deceased']} deceased); "
         f"{plans['used_once']} of the plans are each received by one patient only.",
     )
     page.plan_groups(plans["largest"], data["modules"], data["variants"])

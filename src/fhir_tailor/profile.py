@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,7 @@ from .fhirdata import (
     reference_id,
     resource_ref,
 )
+from .life_state import is_deceased
 from .mapping import (
     DIMENSIONS,
     SEVERITY_RANK,
@@ -153,6 +154,8 @@ class PatientFacts(Model):
     gender: str | None = None
     preferred_language: str | None = None
     contact_preference: str | None = None
+    #: The record says the patient has died (:mod:`fhir_tailor.life_state`): no plan is made.
+    deceased: bool = False
 
 
 class DataGap(Model):
@@ -244,14 +247,16 @@ def build_profile(
     profile = Profile(
         patient=f"Patient/{record.patient_id}",
         as_of=as_of,
-        facts=_facts(record.patient, as_of),
+        facts=_facts(record.patient, as_of, partial(report, f"Patient/{record.patient_id}")),
         data_gaps=(),
         **dimensions,
     )
+    # No screening is due for a patient the record says has died.
     gaps = tuple(
         DataGap(id=gap.id, label=gap.label)
         for gap in rules.gaps
-        if (gap.when is None or gap.when.evaluate(profile).holds)
+        if not profile.facts.deceased
+        and (gap.when is None or gap.when.evaluate(profile).holds)
         and not _screened(evidence, gap, as_of)
     )
     return profile.model_copy(update={"data_gaps": gaps})
@@ -583,7 +588,7 @@ def _screened(evidence: dict[str, list[_Evidence]], gap: GapDefinition, as_of: d
     )
 
 
-def _facts(patient: Resource, as_of: date) -> PatientFacts:
+def _facts(patient: Resource, as_of: date, report: Callable[[str], None]) -> PatientFacts:
     birth = parse_date(patient.get("birthDate"))
     age = None
     if birth is not None and birth <= as_of:
@@ -594,6 +599,7 @@ def _facts(patient: Resource, as_of: date) -> PatientFacts:
         gender=gender if isinstance(gender, str) and gender in ADMINISTRATIVE_GENDER else None,
         preferred_language=_preferred_language(patient),
         contact_preference=_contact_preference(patient),
+        deceased=is_deceased(patient, as_of, report),
     )
 
 

@@ -24,6 +24,7 @@ Outcome = Literal[
     "would-create",  # dry run
     "would-update",  # dry run
     "no-plan",  # no module applies to this patient
+    "skipped-deceased",  # recorded as deceased: no plan; our draft, if any, withdrawn (see detail)
     "done-earlier",  # finished by an earlier attempt of this run (--state); not redone
     "failed",  # an error; see detail
 ]

@@ -107,11 +107,17 @@ class PlanResources:
 
 
 def careplan_identifier(plan: Plan) -> str:
-    """``<patient id>/<catalog id>/<catalog version>``: one CarePlan per patient and catalog.
+    """The business identifier of the plan's CarePlan (see :func:`patient_careplan_identifier`)."""
+    return patient_careplan_identifier(plan.patient, plan.catalog, plan.catalog_version)
+
+
+def patient_careplan_identifier(patient: str, catalog: str, version: str) -> str:
+    """``<patient id>/<catalog id>/<catalog version>``: one CarePlan per patient and catalog,
+    so it is known without a plan (a patient who died has none, yet their draft is found).
 
     ``/`` cannot occur in FHIR ids and, unlike ``|`` or ``,``, has no meaning in token search.
     """
-    return f"{plan.patient.removeprefix('Patient/')}/{plan.catalog}/{plan.catalog_version}"
+    return f"{patient.removeprefix('Patient/')}/{catalog}/{version}"
 
 
 #: Plans of a population share few shapes: each is validated strictly once (see validation).
@@ -419,20 +425,20 @@ def _provenance(plan: Plan, targets: tuple[Entry, ...], recorded: datetime) -> R
         "meta": {"tag": [GENERATED_TAG]},
         "target": [_ref(target.full_url) for target in targets],
         "recorded": recorded.isoformat(),
-        "agent": [
-            {
-                "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "assembler"}]},
-                "who": {
-                    "type": "Device",
-                    "identifier": {
-                        "system": SOFTWARE_ID_SYSTEM,
-                        "value": f"fhir-tailor/{__version__}",
-                    },
-                    "display": f"fhir-tailor {__version__}",
-                },
-            }
-        ],
+        "agent": [software_agent()],
         "entity": [{"role": "source", "what": _ref(source)} for source in sources],
+    }
+
+
+def software_agent() -> Resource:
+    """``Provenance.agent``: fhir-tailor, this version, assembled what the Provenance targets."""
+    return {
+        "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "assembler"}]},
+        "who": {
+            "type": "Device",
+            "identifier": {"system": SOFTWARE_ID_SYSTEM, "value": f"fhir-tailor/{__version__}"},
+            "display": f"fhir-tailor {__version__}",
+        },
     }
 
 

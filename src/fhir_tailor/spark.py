@@ -63,6 +63,7 @@ from .resources import PlanResources
 from .sinks.files import FileFormat, FolderSink
 from .sinks.server import ServerSink
 from .sources.files import read_line
+from .withdrawal import Withdrawal
 
 if TYPE_CHECKING:
     from pyspark import RDD, Broadcast, SparkContext
@@ -287,6 +288,9 @@ class PartFiles:
 
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
         return replace(self.sink.write(plan, resources), careplan=str(self.out))
+
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        return self.sink.withdraw(withdrawal)
 
     def commit(self) -> None:
         self.sink.close()

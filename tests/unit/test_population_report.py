@@ -50,6 +50,12 @@ def data(assessed: Assessed, definitions: Definitions) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def living(assessed: Assessed) -> Assessed:
+    """The patients the figures are of: those not recorded as deceased."""
+    return [result for result in assessed if not result[0].facts.deceased]
+
+
+@pytest.fixture(scope="module")
 def page(data: dict[str, Any]) -> str:
     return render_html(data)
 
@@ -123,9 +129,12 @@ def applied_variants(plan: Plan) -> set[str]:
 
 
 def test_segment_dimension_and_gap_counts_match_the_profiles(
-    data: dict[str, Any], assessed: Assessed
+    data: dict[str, Any], assessed: Assessed, living: Assessed
 ) -> None:
     assert data["patients"] == len(assessed) == len(list(FIXTURES.glob("*.json")))
+    assert data["deceased"] == len(assessed) - len(living) > 0, "ft-29 is deceased"
+    assert data["living"] == len(living)
+    assessed = living  # the deceased are counted apart, in nothing below
     segments = Counter(match.id for _, matches, _ in assessed for match in matches)
     assert {s["id"]: s["patients"] for s in data["segments"]} == {
         s["id"]: segments[s["id"]] for s in data["segments"]
@@ -146,9 +155,9 @@ def test_segment_dimension_and_gap_counts_match_the_profiles(
 
 
 def test_feature_levels_match_the_profiles(
-    data: dict[str, Any], assessed: Assessed, definitions: Definitions
+    data: dict[str, Any], living: Assessed, definitions: Definitions
 ) -> None:
-    expected = expected_features(assessed, definitions)
+    expected = expected_features(living, definitions)
     assert any(expected.values()), "the fixtures should have current findings"
     for feature in data["features"]:
         levels = expected[feature["id"]]
@@ -156,7 +165,8 @@ def test_feature_levels_match_the_profiles(
         assert feature["patients"] == sum(levels.values())
 
 
-def test_plan_counts_match_the_plans(data: dict[str, Any], assessed: Assessed) -> None:
+def test_plan_counts_match_the_plans(data: dict[str, Any], living: Assessed) -> None:
+    assessed = living
     plans = [plan for _, _, plan in assessed if plan is not None]
     shapes = Counter(plan_shape(plan) for plan in plans)
     modules = Counter(module.id for plan in plans for module in plan.modules)
@@ -177,6 +187,8 @@ def test_json_has_the_documented_keys(data: dict[str, Any], definitions: Definit
         "as_of",
         "catalog",
         "patients",
+        "deceased",
+        "living",
         "unreadable_resources",
         "segments",
         "dimensions",
@@ -192,7 +204,7 @@ def test_json_has_the_documented_keys(data: dict[str, Any], definitions: Definit
     assert set(data["dimensions"][0]) == {"id", "label", "patients", "share", "needs"}
     assert set(data["features"][0]) == {"id", "label", "dimension", "patients", "share", "levels"}
     for row in data["segments"]:
-        assert row["share"] == round(row["patients"] / data["patients"], 4)
+        assert row["share"] == round(row["patients"] / data["living"], 4)
 
 
 # -- the HTML page ---------------------------------------------------------------------------

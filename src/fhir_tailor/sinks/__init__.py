@@ -15,10 +15,15 @@ from typing import Protocol, cast
 from ..plan import Plan
 from ..report import PatientOutcome
 from ..resources import PlanResources
+from ..withdrawal import Withdrawal
 
 
 class Sink(Protocol):
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome: ...
+
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        """A patient recorded as deceased: write nothing new; a server withdraws our draft."""
+        ...
 
     def close(self) -> None: ...
 

@@ -12,6 +12,7 @@ import orjson
 from ..plan import Plan
 from ..report import PatientOutcome
 from ..resources import PlanResources, create_transaction
+from ..withdrawal import Withdrawal
 
 FileFormat = Literal["bundles", "ndjson"]
 
@@ -45,6 +46,10 @@ class FolderSink:
                 self._handle(entry.resource["resourceType"]).write(_compact(entry.resource) + "\n")
         return PatientOutcome(plan.patient, "written", careplan=f"{self.folder}")
 
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        """Nothing is written for a patient recorded as deceased (files hold no earlier draft)."""
+        return PatientOutcome(withdrawal.patient, "skipped-deceased")
+
     def _handle(self, resource_type: str) -> IO[str]:
         if resource_type not in self._handles:
             path = self.folder / f"{resource_type}.ndjson"
@@ -70,6 +75,13 @@ class StdoutSink:
         else:
             self.echo(summarize(plan))
         return PatientOutcome(plan.patient, "written")
+
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        """No plan for a patient recorded as deceased: a line saying so in a summary, nothing
+        in NDJSON (stdout is data there)."""
+        if self.format == "summary":
+            self.echo(f"{withdrawal.patient}  recorded as deceased: no plan\n")
+        return PatientOutcome(withdrawal.patient, "skipped-deceased")
 
     def close(self) -> None:
         return None

@@ -16,6 +16,12 @@ server supports), and decides:
   no longer matching the digest we stored), the CarePlan or any Goal or ServiceRequest it
   references: left untouched and reported as ``skipped-edited``.
 
+For a patient the record says has died there is no plan (:meth:`ServerSink.withdraw`): the
+CarePlan is found by the same identifier, and if it is still our draft (the checks above) it is
+withdrawn in one transaction, CarePlan ``revoked``, Goals ``cancelled``, ServiceRequests
+``revoked``, with a Provenance saying why (:mod:`fhir_tailor.withdrawal`); one withdrawn
+earlier is left as it is, and a CarePlan someone else changed is never touched.
+
 With ``dry_run`` the same decision is made and shown, with a diff per resource, and nothing is
 written.
 """
@@ -34,6 +40,7 @@ from ..fhirdata import Resource, reference_id
 from ..plan import Plan
 from ..report import PatientOutcome
 from ..resources import (
+    CAREPLAN_ID_SYSTEM,
     CONTENT_DIGEST_URL,
     GENERATED_TAG,
     PLAN_FINGERPRINT_URL,
@@ -44,6 +51,7 @@ from ..resources import (
     identifier_search,
     with_digest,
 )
+from ..withdrawal import Withdrawal, withdrawal_provenance, withdrawn_careplan
 
 #: The status each resource type has while it is still fhir-tailor's proposal.
 OWNED_STATUS = {
@@ -51,8 +59,9 @@ OWNED_STATUS = {
     "Goal": ("lifecycleStatus", "proposed"),
     "ServiceRequest": ("status", "draft"),
 }
-#: The status fhir-tailor gives a Goal or ServiceRequest that a changed plan no longer has.
-WITHDRAWN_STATUS = {"Goal": "cancelled", "ServiceRequest": "revoked"}
+#: The status fhir-tailor gives a Goal or ServiceRequest that a changed plan no longer has, and
+#: a CarePlan whose patient has died (:mod:`fhir_tailor.withdrawal`).
+WITHDRAWN_STATUS = {"CarePlan": "revoked", "Goal": "cancelled", "ServiceRequest": "revoked"}
 #: What a CarePlan references that fhir-tailor wrote with it, and so checks and updates with it.
 PART_TYPES = ("Goal", "ServiceRequest")
 
@@ -105,6 +114,43 @@ class ServerSink:
         await self.client.aio.transaction(bundle)
         return PatientOutcome(plan.patient, "updated", careplan=ref)
 
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        return self.client.call(self.awithdraw(withdrawal))
+
+    async def awithdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        """:meth:`withdraw`, for callers on the client's event loop: the patient is recorded as
+        deceased, so our draft CarePlan, if the server holds one, is withdrawn."""
+        patient = withdrawal.patient
+        found = await stored_careplans_with(self.client.aio, withdrawal.careplan_token)
+        if len(found) > 1:
+            refs = ", ".join(f"CarePlan/{r.get('id')}" for r in found)
+            return PatientOutcome(
+                patient, "failed", f"several CarePlans share one identifier: {refs}"
+            )
+        if not found:
+            return PatientOutcome(patient, "skipped-deceased")
+        current = found[0]
+        ref = f"CarePlan/{current.get('id')}"
+        problem = foreign_change(current)
+        if problem:
+            detail = f"{ref} left untouched: {problem}"
+            return PatientOutcome(patient, "skipped-deceased", detail, ref)
+        if current.get("status") == WITHDRAWN_STATUS["CarePlan"]:
+            return PatientOutcome(patient, "skipped-deceased", f"{ref} withdrawn earlier", ref)
+        parts = await stored_parts(self.client.aio, current)
+        for part in parts:
+            problem = foreign_change(part)
+            if problem:
+                detail = f"{ref} left untouched: {part['resourceType']}/{part.get('id')}: {problem}"
+                return PatientOutcome(patient, "skipped-deceased", detail, ref)
+        bundle = withdraw_transaction(withdrawal, current, parts)
+        if self.dry_run:
+            self.echo(f"# {patient}: recorded as deceased; would withdraw our draft {ref}")
+            self._show_diffs(bundle, [current, *parts])
+            return PatientOutcome(patient, "skipped-deceased", f"would withdraw draft {ref}", ref)
+        await self.client.aio.transaction(bundle)
+        return PatientOutcome(patient, "skipped-deceased", f"withdrew draft {ref}", ref)
+
     def close(self) -> None:
         return None
 
@@ -150,7 +196,13 @@ async def stored_careplans(client: AsyncFhirClient, resources: PlanResources) ->
     none yet, the one an earlier run wrote, or (a conflict the caller reports) several."""
     careplan_search = identifier_search(resources.careplan.resource)
     assert careplan_search is not None
-    stored = await client.search_all("CarePlan", {"identifier": careplan_search.split("=", 1)[1]})
+    return await stored_careplans_with(client, careplan_search.split("=", 1)[1])
+
+
+async def stored_careplans_with(client: AsyncFhirClient, token: str) -> list[Resource]:
+    """The CarePlans on the server whose identifier is ``token`` (``system|value``)."""
+    assert token.startswith(f"{CAREPLAN_ID_SYSTEM}|")
+    stored = await client.search_all("CarePlan", {"identifier": token})
     return [r for r in stored if r.get("resourceType") == "CarePlan"]
 
 
@@ -220,6 +272,27 @@ def update_transaction(
         {
             "fullUrl": resources.provenance.full_url,
             "resource": provenance,
+            "request": {"method": "POST", "url": "Provenance"},
+        }
+    )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def withdraw_transaction(
+    withdrawal: Withdrawal, careplan: Resource, parts: list[Resource]
+) -> Resource:
+    """A transaction withdrawing our stored draft CarePlan and the parts not yet withdrawn,
+    each under ``If-Match`` on the version read, with a Provenance saying why."""
+    entries = [_put(withdrawn_careplan(careplan, withdrawal.recorded), careplan, {})]
+    for part in parts:
+        rtype = part["resourceType"]
+        field, _ = OWNED_STATUS[rtype]
+        if part.get(field) != WITHDRAWN_STATUS[rtype]:
+            entries.append(_put(with_digest({**part, field: WITHDRAWN_STATUS[rtype]}), part, {}))
+    targets = [entry["request"]["url"] for entry in entries]
+    entries.append(
+        {
+            "resource": withdrawal_provenance(withdrawal, targets),
             "request": {"method": "POST", "url": "Provenance"},
         }
     )

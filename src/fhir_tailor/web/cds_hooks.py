@@ -10,7 +10,8 @@ for data a service cannot obtain.
 Decisions worth knowing:
 
 - No plan (no care module applies), no card: ``patient-view`` fires on every chart opening, and a
-  card with nothing to act on teaches clinicians to ignore the ones that matter.
+  card with nothing to act on teaches clinicians to ignore the ones that matter. A patient the
+  record says has died gets no plan (:mod:`fhir_tailor.life_state`), so no card either.
 - The card's one suggestion creates the draft CarePlan *and* its proposed Goals and draft referral
   ServiceRequests, as actions of one suggestion. The specification processes a suggestion's
   actions as one FHIR transaction whose entries' full URLs are inferred from ``fhirServer``, type
@@ -470,7 +471,7 @@ class CarePlanService:
             "%s: %s: %s (%d read issues)",
             SERVICE_ID,
             patient,
-            "plan" if plan else "no plan",
+            "plan" if plan else "deceased, no plan" if profile.facts.deceased else "no plan",
             read_issues,
             extra={"patient": patient, "read_issues": read_issues},
         )

@@ -63,11 +63,22 @@ def message_page(title: str, message: str, link: tuple[str, str] | None = None) 
 
 
 def plan_page(view: PageView) -> str:
-    """The patient's banner, needs chart, findings, segments and the plan to approve."""
+    """The patient's banner, needs chart, findings, segments and the plan to approve; for a
+    patient the record says has died, the banner and that no plan is proposed, nothing to
+    approve."""
     parts = [
-        _banner(view.patient),
+        _banner(view.patient, view.profile.facts.deceased),
         '<h1 id="title">Personalized care plan proposal</h1>',
     ]
+    if view.profile.facts.deceased:
+        parts.append(
+            '<section aria-labelledby="deceased"><h2 id="deceased">Recorded as deceased</h2>'
+            "<p>This patient's record says the patient has died (Patient.deceased). No care "
+            "plan is proposed, and there is nothing to approve. A draft plan fhir-tailor wrote "
+            "earlier is withdrawn by the next sync; an approved plan is left for its clinicians "
+            "to close.</p></section>"
+        )
+        return document("Care plan proposal", "".join(parts))
     if view.notice:
         parts.append(f'<p class="notice" role="status">{_e(view.notice)}</p>')
     if view.unreadable:
@@ -90,11 +101,12 @@ def plan_page(view: PageView) -> str:
 # -- patient banner -----------------------------------------------------------------------------
 
 
-def _banner(patient: Resource) -> str:
+def _banner(patient: Resource, deceased: bool = False) -> str:
     facts = [
         ("Born", patient.get("birthDate")),
         ("Gender", patient.get("gender")),
         ("Id", patient.get("id")),
+        ("Status", "deceased" if deceased else None),
     ]
     items = "".join(
         f"<div><dt>{_e(label)}</dt><dd>{_e(value)}</dd></div>"
