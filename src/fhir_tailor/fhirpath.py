@@ -20,11 +20,13 @@ single Boolean.
 - ``{feature: F, severity_at_least: S}`` is true when either
 
   - an *active* Condition (no ``refuted``/``entered-in-error`` verification status; a clinical
-    status of ``active``/``recurrence``/``relapse``, or none at all) matches one of F's Condition
-    rules whose severity is at least S, by ``code`` or, for ``match: category`` rules, by
-    ``category``. ICD-10-CM codes are compared without the dot and in upper case
-    (``code.replace('.', '').upper()``), so ``E11.9`` and ``E119`` match alike, and ``prefix``
-    rules match by ``startsWith``; or
+    status of ``active``/``recurrence``/``relapse``, or none at all and no ``abatement[x]``)
+    matches one of F's Condition rules whose severity is at least S, by ``code`` or, for
+    ``match: category`` rules, by ``category``; for a feature with
+    ``conditions_current_for_days`` the Condition is also undated or its day (onset, else
+    ``recordedDate``) is within that many days of ``%asOf``. ICD-10-CM codes are compared
+    without the dot and in upper case (``code.replace('.', '').upper()``), so ``E11.9`` and
+    ``E119`` match alike, and ``prefix`` rules match by ``startsWith``; or
   - the *latest* readable observation of F says present with a severity of at least S, and is no
     older than F's ``current_for_days``. Observations are Observations
     (not cancelled, entered in error, preliminary or registered) matched by ``code``, a
@@ -47,6 +49,10 @@ single Boolean.
   ``authoredOn``. An observation without any date is the oldest day, ``'0001-01-01'``. This is
   the Python merge exactly: ties go to the gravest reading, and a diagnosis on the problem list
   never goes stale.
+- A rule with ``applies_to`` reads an element only when the Patient is one it applies to:
+  ``birthDate`` (empty, after ``%asOf``, or within the age bounds, compared as for
+  ``age_at_least``/``age_below`` below) and ``gender`` (not the opposite sex's); its matches
+  are left out otherwise, exactly as Python sets them aside.
 - ``{need: D, at_least: L}``: some feature of dimension D meets ``{feature, severity_at_least:
   L}``, or, for ``high`` where the dimension escalates, at least ``escalate_at_count`` of its
   features meet ``moderate`` (counted with ``iif(…, 1, 0)``).
@@ -97,6 +103,7 @@ from typing import Literal
 from .mapping import (
     SEVERITY_RANK,
     Answer,
+    AppliesTo,
     Dimension,
     Feature,
     Rule,
@@ -212,10 +219,14 @@ def _day_or_undated(value: str) -> str:
 _CONDITION_HOLDS = (
     "verificationStatus.coding.where(system.exists() and "
     f"{_one_of('code', sorted(VOID_VERIFICATION))}).empty()\n"
-    "  and (clinicalStatus.coding.where(system.exists() and code.exists()).empty()\n"
+    "  and ((clinicalStatus.coding.where(system.exists() and code.exists()).empty()\n"
+    "      and abatement.empty())\n"
     "    or clinicalStatus.coding.where(system.exists() and "
     f"{_one_of('code', sorted(ACTIVE_CLINICAL))}).exists())"
 )
+_ONSET = "(onset.ofType(dateTime) | onset.start)"
+#: A Condition's day: its onset (dateTime or Period start), else ``recordedDate``.
+_CONDITION_DAY = f"iif({_ONSET}.exists(), {_ONSET}, recordedDate)"
 _OBSERVATION_USABLE = f"status.where({_one_of('$this', sorted(VOID_OBSERVATION))}).empty()"
 _EFFECTIVE = "(effective.ofType(dateTime) | effective.ofType(instant) | effective.start)"
 _OWN_DATE = f"iif({_EFFECTIVE}.exists(), {_EFFECTIVE}, issued)"
@@ -298,6 +309,37 @@ def _matched(rules: Sequence[Rule], tests: dict[str, Reading], path: str) -> lis
         f"{_concept_matches(path, grouped)} and {test}" if test else _concept_matches(path, grouped)
         for test, grouped in groups.items()
     ]
+
+
+def _applies(scope: AppliesTo | None) -> str | None:
+    """The patient is one a rule with ``applies_to`` reads (``None``: everyone). A bound holds
+    when the fact is unknown: no birth date (or one after ``%asOf``), a gender other than the
+    opposite sex's."""
+    if scope is None:
+        return None
+    tests = []
+    if scope.age_at_least is not None or scope.age_below is not None:
+        day = _day("birthDate")
+        bounds = []
+        if scope.age_at_least is not None:
+            bounds.append(f"{day} <= {_as_of_minus(scope.age_at_least, 'years')}")
+        if scope.age_below is not None:
+            bounds.append(f"{day} > {_as_of_minus(scope.age_below, 'years')}")
+        tests.append(f"(birthDate.empty() or {day} > %asOf.toString() or ({' and '.join(bounds)}))")
+    if scope.sex is not None:
+        other = "male" if scope.sex == "female" else "female"
+        tests.append(f"gender.where($this = {_string(other)}).empty()")
+    return f"{_PATIENT}.where({' and '.join(tests)}).exists()"
+
+
+def _scoped(rule: Rule, reading: Reading) -> Reading:
+    """A rule's test on a matched element, limited to the patients the rule applies to."""
+    applies = _applies(rule.applies_to)
+    if applies is None or reading is False:
+        return reading
+    if reading is None or reading is True:
+        return applies
+    return f"{applies} and ({reading})"
 
 
 # -- readings ----------------------------------------------------------------------------------
@@ -491,7 +533,7 @@ class _Observations:
     def _observation_criterion(self, test: Callable[[Rule, Kind], Reading]) -> Reading:
         by_code, by_category = self._rules("Observation"), self._rules("Observation", "category")
         criteria = []
-        tests = {r.id: test(r, "observation") for r in (*by_code, *by_category)}
+        tests = {r.id: _scoped(r, test(r, "observation")) for r in (*by_code, *by_category)}
         if elements := _matched(by_code, tests, "code.coding"):
             criteria.append(f"$this.combine(component).where({_any_of(elements)}).exists()")
         criteria += _matched(by_category, tests, "category.coding")
@@ -511,7 +553,7 @@ class _Observations:
     def _item_criterion(self, test: Callable[[Rule, Kind], Reading]) -> Reading:
         groups: dict[str | None, list[str]] = {}  # item codes per answer test
         for rule in self._rules("Observation"):
-            reading = test(rule, "answer")
+            reading = _scoped(rule, test(rule, "answer"))
             codes = [c.code for c in self.codes(rule) if c.system == LOINC]
             codes = [c for c in codes if re.fullmatch(_LOINC_SHAPE, c)]
             if reading is not False and codes:
@@ -542,19 +584,20 @@ class _Observations:
         if not rules:
             return ""
         path = "class.combine(type.coding)"
+        readable = {r.id: _scoped(r, None) for r in rules}
         mark = ""
         if self.present is not None:
-            present = [r for r in rules if self.present(r, "observation") is not False]
+            present = {r.id: _scoped(r, self.present(r, "observation")) for r in rules}
             criterion: Reading = False
-            if len(present) == len(rules):
+            if present == readable:
                 criterion = None
-            elif present:
-                criterion = _concept_matches(path, present)
+            elif criteria := _matched(rules, present, path):
+                criterion = _any_of(criteria)
             mark = self._mark(criterion)
         when = "iif(period.end.exists(), period.end, period.start)"
         return (
             f"{_RECORD}.ofType(Encounter).where(status = 'finished'\n"
-            f"  and {_concept_matches(path, rules)})\n"
+            f"  and ({_any_of(_matched(rules, readable, path))}))\n"
             f"  .select({_day_or_undated(when)}{mark})"
         )
 
@@ -564,11 +607,14 @@ class _Observations:
             return ""
         mark = ""
         if self.present is not None:
-            tests = [self.present(r, "observation") for r in rules]
+            tests = [_scoped(r, self.present(r, "observation")) for r in rules]
             criteria = [t for t in tests if isinstance(t, str)]
             mark = self._mark(_any_of(criteria) if criteria else False)
+        scopes = [_scoped(r, None) for r in rules]
+        read = "" if None in scopes else f" and ({_any_of([str(t) for t in scopes])})"
         return (
-            f"iif({_RECORD}.ofType(MedicationRequest).exists(),\n{_indent(_MEDICATION_DAY)}{mark})"
+            f"iif({_RECORD}.ofType(MedicationRequest).exists(){read},\n"
+            f"{_indent(_MEDICATION_DAY)}{mark})"
         )
 
 
@@ -724,19 +770,24 @@ class Translator:
 
 
 def _diagnosed(feature: Feature, severity: Severity | None) -> _Node:
-    """An active Condition matches one of the feature's rules of at least ``severity``."""
+    """An active Condition matches one of the feature's rules of at least ``severity`` (and, for
+    a feature whose diagnoses expire, is undated or recent enough)."""
     rules = [
         r
         for r in feature.rules
         if r.resource == "Condition" and SEVERITY_RANK[r.severity] >= SEVERITY_RANK[severity]
     ]
-    tests: dict[str, Reading] = {r.id: None for r in rules}
+    tests: dict[str, Reading] = {r.id: _scoped(r, None) for r in rules}
     criteria = _matched([r for r in rules if r.match == "code"], tests, "code.coding")
     criteria += _matched([r for r in rules if r.match == "category"], tests, "category.coding")
     if not criteria:
         return _FALSE
+    current = ""
+    if feature.conditions_current_for_days is not None:
+        since = _as_of_minus(feature.conditions_current_for_days, "days")
+        current = f"\n  and ({_CONDITION_DAY}.empty() or {_day(_CONDITION_DAY)} >= {since})"
     return _Text(
-        f"{_RECORD}.ofType(Condition).where({_CONDITION_HOLDS}\n"
+        f"{_RECORD}.ofType(Condition).where({_CONDITION_HOLDS}{current}\n"
         f"  and ({_any_of(criteria)})).exists()"
     )
 

@@ -110,6 +110,61 @@ class Answer(Strict):
 
 ResourceKind = Literal["Condition", "Observation", "Encounter", "MedicationRequest"]
 MatchOn = Literal["code", "category"]
+Sex = Literal["female", "male"]
+
+
+class AppliesTo(Strict):
+    """Whom a rule reads: an age range (whole years, ``age_at_least`` <= age < ``age_below``) and a
+    sex (``Patient.gender``). A rule that does not apply to the patient reads nothing.
+
+    A bound excludes a patient only when the fact is known and outside it: without a birth date
+    the age bounds hold, and ``sex: female`` leaves out only a patient recorded ``male`` (and the
+    reverse), so with ``other``, ``unknown`` or no gender both sex-specific readings of a
+    measurement apply and the graver wins (for AUDIT-C, the lower cut point). ``source`` cites
+    why the rule is limited (the instrument's or guideline's population).
+    """
+
+    age_at_least: int | None = Field(default=None, ge=0)
+    age_below: int | None = Field(default=None, gt=0)
+    sex: Sex | None = None
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> AppliesTo:
+        if self.age_at_least is None and self.age_below is None and self.sex is None:
+            raise ValueError("'applies_to' needs age_at_least, age_below or sex")
+        if (
+            self.age_at_least is not None
+            and self.age_below is not None
+            and self.age_below <= self.age_at_least
+        ):
+            raise ValueError("'age_below' must be greater than 'age_at_least'")
+        return self
+
+    def admits(self, age: int | None, gender: str | None) -> bool:
+        """Whether a patient of this age and ``Patient.gender`` is one the rule reads."""
+        if age is not None:
+            if self.age_at_least is not None and age < self.age_at_least:
+                return False
+            if self.age_below is not None and age >= self.age_below:
+                return False
+        other = {"female": "male", "male": "female"}
+        return self.sex is None or gender != other[self.sex]
+
+    def describe(self) -> str:
+        """``ages 2 to 19``, ``ages 20 and over``, ``female`` ...: for labels and reports."""
+        parts = []
+        if self.age_at_least is not None and self.age_below is not None:
+            parts.append(f"ages {self.age_at_least} to {self.age_below - 1}")
+        elif self.age_at_least is not None:
+            parts.append(f"ages {self.age_at_least} and over")
+        elif self.age_below is not None:
+            parts.append(f"ages below {self.age_below}")
+        if self.sex is not None:
+            parts.append(self.sex)
+        return ", ".join(parts)
+
+
 
 
 class Rule(Strict):
@@ -125,6 +180,8 @@ class Rule(Strict):
     severity: Severity | None = None
     value: ValueBands | None = None
     answers: list[Answer] | None = None
+    #: Whom the rule reads (ages, sex); ``None``: everyone.
+    applies_to: AppliesTo | None = None
     #: Where the rule's meaning comes from (guideline or instrument, year, section): its codes'
     #: sources are in its value sets, its cut points and answers are cited here.
     source: str | None = None
@@ -157,26 +214,37 @@ class Rule(Strict):
 
 class Feature(Strict):
     """A profile feature. An *asset* (a strength such as a caregiver) is present or absent but
-    never has a severity, so it never raises a need level. ``excludes`` names features that
-    cannot hold together with this one (type 1 and type 2 diabetes): a code in the value sets of
-    both is a mapping error, which ``validate-profiles`` reports."""
+    never has a severity, so it never raises a need level; neither does a *state* (pregnancy), a
+    condition of life that decides which goals and steps fit rather than a need. ``excludes``
+    names features that cannot hold together with this one (type 1 and type 2 diabetes): a code
+    in the value sets of both is a mapping error, which ``validate-profiles`` reports.
+
+    ``current_for_days`` ages observations; a diagnosis on the problem list never goes stale
+    unless ``conditions_current_for_days`` is set, for states that end by themselves (a
+    pregnancy Condition older than a pregnancy lasts is no longer current)."""
 
     id: str = Field(pattern=_ID)
     label: str
     current_for_days: int | None = Field(default=None, gt=0)
+    conditions_current_for_days: int | None = Field(default=None, gt=0)
     asset: bool = False
+    state: bool = False
     excludes: tuple[str, ...] = ()
     rules: list[Rule] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _severities(self) -> Feature:
+        if self.asset and self.state:
+            raise ValueError(f"feature {self.id!r} is an asset or a state, not both")
+        ungraded = self.asset or self.state
+        kind = "an asset" if self.asset else "a state"
         for rule in self.rules:
             graded = [rule.severity] if rule.reads_presence else []
             graded += [band.severity for band in rule.value.bands] if rule.value else []
             graded += [answer.severity for answer in rule.answers or ()]
-            if self.asset and any(graded):
-                raise ValueError(f"rule {rule.id!r}: an asset feature takes no severities")
-            if not self.asset and rule.reads_presence and rule.severity is None:
+            if ungraded and any(graded):
+                raise ValueError(f"rule {rule.id!r}: {kind} feature takes no severities")
+            if not ungraded and rule.reads_presence and rule.severity is None:
                 raise ValueError(f"rule {rule.id!r}: a presence rule needs a 'severity'")
         return self
 

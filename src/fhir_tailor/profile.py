@@ -46,6 +46,7 @@ from .mapping import (
     SEVERITY_RANK,
     CodeIndex,
     Dimension,
+    Feature,
     Match,
     Severity,
     Status,
@@ -220,6 +221,7 @@ def build_profile(
 ) -> Profile:
     """Map a patient record to its profile as of a date (age, staleness and gaps depend on it)."""
     report = on_issue or (lambda _ref, _problem: None)
+    facts = _facts(record.patient, as_of, partial(report, f"Patient/{record.patient_id}"))
     evidence: defaultdict[str, list[_Evidence]] = defaultdict(list)
     panel_dates = _panel_dates(record.resources)
     for resource in (record.patient, *record.resources):
@@ -230,12 +232,15 @@ def build_profile(
             evidence[item.match.feature.id].append(item)
     for item in _medication_counts(record.resources, rules.index):
         evidence[item.match.feature.id].append(item)
+    ignored = _set_aside_inapplicable(evidence, facts)
 
     by_dimension: dict[Dimension, list[Finding]] = {name: [] for name in DIMENSIONS}
-    for feature_id in sorted(evidence):
+    for feature_id in sorted(evidence.keys() | ignored.keys()):
         feature, dimension = rules.index.features[feature_id]
         by_dimension[dimension].append(
-            _merge(evidence[feature_id], feature.current_for_days, as_of)
+            _merge(evidence[feature_id], feature, as_of)
+            if evidence.get(feature_id)
+            else _not_assessed(feature, ignored[feature_id])
         )
 
     dimensions = {
@@ -247,7 +252,7 @@ def build_profile(
     profile = Profile(
         patient=f"Patient/{record.patient_id}",
         as_of=as_of,
-        facts=_facts(record.patient, as_of, partial(report, f"Patient/{record.patient_id}")),
+        facts=facts,
         data_gaps=(),
         **dimensions,
     )
@@ -260,6 +265,54 @@ def build_profile(
         and not _screened(evidence, gap, as_of)
     )
     return profile.model_copy(update={"data_gaps": gaps})
+
+
+def _set_aside_inapplicable(
+    evidence: dict[str, list[_Evidence]], facts: PatientFacts
+) -> dict[str, list[_Evidence]]:
+    """Take out of ``evidence`` what rules that do not apply to the patient read (their
+    ``applies_to`` excludes the patient's age or sex), and return it by feature."""
+    ignored: dict[str, list[_Evidence]] = {}
+    for feature_id in list(evidence):
+        items = evidence[feature_id]
+        kept = [e for e in items if _applies(e.match, facts)]
+        if len(kept) == len(items):
+            continue
+        ignored[feature_id] = [e for e in items if not _applies(e.match, facts)]
+        if kept:
+            evidence[feature_id] = kept
+        else:
+            del evidence[feature_id]
+    return ignored
+
+
+def _applies(match: Match, facts: PatientFacts) -> bool:
+    scope = match.rule.applies_to
+    return scope is None or scope.admits(facts.age, facts.gender)
+
+
+def _not_assessed(feature: Feature, ignored: list[_Evidence]) -> Finding:
+    """The finding of a feature whose only evidence was read by rules that do not apply to the
+    patient (a child's BMI under the adult cut points): unknown, labelled "not assessed" with
+    whom those rules are for, never absent."""
+    scopes = sorted(
+        {
+            f"{e.match.rule.id} applies to {e.match.rule.applies_to.describe()}"
+            for e in ignored
+            if e.match.rule.applies_to is not None
+        }
+    )
+    newest = max(ignored, key=_day)
+    code = newest.match.code
+    return Finding(
+        feature=feature.id,
+        label=f"{feature.label}: not assessed ({'; '.join(scopes)})",
+        status="unknown",
+        effective=max((e.effective for e in ignored if e.effective), default=None),
+        code=Coding(system=code.system, code=code.code, display=code.display),
+        rule=newest.match.rule.id,
+        sources=tuple(sorted({s for e in ignored for s in e.sources})),
+    )
 
 
 def _read_resource(
@@ -419,7 +472,14 @@ def _condition_contradiction(condition: Resource) -> str | None:
     if clinical & ACTIVE_CLINICAL and verification & VOID_VERIFICATION:
         void = ", ".join(sorted(verification & VOID_VERIFICATION))
         return f"field verificationStatus: {void} while clinicalStatus is active; not counted"
+    if clinical & ACTIVE_CLINICAL and _abated(condition):
+        return "field abatement[x]: present while clinicalStatus is active (con-4); read as active"
     return None
+
+
+def _abated(condition: Resource) -> bool:
+    """Whether the Condition says when it ended (``abatement[x]``)."""
+    return any(key.startswith("abatement") and condition[key] is not None for key in condition)
 
 
 def _condition_holds(condition: Resource) -> bool:
@@ -427,7 +487,9 @@ def _condition_holds(condition: Resource) -> bool:
     verification = {c for _, c, _ in codings(condition.get("verificationStatus"))}
     if verification & VOID_VERIFICATION:
         return False
-    return not clinical or bool(clinical & ACTIVE_CLINICAL)
+    if not clinical:  # no status: active, unless it says when it ended
+        return not _abated(condition)
+    return bool(clinical & ACTIVE_CLINICAL)
 
 
 def _read_observation(
@@ -509,7 +571,8 @@ def _read_observation(
 _STATUS_RANK = {"unknown": 0, "absent": 1, "present": 2}
 
 
-def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) -> Finding:
+def _merge(items: list[_Evidence], feature: Feature, as_of: date) -> Finding:
+    current_for_days = feature.current_for_days
     observed = [e for e in items if not e.from_condition]
     latest: list[_Evidence] = []
     stale = False
@@ -528,6 +591,15 @@ def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) ->
     conditions = sorted(
         (e for e in items if e.from_condition), key=lambda e: (SEVERITY_RANK[e.severity], _day(e))
     )
+    expired = False
+    if feature.conditions_current_for_days is not None:
+        # A state that ends by itself (pregnancy): a diagnosis older than it can last no longer
+        # decides. An undated one stays current (nothing says it ended); with nothing but
+        # expired diagnoses the finding is shown, stale.
+        window = timedelta(days=feature.conditions_current_for_days)
+        current = [e for e in conditions if e.effective is None or as_of - e.effective <= window]
+        expired = bool(conditions) and not current and not observed
+        conditions = conditions if expired else current
     if conditions:
         # A diagnosis makes the feature present; a current measurement may grade it higher
         # (an obesity diagnosis with a BMI of 45 is severe obesity).
@@ -539,7 +611,7 @@ def _merge(items: list[_Evidence], current_for_days: int | None, as_of: date) ->
             and SEVERITY_RANK[latest[-1].severity] > SEVERITY_RANK[top.severity]
         )
         decisive = [*conditions, *latest] if graver else conditions
-        stale = False
+        stale = expired
     else:
         decisive = latest
     top = decisive[-1]
