@@ -1,18 +1,16 @@
 """Life state: whether the record says the patient has died (``Patient.deceased[x]``).
 
-FHIR R4 marks ``Patient.deceased[x]`` (``deceasedBoolean`` or ``deceasedDateTime``) as a
-modifier element "because once a patient is marked as deceased, the actions that are
-appropriate to perform on the patient may be significantly different" (hl7.org/fhir/R4,
-Patient, element Patient.deceased[x]). No care plan is proposed for a patient who has died, so
-the reading errs on that side:
+FHIR R4 makes ``Patient.deceased[x]`` (``deceasedBoolean`` or ``deceasedDateTime``) a modifier
+element, since what is appropriate to do for a patient changes once they are marked deceased
+(hl7.org/fhir/R4/patient.html, Patient.deceased[x], isModifierReason). No care plan is proposed
+for a patient who has died, so the reading errs on that side:
 
 - ``deceasedBoolean: true``, or any ``deceasedDateTime``, means deceased. A date after the as-of
   date is deceased too: the as-of date positions the clinical clock (ages, recency), but a plan
   is written now, into a record that now says the patient died. It is reported, since a death
   dated after the as-of date is either a run for a past date or a mistyped date.
-- ``deceasedBoolean: false`` means alive, and so does no ``deceased[x]`` at all ("no statement
-  on whether or not the individual is deceased"; the specification notes that most systems read
-  absence as alive).
+- ``deceasedBoolean: false`` means alive, and so does no ``deceased[x]`` at all: the element's
+  comment says an absent value states nothing, and that most systems take it to mean alive.
 - A value that cannot be read (``deceasedBoolean: "Y"``, ``deceasedDateTime: "unknown"``, a
   misnamed ``deceased`` or ``deceasedDate``, a ``false`` beside a date) is read as deceased and
   reported: the element exists only to record a death, and a plan withheld until the record is
