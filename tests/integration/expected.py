@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -23,3 +26,16 @@ def eligible_patients() -> list[str]:
         json.loads(line)["entry"][0]["resource"]["subject"]["reference"]
         for line in result.stdout.splitlines()
     )
+
+
+def without_plan() -> dict[str, int]:
+    """How a file-based run counts the fixture patients it gives no plan, by outcome:
+    ``no-plan`` (no module applies) and ``skipped-deceased`` (recorded as deceased)."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "report.json"
+        args = ["sync", "--input", str(FIXTURES), "--out", "-", "--report", str(report)]
+        result = CliRunner().invoke(main, ["--as-of", AS_OF, *args])
+        assert result.exit_code == 0, result.stderr
+        counts = Counter(json.loads(report.read_text())["counts"])
+    del counts["written"]
+    return dict(counts)

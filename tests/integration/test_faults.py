@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from expected import AS_OF, FIXTURES, eligible_patients
+from expected import AS_OF, FIXTURES, eligible_patients, without_plan
 from faultproxy import Fault, FaultProxy, Plan, Rule, fault_proxy
 from searching import search_all
 
@@ -160,7 +160,7 @@ def test_a_run_meeting_transient_faults_completes_with_one_plan_each(
     assert result.exit_code == 0, result.stderr
     data = report(tmp_path)
     assert data["read_issues"] == [], "no patient may be skipped for a transient fault"
-    assert data["counts"] == {"created": len(eligible), "no-plan": len(PATIENTS) - len(eligible)}
+    assert data["counts"] == {"created": len(eligible), **without_plan()}
     assert careplan_subjects(http) == eligible
     # Each injected fault failed one attempt only, so it cost exactly one retry.
     assert data["retries"] == sum(record.injected.values())
@@ -266,7 +266,7 @@ def test_bulk_sync_survives_a_reset_download_and_a_throttled_status_poll(
 
     assert result.exit_code == 0, result.stderr
     data = report(tmp_path)
-    assert data["counts"] == {"created": len(eligible), "no-plan": len(PATIENTS) - len(eligible)}
+    assert data["counts"] == {"created": len(eligible), **without_plan()}
     assert careplan_subjects(http) == eligible
     assert record.injected == {"429-retry-after": 1, "reset-mid-body": 1}
     assert data["retries"] == 2
