@@ -23,7 +23,7 @@ from .plan import Plan, plan_for
 from .profile import Profile, build_profile
 from .record import PatientRecord
 from .report import PatientOutcome, RunReport
-from .resources import PlanResources, patient_careplan_identifier, to_fhir
+from .resources import PlanResources, to_fhir
 from .segments import SegmentMatch, segment
 from .sinks import Sink, concurrent_writer
 from .sources import Source
@@ -140,9 +140,7 @@ def _prepare(
 ) -> PatientOutcome | _Pending | Withdrawal:
     profile, plan = profile_and_plan(record, definitions, as_of, report)
     if profile.facts.deceased:
-        info = definitions.catalog.info
-        identifier = patient_careplan_identifier(profile.patient, info.id, info.version)
-        return Withdrawal(profile.patient, identifier, recorded)
+        return Withdrawal(profile.patient, recorded)
     if plan is None:
         return PatientOutcome(f"Patient/{record.patient_id}", "no-plan")
     return _Pending(plan, to_fhir(plan, recorded))

@@ -107,17 +107,18 @@ class PlanResources:
 
 
 def careplan_identifier(plan: Plan) -> str:
-    """The business identifier of the plan's CarePlan (see :func:`patient_careplan_identifier`)."""
-    return patient_careplan_identifier(plan.patient, plan.catalog, plan.catalog_version)
-
-
-def patient_careplan_identifier(patient: str, catalog: str, version: str) -> str:
-    """``<patient id>/<catalog id>/<catalog version>``: one CarePlan per patient and catalog,
-    so it is known without a plan (a patient who died has none, yet their draft is found).
+    """``<patient id>/<catalog id>/<catalog version>``: one CarePlan per patient and catalog.
 
     ``/`` cannot occur in FHIR ids and, unlike ``|`` or ``,``, has no meaning in token search.
+    The patient comes first (:func:`careplan_identifier_prefix`), so that our CarePlans for a
+    patient are known whatever catalog version wrote them.
     """
-    return f"{patient.removeprefix('Patient/')}/{catalog}/{version}"
+    return f"{careplan_identifier_prefix(plan.patient)}{plan.catalog}/{plan.catalog_version}"
+
+
+def careplan_identifier_prefix(patient: str) -> str:
+    """``<patient id>/``: how the identifier of every CarePlan of ours for ``patient`` begins."""
+    return f"{patient.removeprefix('Patient/')}/"
 
 
 #: Plans of a population share few shapes: each is validated strictly once (see validation).

@@ -1,12 +1,15 @@
-"""Withdrawing fhir-tailor's draft plan for a patient the record now says has died.
+"""Withdrawing fhir-tailor's draft plans for a patient the record now says has died.
 
 A deceased patient gets no plan (:mod:`fhir_tailor.life_state`). A draft CarePlan an earlier
-run wrote for them, when they were alive, would stay on their record as a proposal to act on,
-so the server sink withdraws it: the CarePlan ``revoked`` ("no further activity should occur",
-FHIR R4 RequestStatus) with its inline activities ``cancelled`` and a note saying why, its
-proposed Goals ``cancelled`` and its draft referrals ``revoked``, the statuses a changed plan
-already gives what it drops, and a Provenance recording why. Only what is still ours is
-withdrawn: a CarePlan a clinician approved or edited is theirs to close, and is left alone.
+run wrote for them while they were alive would stay on their record as a proposal to act on, so
+the server sink withdraws it: the CarePlan ``revoked`` (FHIR R4 RequestStatus: ended before its
+actions were done, nothing more to be done under it) with its inline activities ``cancelled``
+and a note saying why, its proposed Goals ``cancelled`` and its draft referrals ``revoked`` (the
+statuses a changed plan already gives what it drops), and a Provenance recording why.
+
+Every CarePlan of ours for the patient is withdrawn, whatever catalog version wrote it: they are
+found by patient and known as ours by their identifier, which begins with the patient's id. Only
+what is still ours is withdrawn: a CarePlan a clinician approved or edited is theirs to close.
 
 The withdrawn CarePlan loses its plan fingerprint, so should the death turn out to have been
 recorded in error, the next run finds no unchanged plan and restores the draft.
@@ -22,6 +25,7 @@ from .resources import (
     CAREPLAN_ID_SYSTEM,
     GENERATED_TAG,
     PLAN_FINGERPRINT_URL,
+    careplan_identifier_prefix,
     software_agent,
     with_digest,
 )
@@ -39,20 +43,23 @@ DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 
 @dataclass(frozen=True, slots=True)
 class Withdrawal:
-    """A patient recorded as deceased: no plan; our draft CarePlan for them, if any, withdrawn.
-
-    ``careplan_identifier`` is the value the patient's CarePlan carries in fhir-tailor's
-    identifier system (:func:`~fhir_tailor.resources.patient_careplan_identifier`).
-    """
+    """A patient recorded as deceased (``Patient/<id>``): no plan; our draft CarePlans for them,
+    whatever catalog version wrote them, withdrawn as of ``recorded``."""
 
     patient: str
-    careplan_identifier: str
     recorded: datetime
 
-    @property
-    def careplan_token(self) -> str:
-        """The ``identifier`` search token that finds the CarePlan."""
-        return f"{CAREPLAN_ID_SYSTEM}|{self.careplan_identifier}"
+    def identifier(self, careplan: Resource) -> str | None:
+        """The CarePlan's identifier in fhir-tailor's system if it is one of ours for this
+        patient (:func:`~fhir_tailor.resources.careplan_identifier`), else ``None``."""
+        prefix = careplan_identifier_prefix(self.patient)
+        for identifier in careplan.get("identifier") or ():
+            if not isinstance(identifier, dict) or identifier.get("system") != CAREPLAN_ID_SYSTEM:
+                continue
+            value = identifier.get("value")
+            if isinstance(value, str) and value.startswith(prefix):
+                return value
+        return None
 
 
 def withdrawn_careplan(careplan: Resource, recorded: datetime) -> Resource:

@@ -5,6 +5,7 @@ touched; and should the death prove recorded in error, the draft comes back."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from fhir.resources.R4B.provenance import Provenance
 from searching import search_all
 
 from fhir_tailor.cli import main
+from fhir_tailor.definitions import bundled_path
 from fhir_tailor.resources import CAREPLAN_ID_SYSTEM
 from fhir_tailor.withdrawal import REASON
 
@@ -28,11 +30,15 @@ SNOMED = "http://snomed.info/sct"
 HUNGER = ("88122-7", "LA28397-0")
 
 
-def sync(server: str, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str, str]:
+def sync(
+    server: str, tmp_path: Path, *args: str, profiles: Path | None = None
+) -> tuple[dict[str, Any], str, str]:
     """One ``fhir-tailor sync`` against the server: its JSON report, stdout and stderr."""
     report = tmp_path / "report.json"
+    options = ["--profiles", str(profiles)] if profiles else []
     result = CliRunner().invoke(
-        main, ["--as-of", AS_OF, "sync", "--server", server, "--report", str(report), *args]
+        main,
+        [*options, "--as-of", AS_OF, "sync", "--server", server, "--report", str(report), *args],
     )
     assert result.exit_code == 0, result.stderr
     data: dict[str, Any] = json.loads(report.read_text())
@@ -139,7 +145,8 @@ def test_our_draft_is_withdrawn_once_the_patient_has_died(
     dies(http, patient)
     dry, shown, _ = sync(own_server, tmp_path, "--patient", "dz-draft", "--dry-run")
     assert dry["counts"] == {"skipped-deceased": 1}
-    assert f"would withdraw our draft CarePlan/{draft['id']}" in shown
+    assert "would withdraw our draft plans" in shown
+    assert f"--- CarePlan/{draft['id']} (server)" in shown
     assert '+  "status": "revoked"' in shown
     assert our_careplan(http, "dz-draft")["meta"]["versionId"] == draft["meta"]["versionId"]
 
@@ -209,3 +216,29 @@ def test_a_patient_who_died_before_any_sync_gets_nothing(
     assert report["counts"] == {"skipped-deceased": 1}
     assert report["patients"][0]["detail"] is None
     assert search_all(http, "CarePlan?subject=Patient/dz-never") == []
+
+
+def test_a_draft_written_under_an_earlier_catalog_version_is_withdrawn(
+    own_server: str, http: httpx.Client, tmp_path: Path
+) -> None:
+    """The identifier carries the catalog version, so a catalog bump leaves earlier drafts
+    behind under their old identifier; the patient's are found all the same."""
+    earlier = tmp_path / "profiles"
+    shutil.copytree(bundled_path("profiles"), earlier)
+    catalog = earlier / "catalog.yaml"
+    text = catalog.read_text()
+    version = next(line for line in text.splitlines() if line.strip().startswith("version:"))
+    catalog.write_text(text.replace(version, '  version: "2000.1.0"', 1))
+    patient = load_patient(http, "dz-old")
+    created, _, _ = sync(own_server, tmp_path, "--patient", "dz-old", profiles=earlier)
+    assert created["counts"] == {"created": 1}
+    draft = our_careplan(http, "dz-old")
+    assert draft["identifier"][0]["value"] == "dz-old/fhir-tailor-core/2000.1.0"
+
+    dies(http, patient)
+    report, _, _ = sync(own_server, tmp_path, "--patient", "dz-old")
+    assert report["counts"] == {"skipped-deceased": 1}
+    assert report["patients"][0]["detail"] == f"withdrew draft CarePlan/{draft['id']}"
+    withdrawn = our_careplan(http, "dz-old")
+    assert withdrawn["status"] == "revoked"
+    assert {g["lifecycleStatus"] for g in goals_of(http, withdrawn)} == {"cancelled"}

@@ -28,6 +28,7 @@ from test_server_sink import searchset, sent_entries, serve, stored_plan, transa
 import fhir_tailor
 from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
+from fhir_tailor.conformance import CAREPLAN_CATEGORY
 from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.life_state import is_deceased
 from fhir_tailor.pipeline import assess, profile_and_plan, run
@@ -36,12 +37,10 @@ from fhir_tailor.population_report import report_data
 from fhir_tailor.record import PatientRecord, ReadIssue
 from fhir_tailor.report import RunReport
 from fhir_tailor.resources import (
-    CAREPLAN_ID_SYSTEM,
     CONTENT_DIGEST_URL,
     PLAN_FINGERPRINT_URL,
     content_digest,
     extension_value,
-    patient_careplan_identifier,
     to_fhir,
 )
 from fhir_tailor.sinks.files import FolderSink, StdoutSink
@@ -262,7 +261,7 @@ def test_ndjson_output_holds_nothing_of_the_deceased(tmp_path: Path) -> None:
 def test_stdout_summary_says_deceased_and_ndjson_prints_nothing(
     definitions: Definitions,
 ) -> None:
-    withdrawal = Withdrawal("Patient/ft-29", "ft-29/x/1", RECORDED)
+    withdrawal = Withdrawal("Patient/ft-29", RECORDED)
     shown: list[str] = []
     assert StdoutSink(shown.append, "summary").withdraw(withdrawal).outcome == "skipped-deceased"
     assert shown == ["Patient/ft-29  recorded as deceased: no plan\n"]
@@ -273,7 +272,7 @@ def test_stdout_summary_says_deceased_and_ndjson_prints_nothing(
 
 def test_spark_partition_files_write_nothing_for_the_deceased(tmp_path: Path) -> None:
     files = PartFiles(tmp_path, 3)
-    outcome = files.withdraw(Withdrawal("Patient/ft-29", "ft-29/x/1", RECORDED))
+    outcome = files.withdraw(Withdrawal("Patient/ft-29", RECORDED))
     files.commit()
     assert outcome.outcome == "skipped-deceased"
     assert list(tmp_path.iterdir()) == []
@@ -315,10 +314,8 @@ def client() -> FhirClient:
     return FhirClient(BASE, sleep=lambda _: None)
 
 
-def withdrawal_of(plan_patient: str = "Patient/p1") -> Withdrawal:
-    plan = food_plan(patient=plan_patient)
-    identifier = patient_careplan_identifier(plan.patient, plan.catalog, plan.catalog_version)
-    return Withdrawal(plan.patient, identifier, RECORDED)
+def withdrawal_of(patient_ref: str = "Patient/p1") -> Withdrawal:
+    return Withdrawal(patient_ref, RECORDED)
 
 
 def stored_draft() -> dict[str, dict[str, Any]]:
@@ -327,20 +324,26 @@ def stored_draft() -> dict[str, dict[str, Any]]:
 
 
 @respx.mock
-def test_the_draft_is_found_by_the_careplan_identifier(client: FhirClient) -> None:
-    withdrawal = withdrawal_of()
-    assert (
-        withdrawal.careplan_identifier
-        == to_fhir(food_plan(), RECORDED).careplan.resource["identifier"][0]["value"]
-    )
+def test_the_patients_careplans_are_searched_as_us_core_requires(client: FhirClient) -> None:
     search = respx.get(f"{BASE}/CarePlan").mock(return_value=httpx.Response(200, json=searchset()))
     post = respx.post(BASE)
-    outcome = ServerSink(client).withdraw(withdrawal)
+    outcome = ServerSink(client).withdraw(withdrawal_of())
     assert (outcome.outcome, outcome.detail, outcome.careplan) == ("skipped-deceased", None, None)
-    assert search.calls[0].request.url.params["identifier"] == (
-        f"{CAREPLAN_ID_SYSTEM}|{withdrawal.careplan_identifier}"
-    )
+    params = search.calls[0].request.url.params
+    assert params["patient"] == "p1"
+    assert params["category"] == f"{CAREPLAN_CATEGORY}|assess-plan"
     assert not post.called
+
+
+def test_ours_are_known_by_an_identifier_that_begins_with_the_patient() -> None:
+    careplan = to_fhir(food_plan(), RECORDED).careplan.resource
+    [identifier] = careplan["identifier"]
+    assert withdrawal_of().identifier(careplan) == identifier["value"]
+    assert withdrawal_of("Patient/p10").identifier(careplan) is None
+    assert withdrawal_of("Patient/p").identifier(careplan) is None
+    other_system = {**careplan, "identifier": [{**identifier, "system": "urn:other"}]}
+    assert withdrawal_of().identifier(other_system) is None
+    assert withdrawal_of().identifier({**careplan, "identifier": "p1/x"}) is None
 
 
 @respx.mock
@@ -488,7 +491,7 @@ def test_a_dry_run_shows_the_withdrawal_and_writes_nothing(client: FhirClient) -
     )
     assert not post.called
     text = "\n".join(shown)
-    assert "would withdraw our draft CarePlan/cp1" in text
+    assert "# Patient/p1: recorded as deceased; would withdraw our draft plans" in text
     assert '-  "status": "draft"' in text and '+  "status": "revoked"' in text
     assert '+  "lifecycleStatus": "cancelled"' in text
 
@@ -548,6 +551,55 @@ def test_sync_with_a_server_withdraws_and_lists_it(
     assert json.loads(report.read_text())["counts"] == {"skipped-deceased": 1}
     assert "skipped-deceased: Patient/p1: withdrew draft CarePlan/cp1" in result.stderr
     assert sent_entries(post)[0]["resource"]["status"] == "revoked"
+
+
+def stored_under(catalog_version: str, careplan_id: str) -> dict[str, Any]:
+    """Our draft CarePlan for p1 as a run under ``catalog_version`` stored it (no parts)."""
+    plan = food_plan(with_referral=False).model_copy(
+        update={"catalog_version": catalog_version, "goals": ()}
+    )
+    resource = to_fhir(plan, RECORDED).careplan.resource
+    return {**resource, "id": careplan_id, "meta": {**resource["meta"], "versionId": "2"}}
+
+
+@respx.mock
+def test_drafts_of_every_catalog_version_are_withdrawn_in_one_transaction(
+    client: FhirClient,
+) -> None:
+    older, newer = stored_under("2026.11.0", "old"), stored_under("2026.12.0", "new")
+    theirs = {**newer, "id": "theirs", "identifier": [{"system": "urn:ehr", "value": "7"}]}
+    respx.get(f"{BASE}/CarePlan").mock(
+        return_value=httpx.Response(200, json=searchset(newer, theirs, older))
+    )
+    post = respx.post(BASE).mock(return_value=transaction_response())
+    outcome = ServerSink(client).withdraw(withdrawal_of())
+    assert outcome.detail == "withdrew draft CarePlan/old; withdrew draft CarePlan/new"
+    assert post.call_count == 1
+    entries = sent_entries(post)
+    assert [e["request"]["url"] for e in entries] == ["CarePlan/old", "CarePlan/new", "Provenance"]
+    assert all(e["resource"]["status"] == "revoked" for e in entries[:2])
+    assert entries[-1]["resource"]["target"] == [
+        {"reference": "CarePlan/old"},
+        {"reference": "CarePlan/new"},
+    ]
+
+
+@respx.mock
+def test_a_clinicians_plan_beside_our_draft_stays_and_the_draft_goes(
+    client: FhirClient,
+) -> None:
+    older, newer = stored_under("2026.11.0", "old"), stored_under("2026.12.0", "new")
+    older["status"] = "active"
+    respx.get(f"{BASE}/CarePlan").mock(
+        return_value=httpx.Response(200, json=searchset(older, newer))
+    )
+    post = respx.post(BASE).mock(return_value=transaction_response())
+    outcome = ServerSink(client).withdraw(withdrawal_of())
+    assert outcome.detail == (
+        "CarePlan/old left untouched: status is 'active', no longer 'draft'; "
+        "withdrew draft CarePlan/new"
+    )
+    assert [e["request"]["url"] for e in sent_entries(post)] == ["CarePlan/new", "Provenance"]
 
 
 # -- population counts -------------------------------------------------------------------------

@@ -17,10 +17,11 @@ server supports), and decides:
   references: left untouched and reported as ``skipped-edited``.
 
 For a patient the record says has died there is no plan (:meth:`ServerSink.withdraw`): the
-CarePlan is found by the same identifier, and if it is still our draft (the checks above) it is
-withdrawn in one transaction, CarePlan ``revoked``, Goals ``cancelled``, ServiceRequests
-``revoked``, with a Provenance saying why (:mod:`fhir_tailor.withdrawal`); one withdrawn
-earlier is left as it is, and a CarePlan someone else changed is never touched.
+patient's CarePlans are searched (patient and category, US Core's search) and ours known by
+their identifier, whatever catalog version wrote them; each still our draft (the checks above)
+is withdrawn, all in one transaction: CarePlan ``revoked``, Goals ``cancelled``,
+ServiceRequests ``revoked``, with a Provenance saying why (:mod:`fhir_tailor.withdrawal`). One
+withdrawn earlier is left as it is, and a CarePlan someone else changed is never touched.
 
 With ``dry_run`` the same decision is made and shown, with a diff per resource, and nothing is
 written.
@@ -33,14 +34,15 @@ import json
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..client import AsyncFhirClient, FhirClient
+from ..conformance import CAREPLAN_CATEGORY
 from ..fhirdata import Resource, reference_id
 from ..plan import Plan
 from ..report import PatientOutcome
 from ..resources import (
-    CAREPLAN_ID_SYSTEM,
     CONTENT_DIGEST_URL,
     GENERATED_TAG,
     PLAN_FINGERPRINT_URL,
@@ -119,37 +121,46 @@ class ServerSink:
 
     async def awithdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
         """:meth:`withdraw`, for callers on the client's event loop: the patient is recorded as
-        deceased, so our draft CarePlan, if the server holds one, is withdrawn."""
+        deceased, so every draft CarePlan of ours for them is withdrawn, in one transaction.
+        The outcome's detail says what became of each CarePlan of ours."""
         patient = withdrawal.patient
-        found = await stored_careplans_with(self.client.aio, withdrawal.careplan_token)
-        if len(found) > 1:
-            refs = ", ".join(f"CarePlan/{r.get('id')}" for r in found)
+        ours = await our_careplans(self.client.aio, withdrawal)
+        identifiers = [withdrawal.identifier(careplan) for careplan in ours]
+        shared = [c for c, i in zip(ours, identifiers, strict=True) if identifiers.count(i) > 1]
+        if shared:
+            refs = ", ".join(f"CarePlan/{c.get('id')}" for c in shared)
             return PatientOutcome(
                 patient, "failed", f"several CarePlans share one identifier: {refs}"
             )
-        if not found:
-            return PatientOutcome(patient, "skipped-deceased")
-        current = found[0]
-        ref = f"CarePlan/{current.get('id')}"
-        problem = foreign_change(current)
-        if problem:
-            detail = f"{ref} left untouched: {problem}"
-            return PatientOutcome(patient, "skipped-deceased", detail, ref)
-        if current.get("status") == WITHDRAWN_STATUS["CarePlan"]:
-            return PatientOutcome(patient, "skipped-deceased", f"{ref} withdrawn earlier", ref)
-        parts = await stored_parts(self.client.aio, current)
-        for part in parts:
-            problem = foreign_change(part)
+        notes: list[str] = []
+        entries: list[Resource] = []
+        read: list[Resource] = []
+        for careplan in ours:
+            ref = f"CarePlan/{careplan.get('id')}"
+            problem = foreign_change(careplan)
+            if problem is None and careplan.get("status") == WITHDRAWN_STATUS["CarePlan"]:
+                notes.append(f"{ref} withdrawn earlier")
+                continue
+            parts = [] if problem else await stored_parts(self.client.aio, careplan)
+            for part in parts:
+                if problem is None and (edited := foreign_change(part)):
+                    problem = f"{part['resourceType']}/{part.get('id')}: {edited}"
             if problem:
-                detail = f"{ref} left untouched: {part['resourceType']}/{part.get('id')}: {problem}"
-                return PatientOutcome(patient, "skipped-deceased", detail, ref)
-        bundle = withdraw_transaction(withdrawal, current, parts)
-        if self.dry_run:
-            self.echo(f"# {patient}: recorded as deceased; would withdraw our draft {ref}")
-            self._show_diffs(bundle, [current, *parts])
-            return PatientOutcome(patient, "skipped-deceased", f"would withdraw draft {ref}", ref)
-        await self.client.aio.transaction(bundle)
-        return PatientOutcome(patient, "skipped-deceased", f"withdrew draft {ref}", ref)
+                notes.append(f"{ref} left untouched: {problem}")
+                continue
+            entries += withdrawn_entries(careplan, parts, withdrawal.recorded)
+            read += [careplan, *parts]
+            notes.append(f"{'would withdraw' if self.dry_run else 'withdrew'} draft {ref}")
+        first = f"CarePlan/{ours[0].get('id')}" if ours else None
+        outcome = PatientOutcome(patient, "skipped-deceased", "; ".join(notes) or None, first)
+        if entries:
+            bundle = withdraw_transaction(withdrawal, entries)
+            if self.dry_run:
+                self.echo(f"# {patient}: recorded as deceased; would withdraw our draft plans")
+                self._show_diffs(bundle, read)
+            else:
+                await self.client.aio.transaction(bundle)
+        return outcome
 
     def close(self) -> None:
         return None
@@ -196,14 +207,23 @@ async def stored_careplans(client: AsyncFhirClient, resources: PlanResources) ->
     none yet, the one an earlier run wrote, or (a conflict the caller reports) several."""
     careplan_search = identifier_search(resources.careplan.resource)
     assert careplan_search is not None
-    return await stored_careplans_with(client, careplan_search.split("=", 1)[1])
-
-
-async def stored_careplans_with(client: AsyncFhirClient, token: str) -> list[Resource]:
-    """The CarePlans on the server whose identifier is ``token`` (``system|value``)."""
-    assert token.startswith(f"{CAREPLAN_ID_SYSTEM}|")
-    stored = await client.search_all("CarePlan", {"identifier": token})
+    stored = await client.search_all("CarePlan", {"identifier": careplan_search.split("=", 1)[1]})
     return [r for r in stored if r.get("resourceType") == "CarePlan"]
+
+
+async def our_careplans(client: AsyncFhirClient, withdrawal: Withdrawal) -> list[Resource]:
+    """The CarePlans of ours for the withdrawal's patient, whatever catalog version wrote them,
+    in identifier order: searched by patient and the US Core ``assess-plan`` category ours carry
+    (the search US Core CarePlan requires servers to support), known as ours by identifier."""
+    found = await client.search_all(
+        "CarePlan",
+        {
+            "patient": withdrawal.patient.removeprefix("Patient/"),
+            "category": f"{CAREPLAN_CATEGORY}|assess-plan",
+        },
+    )
+    ours = [r for r in found if r.get("resourceType") == "CarePlan" and withdrawal.identifier(r)]
+    return sorted(ours, key=lambda r: (withdrawal.identifier(r) or "", str(r.get("id"))))
 
 
 async def stored_parts(client: AsyncFhirClient, careplan: Resource) -> list[Resource]:
@@ -278,25 +298,28 @@ def update_transaction(
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-def withdraw_transaction(
-    withdrawal: Withdrawal, careplan: Resource, parts: list[Resource]
-) -> Resource:
-    """A transaction withdrawing our stored draft CarePlan and the parts not yet withdrawn,
-    each under ``If-Match`` on the version read, with a Provenance saying why."""
-    entries = [_put(withdrawn_careplan(careplan, withdrawal.recorded), careplan, {})]
+def withdrawn_entries(
+    careplan: Resource, parts: list[Resource], recorded: datetime
+) -> list[Resource]:
+    """The entries withdrawing a stored draft CarePlan of ours and its parts not yet
+    withdrawn, each a ``PUT`` under ``If-Match`` on the version read."""
+    entries = [_put(withdrawn_careplan(careplan, recorded), careplan, {})]
     for part in parts:
         rtype = part["resourceType"]
         field, _ = OWNED_STATUS[rtype]
         if part.get(field) != WITHDRAWN_STATUS[rtype]:
             entries.append(_put(with_digest({**part, field: WITHDRAWN_STATUS[rtype]}), part, {}))
+    return entries
+
+
+def withdraw_transaction(withdrawal: Withdrawal, entries: list[Resource]) -> Resource:
+    """A transaction of the withdrawal entries and a Provenance saying why, targeting them."""
     targets = [entry["request"]["url"] for entry in entries]
-    entries.append(
-        {
-            "resource": withdrawal_provenance(withdrawal, targets),
-            "request": {"method": "POST", "url": "Provenance"},
-        }
-    )
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    provenance = {
+        "resource": withdrawal_provenance(withdrawal, targets),
+        "request": {"method": "POST", "url": "Provenance"},
+    }
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [*entries, provenance]}
 
 
 def _put(new: Resource, current: Resource, targets: dict[str, str]) -> Resource:
