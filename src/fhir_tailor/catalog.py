@@ -3,9 +3,10 @@
 A *module* (``profiles/modules/*.yaml``) is a standard part: when it applies (a rule over the
 profile), the goals it sets (measurable targets) and the activities it schedules. A *variant*
 (``profiles/variants.yaml``) is a warranted variation: when its rule holds, it replaces,
-annotates or adds activities, or adjusts a goal's target, and the plan records the variant with
-the evidence that made it hold. The catalog as a whole carries a version; CarePlans name the
-modules they instantiate by canonical URL and version.
+annotates or adds activities, adjusts a goal's target, or withholds activities and goals unsafe
+for the patient, and the plan records the variant with the evidence that made it hold. The
+catalog as a whole carries a version; CarePlans name the modules they instantiate by canonical
+URL and version.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ class GoalTemplate(Strict):
     category: GoalCategory | None = None
     sdoh_category: SdohCategory | None = None
     target: GoalTarget
+    #: Kinds of goal a variant can name (``weight-loss``): see :class:`Withhold`.
+    tags: tuple[str, ...] = ()
     #: The guideline (year, section) the goal and its target come from.
     source: str | None = None
 
@@ -177,6 +180,23 @@ class AdjustGoal(Strict):
     value: float
 
 
+class Withhold(Strict):
+    """Withhold the activities and goals carrying one of the tags, because they are unsafe or
+    wrong for this patient (a statin in pregnancy, a text message a partner may read). Nothing
+    disappears silently: a withheld activity stays in the plan marked not to be done, a withheld
+    goal leaves the plan's goals but is listed as withheld, each with the variant's reason and
+    evidence (:mod:`fhir_tailor.plan`, rendered by :mod:`fhir_tailor.resources`)."""
+
+    activity_tags: tuple[str, ...] = ()
+    goal_tags: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _something(self) -> Withhold:
+        if not (self.activity_tags or self.goal_tags):
+            raise ValueError("'withhold' needs activity_tags or goal_tags")
+        return self
+
+
 class Variant(Strict):
     id: str = Field(pattern=_KEBAB)
     label: str
@@ -189,13 +209,15 @@ class Variant(Strict):
     annotate: Annotate | None = None
     add_activity: ActivityTemplate | None = None
     adjust_goal: AdjustGoal | None = None
+    withhold: Withhold | None = None
 
     @model_validator(mode="after")
     def _one_change(self) -> Variant:
-        changes = [self.replace, self.annotate, self.add_activity, self.adjust_goal]
+        changes = [self.replace, self.annotate, self.add_activity, self.adjust_goal, self.withhold]
         if sum(change is not None for change in changes) != 1:
             raise ValueError(
-                "a variant makes exactly one of: replace, annotate, add_activity, adjust_goal"
+                "a variant makes exactly one of: replace, annotate, add_activity, adjust_goal, "
+                "withhold"
             )
         return self
 

@@ -50,9 +50,9 @@ single Boolean.
   the Python merge exactly: ties go to the gravest reading, and a diagnosis on the problem list
   never goes stale.
 - A rule with ``applies_to`` reads an element only when the Patient is one it applies to:
-  ``birthDate`` (empty, after ``%asOf``, or within the age bounds, compared as for
-  ``age_at_least``/``age_below`` below) and ``gender`` (not the opposite sex's); its matches
-  are left out otherwise, exactly as Python sets them aside.
+  ``birthDate`` within the age bounds (compared as for ``age_at_least``/``age_below`` below;
+  without one, or with one after ``%asOf``, only a minimum age holds) and ``gender`` (not the
+  opposite sex's); its matches are left out otherwise, exactly as Python sets them aside.
 - ``{need: D, at_least: L}``: some feature of dimension D meets ``{feature, severity_at_least:
   L}``, or, for ``high`` where the dimension escalates, at least ``escalate_at_count`` of its
   features meet ``moderate`` (counted with ``iif(…, 1, 0)``).
@@ -312,20 +312,23 @@ def _matched(rules: Sequence[Rule], tests: dict[str, Reading], path: str) -> lis
 
 
 def _applies(scope: AppliesTo | None) -> str | None:
-    """The patient is one a rule with ``applies_to`` reads (``None``: everyone). A bound holds
-    when the fact is unknown: no birth date (or one after ``%asOf``), a gender other than the
-    opposite sex's."""
+    """The patient is one a rule with ``applies_to`` reads (``None``: everyone). Without a birth
+    date (or with one after ``%asOf``) the patient is read as an adult: a minimum age holds, a
+    maximum does not; any gender but the opposite sex's holds."""
     if scope is None:
         return None
     tests = []
-    if scope.age_at_least is not None or scope.age_below is not None:
-        day = _day("birthDate")
-        bounds = []
-        if scope.age_at_least is not None:
-            bounds.append(f"{day} <= {_as_of_minus(scope.age_at_least, 'years')}")
-        if scope.age_below is not None:
-            bounds.append(f"{day} > {_as_of_minus(scope.age_below, 'years')}")
-        tests.append(f"(birthDate.empty() or {day} > %asOf.toString() or ({' and '.join(bounds)}))")
+    day = _day("birthDate")
+    at_least = (
+        f"{day} <= {_as_of_minus(scope.age_at_least, 'years')}"
+        if scope.age_at_least is not None
+        else None
+    )
+    if scope.age_below is not None:
+        bounds = [f"{day} <= %asOf.toString()", f"{day} > {_as_of_minus(scope.age_below, 'years')}"]
+        tests.append(f"birthDate.exists() and {' and '.join([*bounds, *filter(None, [at_least])])}")
+    elif at_least is not None:
+        tests.append(f"(birthDate.empty() or {day} > %asOf.toString() or {at_least})")
     if scope.sex is not None:
         other = "male" if scope.sex == "female" else "female"
         tests.append(f"gender.where($this = {_string(other)}).empty()")

@@ -117,11 +117,12 @@ class AppliesTo(Strict):
     """Whom a rule reads: an age range (whole years, ``age_at_least`` <= age < ``age_below``) and a
     sex (``Patient.gender``). A rule that does not apply to the patient reads nothing.
 
-    A bound excludes a patient only when the fact is known and outside it: without a birth date
-    the age bounds hold, and ``sex: female`` leaves out only a patient recorded ``male`` (and the
-    reverse), so with ``other``, ``unknown`` or no gender both sex-specific readings of a
-    measurement apply and the graver wins (for AUDIT-C, the lower cut point). ``source`` cites
-    why the rule is limited (the instrument's or guideline's population).
+    A patient without a (usable) birth date is read as an adult, as every rule was before rules
+    had ages: a minimum age holds, a maximum (``age_below``, the pediatric rules) does not.
+    ``sex: female`` leaves out only a patient recorded ``male`` (and the reverse), so with
+    ``other``, ``unknown`` or no gender both sex-specific readings of a measurement apply and
+    the graver wins (for AUDIT-C, the lower cut point). ``source`` cites why the rule is limited
+    (the instrument's or guideline's population).
     """
 
     age_at_least: int | None = Field(default=None, ge=0)
@@ -143,13 +144,14 @@ class AppliesTo(Strict):
 
     def admits(self, age: int | None, gender: str | None) -> bool:
         """Whether a patient of this age and ``Patient.gender`` is one the rule reads."""
-        if age is not None:
-            if self.age_at_least is not None and age < self.age_at_least:
-                return False
-            if self.age_below is not None and age >= self.age_below:
-                return False
+        if age is None:
+            aged = self.age_below is None  # read as an adult
+        else:
+            aged = (self.age_at_least is None or age >= self.age_at_least) and (
+                self.age_below is None or age < self.age_below
+            )
         other = {"female": "male", "male": "female"}
-        return self.sex is None or gender != other[self.sex]
+        return aged and (self.sex is None or gender != other[self.sex])
 
     def describe(self) -> str:
         """``ages 2 to 19``, ``ages 20 and over``, ``female`` ...: for labels and reports."""
@@ -163,8 +165,6 @@ class AppliesTo(Strict):
         if self.sex is not None:
             parts.append(self.sex)
         return ", ".join(parts)
-
-
 
 
 class Rule(Strict):

@@ -5,7 +5,10 @@ the same plan, byte for byte (modules in id order, activities in module order, v
 catalog order, references sorted). Every activity carries the reasons it is there (the module's
 applicability evidence) and every variation applied to it (variant id, stated reason, and the
 findings with their source resources). The plan *addresses* the Conditions behind its modules and
-variations, and is *supported by* the Observations of every current finding.
+variations, and is *supported by* the Observations of every current finding. A variant that
+withholds (a statin in pregnancy, a text reminder a violent partner may read) leaves its
+activities in the plan marked withheld and moves its goals to ``withheld_goals``, each with the
+variation, so a reader sees what is not to be done and why.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ class PlannedGoal(Model):
     due_date: date
     addresses: tuple[str, ...]
     variations: tuple[Variation, ...] = ()
+    tags: tuple[str, ...] = ()
+    #: The variants (among ``variations``) that withheld the goal: see ``Plan.withheld_goals``.
+    withheld_by: tuple[str, ...] = ()
 
 
 class PlannedActivity(Model):
@@ -92,11 +98,21 @@ class PlannedActivity(Model):
     tags: tuple[str, ...]
     reasons: tuple[EvidenceRef, ...]
     variations: tuple[Variation, ...] = ()
+    #: The variants (among ``variations``) that withheld the activity: it stays in the plan,
+    #: marked not to be done (``CarePlan.activity.detail.doNotPerform``), with their reasons.
+    withheld_by: tuple[str, ...] = ()
+
+    @property
+    def withheld(self) -> bool:
+        return bool(self.withheld_by)
 
     @property
     def is_referral(self) -> bool:
-        """A social-care referral: written as its own ServiceRequest, not as a CarePlan detail."""
-        return self.kind == "ServiceRequest" and self.sdoh_category is not None
+        """A social-care referral: written as its own ServiceRequest, not as a CarePlan detail.
+        A withheld one is not sent anywhere: it stays an inline detail marked not to be done."""
+        return (
+            self.kind == "ServiceRequest" and self.sdoh_category is not None and not self.withheld
+        )
 
 
 class Plan(Model):
@@ -110,6 +126,8 @@ class Plan(Model):
     activities: tuple[PlannedActivity, ...]
     addresses: tuple[str, ...]
     supporting_info: tuple[str, ...]
+    #: Goals a variant withheld (unsafe or wrong for the patient), kept to say so and why.
+    withheld_goals: tuple[PlannedGoal, ...] = ()
 
     def fingerprint(self) -> str:
         """A digest of the plan's content; equal plans have equal fingerprints."""
@@ -124,6 +142,9 @@ class Plan(Model):
         unknown = keys - {activity.key for activity in self.activities}
         if unknown:
             raise ValueError(f"no such activity in the plan: {', '.join(sorted(unknown))}")
+        withheld = sorted(a.key for a in self.activities if a.key in keys and a.withheld)
+        if withheld:  # a "do not" is not a proposal to decline: it stays with its reason
+            raise ValueError(f"withheld activities cannot be dropped: {', '.join(withheld)}")
         kept = tuple(a for a in self.activities if a.key not in keys)
         return self.model_copy(update={"activities": kept})
 
@@ -157,18 +178,24 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         activities.extend(_activity(module.id, a, catalog, evidence) for a in module.activities)
     if not modules:
         return None
+    withheld_goals: list[PlannedGoal] = []
     for variant in catalog.variants:
         verdict = variant.when.evaluate(profile)
         if verdict.holds:
             if variant.adjust_goal is not None:
                 goals = _adjust(variant, verdict.evidence, goals)
+            elif variant.withhold is not None:
+                goals, activities, withheld = _withhold(
+                    variant, verdict.evidence, goals, activities
+                )
+                withheld_goals.extend(withheld)
             else:
                 activities = _apply(variant, verdict.evidence, activities, catalog)
     sources = {s for module in modules for e in module.evidence for s in e.sources}
     for activity in activities:
         for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
             sources.update(ref.sources)
-    for goal in goals:
+    for goal in (*goals, *withheld_goals):
         sources.update(s for v in goal.variations for e in v.evidence for s in e.sources)
     observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
     return Plan(
@@ -184,6 +211,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         supporting_info=tuple(
             sorted(s for s in sources | observed if s.startswith("Observation/"))
         ),
+        withheld_goals=tuple(withheld_goals),
     )
 
 
@@ -198,6 +226,7 @@ def _goals(module: Module, evidence: tuple[EvidenceRef, ...], as_of: date) -> li
             description=goal.description,
             category=goal.category,
             sdoh_category=goal.sdoh_category,
+            tags=goal.tags,
             target=goal.target,
             due_date=as_of + timedelta(days=goal.target.due_in_days),
             addresses=conditions,
@@ -262,6 +291,48 @@ def _adjust(
     ]
 
 
+def _withhold(
+    variant: Variant,
+    evidence: tuple[Evidence, ...],
+    goals: list[PlannedGoal],
+    activities: list[PlannedActivity],
+) -> tuple[list[PlannedGoal], list[PlannedActivity], list[PlannedGoal]]:
+    """Goals and activities with the variant's withheld tags taken out of what is proposed:
+    activities stay, marked withheld; goals move aside. Both record the variation."""
+    change = variant.withhold
+    assert change is not None
+    variation = _variation(variant, evidence)
+
+    def hit(tags: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+        return any(tag in wanted for tag in tags)
+
+    kept, withheld = [], []
+    for goal in goals:
+        if hit(goal.tags, change.goal_tags):
+            withheld.append(
+                goal.model_copy(
+                    update={
+                        "variations": (*goal.variations, variation),
+                        "withheld_by": (*goal.withheld_by, variant.id),
+                    }
+                )
+            )
+        else:
+            kept.append(goal)
+    marked = [
+        activity.model_copy(
+            update={
+                "variations": (*activity.variations, variation),
+                "withheld_by": (*activity.withheld_by, variant.id),
+            }
+        )
+        if hit(activity.tags, change.activity_tags)
+        else activity
+        for activity in activities
+    ]
+    return kept, marked, withheld
+
+
 def _apply(
     variant: Variant,
     evidence: tuple[Evidence, ...],
@@ -274,7 +345,9 @@ def _apply(
         return [*activities, added]
     changed: list[PlannedActivity] = []
     for activity in activities:
-        if variant.replace is not None and variant.replace.tag in activity.tags:
+        if activity.withheld:  # not to be done: nothing to adapt
+            pass
+        elif variant.replace is not None and variant.replace.tag in activity.tags:
             change = variant.replace
             activity = activity.model_copy(
                 update={

@@ -256,12 +256,10 @@ def build_profile(
         data_gaps=(),
         **dimensions,
     )
-    # No screening is due for a patient the record says has died.
     gaps = tuple(
         DataGap(id=gap.id, label=gap.label)
         for gap in rules.gaps
-        if not profile.facts.deceased
-        and (gap.when is None or gap.when.evaluate(profile).holds)
+        if (gap.when is None or gap.when.evaluate(profile).holds)
         and not _screened(evidence, gap, as_of)
     )
     return profile.model_copy(update={"data_gaps": gaps})

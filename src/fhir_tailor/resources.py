@@ -43,7 +43,7 @@ from .conformance import (
     referral_profiles,
 )
 from .fhirdata import Resource
-from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal
+from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
 from .validation import ShapeValidator
 
 TAILOR = "https://fhir-tailor.dev/fhir"
@@ -79,6 +79,10 @@ EDITABLE = {
         "patientInstruction",
     ),
 }
+
+
+#: What marks a CarePlan activity withheld: edits to them are a person's, as any other.
+WITHHELD_DETAIL = ("doNotPerform", "statusReason")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +168,13 @@ def content_digest(resource: Resource) -> str:
                     a.get("detail", {}).get(key)
                     for key in ("kind", "status", "description", "code", "scheduledString")
                 ]
+                # added later, digested only when present (as below): a withheld activity
+                + [a["detail"][key] for key in WITHHELD_DETAIL if key in a.get("detail", {})]
                 for a in resource.get("activity") or ()
             ],
         ]
+        if "note" in resource:  # withheld goals
+            content.append(resource["note"])
     else:
         content = [resource.get(key) for key in EDITABLE[rtype]]
     canonical = json.dumps(numbers_as_floats(content), sort_keys=True)
@@ -277,7 +285,25 @@ def _careplan(
         else _activity(plan, a, goal_urls)
         for a in plan.activities
     ]
+    if plan.withheld_goals:
+        resource["note"] = [{"text": _withheld_goal_text(goal)} for goal in plan.withheld_goals]
     return with_digest(resource)
+
+
+def _withheld_goal_text(goal: PlannedGoal) -> str:
+    """A CarePlan note for a goal a variant withheld: what it was, and why it is not set."""
+    why = "; ".join(_withheld_because(goal.variations, goal.withheld_by))
+    return f"Goal withheld, not set: {goal.description} (module {goal.module}). {why}"
+
+
+def _withheld_because(variations: tuple[Variation, ...], by: tuple[str, ...]) -> list[str]:
+    """``Withheld by <variant> (<reason>): <evidence> [sources]`` for each withholding variant."""
+    texts: list[str] = []
+    for variation in variations:
+        if variation.variant in by:
+            prefix = f"Withheld by {variation.variant} ({variation.reason})"
+            texts += [_reason_text(prefix, e) for e in variation.evidence] or [prefix]
+    return list(dict.fromkeys(texts))
 
 
 def _activity(plan: Plan, activity: PlannedActivity, goal_urls: dict[str, str]) -> Resource:
@@ -297,6 +323,15 @@ def _activity(plan: Plan, activity: PlannedActivity, goal_urls: dict[str, str]) 
             detail["goal"] = [_ref(url) for url in goals]
     if references:
         detail["reasonReference"] = [_ref(r) for r in references]
+    if activity.withheld:
+        # kept in the plan as a "do not": a clinician sees what was left out and why
+        detail["doNotPerform"] = True
+        reasons = dict.fromkeys(
+            f"{v.label}: {v.reason}"
+            for v in activity.variations
+            if v.variant in activity.withheld_by
+        )
+        detail["statusReason"] = {"text": "Withheld. " + "; ".join(reasons)}
     return {"detail": detail}
 
 
@@ -458,9 +493,14 @@ def _narrative(plan: Plan) -> str:
         parts.append("<p>Goals:</p><ul>")
         parts.extend(f"<li>{escape(goal.description)}</li>" for goal in plan.goals)
         parts.append("</ul>")
+    if plan.withheld_goals:
+        parts.append("<p>Goals withheld (not set):</p><ul>")
+        parts.extend(f"<li>{escape(_withheld_goal_text(g))}</li>" for g in plan.withheld_goals)
+        parts.append("</ul>")
     parts.append("<p>Activities:</p><ul>")
     for activity in plan.activities:
-        parts.append(f"<li>{escape(activity.description)}")
+        withheld = "<strong>Withheld, do not do:</strong> " if activity.withheld else ""
+        parts.append(f"<li>{withheld}{escape(activity.description)}")
         for variation in activity.variations:
             parts.append(
                 f" <em>(adapted: {escape(variation.label)}; {escape(variation.reason)})</em>"

@@ -210,14 +210,9 @@ def test_the_deceased_fixture_gets_no_plan_and_would_get_one_alive(
     assert {"Condition/ft-29-c1", "Condition/ft-29-c2", "Condition/ft-29-c3"} <= set(
         living_plan.addresses
     )
-    # The findings are what the record says, alive or not.
+    # The profile says what the record holds, alive or not: only the plan differs.
     assert list(profile.findings()) == list(living.findings())
-
-
-def test_no_screening_is_due_for_the_deceased(definitions: Definitions) -> None:
-    profile, _ = profile_and_plan(ft29(), definitions, AS_OF)
-    living, _ = profile_and_plan(ft29(alive=True), definitions, AS_OF)
-    assert profile.data_gaps == () and living.data_gaps != ()
+    assert profile.data_gaps == living.data_gaps != ()
 
 
 def test_the_public_api_gives_no_plan_for_a_deceased_profile() -> None:

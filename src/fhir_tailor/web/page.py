@@ -228,7 +228,10 @@ def _plan(plan: Plan, base: str, csrf: str) -> str:
         for m in plan.modules
     )
     goals = "".join(_goal(goal, base) for goal in plan.goals) or "<li>None</li>"
-    activities = "".join(_activity(i, a, base) for i, a in enumerate(plan.activities))
+    activities = "".join(
+        _activity(i, a, base) for i, a in enumerate(plan.activities) if not a.withheld
+    )
+    withheld = _withheld(plan, base)
     return (
         '<section aria-labelledby="plan"><h2 id="plan">Proposed plan</h2>'
         f"<h3>Modules</h3><ul>{modules}</ul><h3>Goals</h3><ul>{goals}</ul>"
@@ -237,7 +240,31 @@ def _plan(plan: Plan, base: str, csrf: str) -> str:
         f'<input type="hidden" name="plan" value="{_e(plan.fingerprint())}">'
         "<fieldset><legend><h3>Activities</h3>Check an activity to leave it out of the "
         f'approved plan.</legend><ul class="activities">{activities}</ul></fieldset>'
+        f"{withheld}"
         '<button type="submit">Approve plan</button></form></section>'
+    )
+
+
+def _withheld(plan: Plan, base: str) -> str:
+    """What a variant withheld, with its reason: kept in the approved plan as "do not" steps
+    and notes, so it has no checkbox."""
+    items = [
+        f'<li class="withheld">Goal not set: {_e(g.description)}'
+        f"{_variations(g.variations, base)}</li>"
+        for g in plan.withheld_goals
+    ]
+    items += [
+        f'<li class="withheld">Do not: {_e(a.description)} <small>({_e(a.kind)})</small>'
+        f"{_variations(a.variations, base)}</li>"
+        for a in plan.activities
+        if a.withheld
+    ]
+    if not items:
+        return ""
+    return (
+        "<h3>Withheld</h3><p>Left out as unsafe or wrong for this patient; the approved plan "
+        'keeps them marked "do not", with the reason.</p>'
+        f'<ul class="withheld">{"".join(items)}</ul>'
     )
 
 
