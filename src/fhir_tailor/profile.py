@@ -228,7 +228,7 @@ def build_profile(
         for problem in shape_problems(resource):
             report(resource_ref(resource), problem)
     for resource in record.resources:
-        for item in _read_resource(resource, rules.index, report, panel_dates):
+        for item in _read_resource(resource, rules.index, report, panel_dates, facts):
             evidence[item.match.feature.id].append(item)
     for item in _medication_counts(record.resources, rules.index):
         evidence[item.match.feature.id].append(item)
@@ -284,6 +284,17 @@ def _set_aside_inapplicable(
     return ignored
 
 
+def _heard(report: DataIssueHandler, match: Match, facts: PatientFacts) -> DataIssueHandler:
+    """``report``, silenced for a rule that does not apply to the patient: its reading is set
+    aside, so a problem with it (the adult BMI rule's unit on a child's BMI) is no problem of
+    the record's."""
+    return report if _applies(match, facts) else _ignore_issue
+
+
+def _ignore_issue(_ref: str, _problem: str) -> None:
+    return None
+
+
 def _applies(match: Match, facts: PatientFacts) -> bool:
     scope = match.rule.applies_to
     return scope is None or scope.admits(facts.age, facts.gender)
@@ -318,6 +329,7 @@ def _read_resource(
     index: CodeIndex,
     report: DataIssueHandler,
     panel_dates: dict[str, date],
+    facts: PatientFacts,
 ) -> Iterator[_Evidence]:
     rtype = resource.get("resourceType")
     ref = resource_ref(resource)
@@ -351,13 +363,15 @@ def _read_resource(
             return
         when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
         for match, element, path in matched:
-            yield _read_observation(match, element, when, ref, path, report)
+            yield _read_observation(match, element, when, ref, path, _heard(report, match, facts))
     elif rtype == "QuestionnaireResponse":
         when = parse_date(resource.get("authored"))
         for path, element in answered_items(resource):
             for system, code, _ in codings(element.get("code")):
                 for match in index.lookup(system, code, "Observation"):
-                    yield _read_observation(match, element, when, ref, path, report)
+                    yield _read_observation(
+                        match, element, when, ref, path, _heard(report, match, facts)
+                    )
     elif rtype == "Encounter":
         yield from _read_encounter(resource, ref, index)
 

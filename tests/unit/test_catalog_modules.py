@@ -64,6 +64,7 @@ DIMENSION = {
             "osteoporosis",
             "osteoarthritis",
             "chronic_pain",
+            "pregnancy",
         ],
         "medical",
     ),
@@ -115,6 +116,9 @@ DIMENSION = {
     ),
 }
 ASSETS = {"caregiver_present"}
+#: Features that are states (pregnancy): present without a severity, as assets.
+STATES = {"pregnancy"}
+PREGNANT = "pregnancy"
 NEEDS = ("none", "low", "moderate", "high")
 
 
@@ -141,7 +145,7 @@ def make_profile(
                 feature=name,
                 label=name.replace("_", " "),
                 status="present",
-                severity=None if name in ASSETS else severity,  # type: ignore[arg-type]
+                severity=None if name in ASSETS | STATES else severity,  # type: ignore[arg-type]
                 stale=item in stale,
                 code=Coding(system="urn:test", code=name),
                 rule=f"{name}.test",
@@ -396,6 +400,15 @@ MODULES = [
             "weight-loss-5-percent": Target(LOINC, "29463-7", text="5%", category="dietary"),
         },
         {"prediabetes-glycemic-test": ("43396009", None), "national-dpp-referral": (None, None)},
+    ),
+    ModuleCase(
+        "pediatric-weight-management",
+        "chronic-care",
+        ("medical",),
+        (p("obesity", age=9), p("obesity", age=17)),
+        p("obesity", age=18),
+        {"bmi-for-age-followed": Target(LOINC, "59576-9", text="BMI-for-age")},
+        {"pediatric-ihblt-referral": ("408289007", None)},
     ),
     ModuleCase(
         "weight-management",
@@ -1000,7 +1013,7 @@ VARIANTS = [
         "preference",
         make_profile("hypertension", contact="sms"),
         make_profile("hypertension", contact="phone"),
-        "hypertension-outpatient.hypertension-follow-up-visit",
+        "sms-reminders",
         "text message (SMS)",
         ("contact_preference",),
     ),
@@ -1009,9 +1022,101 @@ VARIANTS = [
         "preference",
         make_profile("hypertension", contact="phone"),
         make_profile("hypertension", contact="sms"),
-        "hypertension-outpatient.hypertension-follow-up-visit",
+        "phone-reminders",
         "by phone call",
         ("contact_preference",),
+    ),
+    VariantCase(
+        "ipv-withhold-remote-reminders",
+        "social",
+        make_profile("hypertension", ("interpersonal_safety", "high"), contact="sms"),
+        make_profile("hypertension", contact="sms"),
+        "sms-reminders",
+        "text message (SMS)",
+        ("interpersonal_safety",),
+    ),
+    # pregnancy: withheld goals and steps (the change is text the withheld item keeps), and
+    # the pregnancy steps and goals that take their place
+    VariantCase(
+        "pregnancy-withhold-weight-loss",
+        "medical",
+        make_profile("obesity", PREGNANT, age=30),
+        make_profile("obesity", age=30),
+        "weight-management.weight-loss-5-percent",
+        "5% below",
+        ("pregnancy",),
+    ),
+    VariantCase(
+        "pregnancy-gestational-weight-gain",
+        "medical",
+        make_profile("obesity", PREGNANT, age=30),
+        make_profile("obesity", age=30),
+        "gestational-weight-gain-counseling",
+        "gestational weight gain",
+        ("pregnancy", "obesity"),
+    ),
+    VariantCase(
+        "pregnancy-withhold-statin",
+        "medical",
+        make_profile("coronary_disease", PREGNANT, age=35),
+        make_profile("coronary_disease", age=35),
+        "secondary-prevention.statin-review",
+        "high-intensity statin",
+        ("pregnancy",),
+    ),
+    VariantCase(
+        "pregnancy-lipid-medicines",
+        "medical",
+        make_profile("hyperlipidemia", PREGNANT, age=35),
+        make_profile("hyperlipidemia", age=35),
+        "pregnancy-lipid-medicine-review",
+        "stop the statin",
+        ("pregnancy", "hyperlipidemia"),
+    ),
+    VariantCase(
+        "pregnancy-withhold-raas-inhibitors",
+        "medical",
+        make_profile("heart_failure", PREGNANT, age=35),
+        make_profile("heart_failure", age=35),
+        "heart-failure.heart-failure-medication-review",
+        "ARNi",
+        ("pregnancy",),
+    ),
+    VariantCase(
+        "pregnancy-medicine-review",
+        "medical",
+        make_profile("hypertension", PREGNANT, age=35),
+        make_profile("hypertension", age=35),
+        "pregnancy-medicine-safety-review",
+        "labetalol",
+        ("pregnancy", "hypertension"),
+    ),
+    VariantCase(
+        "pregnancy-withhold-osteoporosis-medicine",
+        "medical",
+        make_profile("osteoporosis", PREGNANT, age=35),
+        make_profile("osteoporosis", age=35),
+        "osteoporosis-care.osteoporosis-treatment-review",
+        "Fracture-prevention medicine review",
+        ("pregnancy",),
+    ),
+    VariantCase(
+        "pregnancy-hba1c-goal",
+        "medical",
+        make_profile("type2_diabetes", PREGNANT, age=35),
+        make_profile("type2_diabetes", age=35),
+        "diabetes-outpatient.hba1c-below-7",
+        6.0,
+        ("pregnancy", "type2_diabetes"),
+    ),
+    VariantCase(
+        "pregnancy-hba1c-goal-type1",
+        "medical",
+        make_profile("type1_diabetes", PREGNANT, age=35),
+        make_profile("type1_diabetes", age=35),
+        "diabetes-type1.hba1c-below-7",
+        6.0,
+        ("pregnancy", "type1_diabetes"),
     ),
     VariantCase(
         "safe-contact",
@@ -1043,6 +1148,16 @@ REASONS = {
     "interpreter": "language other than English",
     "sms-reminders": "SMS",
     "phone-outreach": "phone",
+    "ipv-withhold-remote-reminders": "may be seen or heard by the person causing harm",
+    "pregnancy-withhold-weight-loss": "weight loss is not a goal in pregnancy",
+    "pregnancy-gestational-weight-gain": "healthy weight gain",
+    "pregnancy-withhold-statin": "statins are stopped in most pregnant patients",
+    "pregnancy-lipid-medicines": "stop the statin",
+    "pregnancy-withhold-raas-inhibitors": "fetal injury and death",
+    "pregnancy-medicine-review": "safe in pregnancy",
+    "pregnancy-withhold-osteoporosis-medicine": "denosumab is contraindicated",
+    "pregnancy-hba1c-goal": "below 6%",
+    "pregnancy-hba1c-goal-type1": "below 6%",
     "safe-contact": "interpersonal violence",
 }
 
@@ -1061,8 +1176,13 @@ def test_every_variant_is_covered(definitions: Definitions) -> None:
     }
 
 
+#: Variants that withhold: the item stays (an activity) or moves aside (a goal), unchanged.
+WITHHOLDING = {v for v in REASONS if "withhold" in v}
+
+
 def changed(plan: Plan, key: str) -> PlannedGoal | PlannedActivity | None:
     items: list[PlannedGoal | PlannedActivity] = [*plan.goals, *plan.activities]
+    items += plan.withheld_goals
     return next((item for item in items if item.key == key), None)
 
 
@@ -1078,7 +1198,12 @@ def test_variant_applies_with_reason_and_evidence(
     assert REASONS[case.id] in variation.reason
     assert set(case.evidence) <= {e.id for e in variation.evidence}
     assert all(e.sources for e in variation.evidence)
-    if isinstance(item, PlannedGoal):
+    if case.id in WITHHOLDING:
+        assert case.id in item.withheld_by
+        assert isinstance(case.change, str) and case.change in item.description
+        if isinstance(item, PlannedGoal):
+            assert item in plan.withheld_goals and item not in plan.goals
+    elif isinstance(item, PlannedGoal):
         assert item.target.value == case.change
         assert item.target.comparator == "<"
         assert f"{case.change:g}" in item.description
@@ -1093,7 +1218,9 @@ def test_variant_does_not_apply_otherwise(definitions: Definitions, case: Varian
     assert all(case.id not in [v.variant for v in g.variations] for g in plan.goals)
     assert all(case.id not in [v.variant for v in a.variations] for a in plan.activities)
     item = changed(plan, case.key)
-    if isinstance(item, PlannedGoal):
+    if case.id in WITHHOLDING:
+        assert item is not None and not item.withheld_by
+    elif isinstance(item, PlannedGoal):
         standard = {
             "diabetes-outpatient.hba1c-below-7": 7,
             "diabetes-type1.hba1c-below-7": 7,
@@ -1105,12 +1232,13 @@ def test_variant_does_not_apply_otherwise(definitions: Definitions, case: Varian
 
 
 def test_variations_compose_on_one_activity(definitions: Definitions) -> None:
-    profile = make_profile("hypertension", "transportation_insecurity", contact="sms")
+    profile = make_profile("hypertension", "low_health_literacy", "cognitive_impairment")
     plan = plan_of(definitions, profile)
     assert plan is not None
-    visit = activity(plan, "hypertension-outpatient.hypertension-follow-up-visit")
-    assert [v.variant for v in visit.variations] == ["telehealth-follow-up", "sms-reminders"]
-    assert "telehealth" in visit.tags
+    education = activity(plan, "hypertension-outpatient.lifestyle-education")
+    variants = [v.variant for v in education.variations]
+    assert variants == ["teach-back-education", "large-print-plain-language"]
+    assert "teach-back" in education.description and "large-print" in education.description
 
 
 def test_home_visit_replaces_telehealth_when_mobility_is_limited(
@@ -1130,8 +1258,9 @@ def test_no_sms_reminders_when_interpersonal_violence_is_reported(
     profile = make_profile("hypertension", ("interpersonal_safety", "high"), contact="sms")
     plan = plan_of(definitions, profile)
     assert plan is not None
-    visit = activity(plan, "hypertension-outpatient.hypertension-follow-up-visit")
-    assert "sms-reminders" not in [v.variant for v in visit.variations]
+    reminders = activity(plan, "sms-reminders")
+    assert reminders.withheld_by == ("ipv-withhold-remote-reminders",)
+    assert all("sms" not in a.tags for a in plan.activities if not a.withheld)
     calls = [a for a in plan.activities if "follow-up-call" in a.tags]
     assert calls and all("safe-contact" in [v.variant for v in a.variations] for a in calls)
 

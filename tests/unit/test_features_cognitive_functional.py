@@ -290,9 +290,11 @@ SCORES: list[tuple[str, float, str, str, str | None]] = [
     ("70274-6", 14, "anxiety", "present", "moderate"),
     ("70274-6", 15, "anxiety", "present", "high"),
     ("70274-6", 21, "anxiety", "present", "high"),
-    # AUDIT-C 75626-2: single cut point 4 (moderate), 8+ high
+    # AUDIT-C 75626-2 (the default patient is a woman: cut point 3, 8+ high; men: cut point 4
+    # in tests/unit/test_applicability.py)
     ("75626-2", 0, "unhealthy_alcohol_use", "absent", None),
-    ("75626-2", 3, "unhealthy_alcohol_use", "absent", None),
+    ("75626-2", 2, "unhealthy_alcohol_use", "absent", None),
+    ("75626-2", 3, "unhealthy_alcohol_use", "present", "moderate"),
     ("75626-2", 4, "unhealthy_alcohol_use", "present", "moderate"),
     ("75626-2", 7, "unhealthy_alcohol_use", "present", "moderate"),
     ("75626-2", 8, "unhealthy_alcohol_use", "present", "high"),

@@ -335,7 +335,6 @@ def test_bp_panel_below_both_cut_points_is_absent(definitions: Definitions) -> N
     ("code", "feature"),
     [
         ("2160-0", "egfr_reduced"),  # serum creatinine is not an eGFR
-        ("59576-9", "obesity"),  # BMI percentile (children) is not read against adult cut points
         ("2093-3", "ldl_above_target"),  # total cholesterol is not LDL
         ("2085-9", "ldl_above_target"),  # HDL cholesterol is not LDL
     ],
