@@ -341,6 +341,14 @@ def _change(variant: Variant) -> str:
         return f"Activities tagged {variant.annotate.tag!r} add: {variant.annotate.append}"
     if variant.add_activity is not None:
         return f"Adds the activity: {variant.add_activity.description}"
+    if variant.withhold is not None:
+        held = variant.withhold
+        named = [f"activities tagged {t!r}" for t in held.activity_tags]
+        named += [f"goals tagged {t!r}" for t in held.goal_tags]
+        return (
+            f"Withholds {', '.join(named)}: withheld activities stay in the plan marked not to be "
+            "done (doNotPerform) and withheld goals are listed in a note, each with the reason"
+        )
     assert variant.adjust_goal is not None
     goal = variant.adjust_goal
     target = " ".join(p for p in (goal.comparator, f"{goal.value:g}") if p)
