@@ -12,8 +12,10 @@ reuses its transactions, so an approved plan is as safe to write as a synced dra
   saying which resource and why, since the plan now belongs to the clinicians.
 
 Approved resources are *active*: CarePlan ``active``, Goals ``active``, referral
-ServiceRequests ``active``; their content digests are recomputed so a later sync still tells
-our writing from a person's edit.
+ServiceRequests ``active`` with intent ``order`` (a clinician authorized them, as in the SDOH
+Clinical Care IG's active referral example) and the requester of the plan approved, which is the
+approving deployment's (``serve --requester``); their content digests are recomputed so a later
+sync still tells our writing from a person's edit.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ APPROVED_STATUS = {
     "Goal": ("lifecycleStatus", "active"),
     "ServiceRequest": ("status", "active"),
 }
+#: What else approval changes: a proposed referral (intent ``plan``) becomes an order.
+APPROVED_FIELDS: dict[str, dict[str, str]] = {"ServiceRequest": {"intent": "order"}}
 
 
 class ApprovalError(FhirTailorError):
@@ -112,8 +116,9 @@ def activate(resources: PlanResources) -> PlanResources:
     """The plan's resources in their approved status, digests recomputed and validated."""
 
     def approved(entry: Entry) -> Entry:
-        field, status = APPROVED_STATUS[entry.resource["resourceType"]]
-        resource = with_digest({**entry.resource, field: status})
+        rtype = entry.resource["resourceType"]
+        field, status = APPROVED_STATUS[rtype]
+        resource = with_digest({**entry.resource, field: status, **APPROVED_FIELDS.get(rtype, {})})
         validate(resource)
         return replace(entry, resource=resource)
 

@@ -18,6 +18,7 @@ from pydantic import Field, HttpUrl, model_validator
 
 from .mapping import Dimension, Strict
 from .rules import RuleExpr
+from .sdoh import SdohCategory
 
 _KEBAB = r"^[a-z][a-z0-9-]*$"
 
@@ -42,33 +43,6 @@ CarePath = Literal[
 ]
 #: Goal.category codes (http://terminology.hl7.org/CodeSystem/goal-category).
 GoalCategory = Literal["dietary", "safety", "behavioral", "nursing", "physiotherapy"]
-#: SDOH domains: the SDOH Clinical Care IG (STU 2.3) value set SDOHCC-ValueSetSDOHCategory, whose
-#: binding on Goal.category and ServiceRequest.category is required; a typo fails at load time.
-SdohCategory = Literal[
-    "sdoh-category-unspecified",
-    "food-insecurity",
-    "housing-instability",
-    "homelessness",
-    "inadequate-housing",
-    "transportation-insecurity",
-    "financial-insecurity",
-    "material-hardship",
-    "educational-attainment",
-    "employment-status",
-    "veteran-status",
-    "stress",
-    "social-connection",
-    "intimate-partner-violence",
-    "elder-abuse",
-    "personal-health-literacy",
-    "health-insurance-coverage-status",
-    "medical-cost-burden",
-    "digital-literacy",
-    "digital-access",
-    "utility-insecurity",
-    "incarceration-status",
-    "language-access",
-]
 #: What a variant adapts the plan to: one of the four dimensions, or a stated preference.
 VariantScope = Literal["medical", "cognitive_behavioral", "social", "functional", "preference"]
 
@@ -93,29 +67,38 @@ class CatalogFile(Strict):
 
 
 class GoalTarget(Strict):
-    """A measurable target: a coded measure and a quantity (with comparator) or a text."""
+    """A measurable target: a coded measure and a quantity (with comparator), a coded answer
+    (``Goal.target.detailCodeableConcept``, as the SDOH Clinical Care IG's example goal targets
+    LOINC 88124-3 with the answer LA19983-8 "No risk") or, where neither fits, a text."""
 
     measure: Code
     comparator: Literal["<", "<=", ">=", ">"] | None = None
     value: float | None = None
     unit: str | None = None
+    answer: Code | None = None
     text: str | None = None
     due_in_days: int = Field(gt=0)
 
     @model_validator(mode="after")
-    def _quantity_or_text(self) -> GoalTarget:
-        if (self.value is None) == (self.text is None):
-            raise ValueError("a target has either 'value' (with 'unit') or 'text'")
+    def _quantity_answer_or_text(self) -> GoalTarget:
+        if sum(x is not None for x in (self.value, self.answer, self.text)) != 1:
+            raise ValueError("a target has one of 'value' (with 'unit'), 'answer' or 'text'")
         if self.value is not None and self.unit is None:
             raise ValueError("a target 'value' needs a UCUM 'unit'")
+        if self.comparator is not None and self.value is None:
+            raise ValueError("a 'comparator' compares a 'value'")
         return self
 
 
 class GoalTemplate(Strict):
-    """A goal; ``sdoh_category`` (an SDOH Clinical Care IG domain code) marks a social-need goal."""
+    """A goal; ``sdoh_category`` (an SDOH Clinical Care IG domain code) marks a social-need goal,
+    and is the domain it takes unless the evidence names a narrower one (:mod:`fhir_tailor.sdoh`).
+    ``code`` codes the description (``Goal.description.coding``, e.g. SNOMED CT 1078229009
+    |Food security| in the IG's example goal)."""
 
     id: str = Field(pattern=_KEBAB)
     description: str
+    code: Code | None = None
     category: GoalCategory | None = None
     sdoh_category: SdohCategory | None = None
     target: GoalTarget
@@ -127,16 +110,31 @@ class GoalTemplate(Strict):
 
 class ActivityTemplate(Strict):
     """An activity. ``code`` is its standard code (e.g. SNOMED CT procedure), when one exists;
-    a ``ServiceRequest`` with an ``sdoh_category`` is a social-care referral."""
+    a ``ServiceRequest`` with an ``sdoh_category`` is a social-care referral.
+
+    ``contact_prohibited`` marks a referral whose performer must not contact the patient
+    (SDOHCC ServiceRequest ``orderDetail`` contacting-subject-prohibited, "e.g., in domestic
+    violence cases where contact may place subject at risk"): contact is arranged through the
+    care team. A plan with one such referral marks every referral it holds so (see
+    :func:`fhir_tailor.plan.plan_for`)."""
 
     id: str = Field(pattern=_KEBAB)
     kind: ActivityKind
     description: str
     code: Code | None = None
     sdoh_category: SdohCategory | None = None
+    contact_prohibited: bool = False
     tags: tuple[str, ...] = ()
     #: The guideline (year, section) the step comes from.
     source: str | None = None
+
+    @model_validator(mode="after")
+    def _referral_contact(self) -> ActivityTemplate:
+        if self.contact_prohibited and (self.kind != "ServiceRequest" or not self.sdoh_category):
+            raise ValueError(
+                "'contact_prohibited' is for referrals (a ServiceRequest with an sdoh_category)"
+            )
+        return self
 
 
 class Module(Strict):

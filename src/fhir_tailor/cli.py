@@ -41,6 +41,7 @@ from .population_report import render_html, report_data, require_plotting
 from .publish import Definition, Publisher, catalog_definitions, write_files
 from .record import PatientRecord, ReadIssue
 from .report import RunReport
+from .requester import RequesterError, parse_requester
 from .retry import RetryPolicy
 from .sinks import Sink
 from .sinks.files import FolderSink, StdoutSink, summarize
@@ -480,6 +481,22 @@ report_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the JSON run report here.",
 )
+
+
+def _requester(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return parse_requester(value) if value else None
+    except RequesterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+requester_option = click.option(
+    "--requester",
+    envvar="FHIR_TAILOR_REQUESTER",
+    callback=_requester,
+    help="Who requests the referrals: Organization/<id> or PractitionerRole/<id> (relative "
+    "reference). Default: none, and referrals are written without a requester.",
+)
 recorded_option = click.option(
     "--recorded",
     type=click.DateTime(formats=SINCE_FORMATS[1:]),
@@ -516,6 +533,7 @@ recorded_option = click.option(
     help="Run state file: resume a killed run; remember the watermark for --since auto.",
 )
 @recorded_option
+@requester_option
 @click.pass_obj
 def sync(
     settings: Settings,
@@ -526,6 +544,7 @@ def sync(
     report_path: Path | None,
     state_path: Path | None,
     recorded: datetime | None,
+    requester: str | None,
     **params: Any,
 ) -> None:
     """Build and write personalized CarePlans for the selected patients.
@@ -556,6 +575,7 @@ def sync(
                 progress=progress,
                 state=state,
                 concurrency=params["concurrency"],
+                requester=requester,
             )
         except FhirTailorError as exc:  # the source failed (one patient's failure never gets here)
             report.finish()
@@ -810,6 +830,7 @@ def population_report(
     show_default=True,
     help="SMART scope syntax: v1 (patient/*.read) or v2 (patient/*.rs).",
 )
+@requester_option
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -821,6 +842,7 @@ def serve(
     allow_iss: tuple[str, ...],
     public_url: str | None,
     scope_syntax: Any,
+    requester: str | None,
 ) -> None:
     """Serve the SMART on FHIR app: review a patient's plan, drop activities, approve it."""
     try:
@@ -840,6 +862,7 @@ def serve(
         scope_syntax=scope_syntax,
         allowed_issuers=frozenset(allow_iss),
         as_of=settings.as_of if pinned else None,
+        requester=requester,
     )
     if not config.issuers:
         notice("warning: no --fhir-server or --allow-iss: any FHIR server may launch this app")
@@ -887,6 +910,7 @@ def serve(
 )
 @report_option
 @recorded_option
+@requester_option
 @click.pass_obj
 def spark_sync_command(
     settings: Settings,
@@ -899,6 +923,7 @@ def spark_sync_command(
     writers: int | None,
     report_path: Path | None,
     recorded: datetime | None,
+    requester: str | None,
     **params: Any,
 ) -> None:
     """Run sync over Bulk NDJSON on Apache Spark, partitioned by patient: the same plans as
@@ -921,6 +946,7 @@ def spark_sync_command(
                 recorded=recorded or datetime.now(UTC).replace(microsecond=0),
                 out_format="ndjson" if out_format == "ndjson" else "bundles",
                 partitions=partitions,
+                requester=requester,
             )
     except FhirTailorError as exc:
         _fail(str(exc))

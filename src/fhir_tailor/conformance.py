@@ -23,6 +23,7 @@ values written out in the test, not read from this module.
 from __future__ import annotations
 
 from .plan import PlannedActivity, PlannedGoal
+from .sdoh import SDOH_CATEGORY_SYSTEM
 
 US_CORE_VERSION = "7.0.0"
 SDOHCC_VERSION = "2.3.0"
@@ -37,9 +38,15 @@ SDOHCC_SERVICEREQUEST = f"{_SDOHCC}/SDOHCC-ServiceRequest|{SDOHCC_VERSION}"
 CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
 GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
 #: The code system of SDOHCC-ValueSetSDOHCategory (Goal.category and ServiceRequest.category).
-SDOH_CATEGORY = (
-    "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
-)
+SDOH_CATEGORY = SDOH_CATEGORY_SYSTEM
+#: SDOHCC ServiceRequest ``orderDetail[SubjectContactDetail]`` (STU 2.3.0): the subject is not
+#: to be contacted about the request, "e.g., in domestic violence cases where contact may place
+#: subject at risk"; alternate arrangements are made for contact.
+CONTACTING_SUBJECT_PROHIBITED = {
+    "system": SDOH_CATEGORY_SYSTEM,
+    "code": "contacting-subject-prohibited",
+    "display": "Contacting Subject Prohibited",
+}
 #: From US Core ServiceRequest Category Codes: what every social-care referral is.
 SOCIAL_SERVICE_PROCEDURE = {
     "system": "http://snomed.info/sct",

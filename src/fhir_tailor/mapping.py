@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .sdoh import SdohCategory
 from .terminology.valuesets import Concept, ValueSet, ValueSetLibrary, normalize_code
 
 Dimension = Literal["medical", "cognitive_behavioral", "social", "functional"]
@@ -106,6 +107,9 @@ class Answer(Strict):
     display: str | None = None
     status: Status
     severity: Severity | None = None
+    #: The SDOH domain this answer speaks to, where it is narrower than its rule's
+    #: (``I do not have a steady place to live``: homelessness); see :mod:`fhir_tailor.sdoh`.
+    sdoh_category: SdohCategory | None = None
 
 
 ResourceKind = Literal["Condition", "Observation", "Encounter", "MedicationRequest"]
@@ -180,6 +184,9 @@ class Rule(Strict):
     severity: Severity | None = None
     value: ValueBands | None = None
     answers: list[Answer] | None = None
+    #: The SDOH Clinical Care IG domain of what the rule matches (:mod:`fhir_tailor.sdoh`);
+    #: social goals and referrals take the domain of the evidence that put them in a plan.
+    sdoh_category: SdohCategory | None = None
     #: Whom the rule reads (ages, sex); ``None``: everyone.
     applies_to: AppliesTo | None = None
     #: Where the rule's meaning comes from (guideline or instrument, year, section): its codes'

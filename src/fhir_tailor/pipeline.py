@@ -64,12 +64,14 @@ def run(
     progress: Callable[[], None] = lambda: None,
     state: RunState | None = None,
     concurrency: int = 1,
+    requester: str | None = None,
 ) -> RunReport:
     """Run every patient of ``source`` through the pipeline into ``sink``.
 
     With a ``state``, patients an earlier attempt of the same run finished are not redone,
     each finished patient is journaled, and a run without failures is marked complete.
     ``concurrency`` patients are profiled and written at a time (results in source order).
+    ``requester`` (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals.
     """
     submit = concurrent_writer(sink) if concurrency > 1 else None
 
@@ -78,7 +80,9 @@ def run(
         patient = f"Patient/{record.patient_id}"
         if state is not None and record.patient_id in state.done:
             return done(PatientOutcome(patient, "done-earlier"))
-        prepared = _guarded(patient, lambda: _prepare(record, definitions, as_of, recorded, report))
+        prepared = _guarded(
+            patient, lambda: _prepare(record, definitions, as_of, recorded, report, requester)
+        )
         if isinstance(prepared, _Pending) and submit is not None:
             return cast("Future[PatientOutcome | _Pending | Withdrawal]", submit(*prepared))
         return done(prepared)
@@ -137,12 +141,14 @@ def _prepare(
     as_of: date,
     recorded: datetime,
     report: RunReport,
+    requester: str | None = None,
 ) -> PatientOutcome | _Pending | Withdrawal:
     profile, plan = profile_and_plan(record, definitions, as_of, report)
     if profile.facts.deceased:
         return Withdrawal(profile.patient, recorded)
     if plan is None:
         return PatientOutcome(f"Patient/{record.patient_id}", "no-plan")
+    plan = plan.requested_by(requester)
     return _Pending(plan, to_fhir(plan, recorded))
 
 

@@ -9,11 +9,18 @@ variations, and is *supported by* the Observations of every current finding. A v
 withholds (a statin in pregnancy, a text reminder a violent partner may read) leaves its
 activities in the plan marked withheld and moves its goals to ``withheld_goals``, each with the
 variation, so a reader sees what is not to be done and why.
+
+Social needs follow the SDOH Clinical Care IG workflow (screening, assessment or Condition, Goal,
+referral): a social-need goal addresses what decided each finding behind it, the Condition, or
+the screening Observations where a need was found by screening alone; goals and referrals take
+the SDOH domain their evidence names (homelessness, elder abuse), else their template's; and a
+referral the patient must not be contacted about makes every referral of the plan so.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict
@@ -26,11 +33,12 @@ from .catalog import (
     GoalCategory,
     GoalTarget,
     Module,
-    SdohCategory,
     Variant,
 )
 from .profile import Profile
+from .requester import parse_requester
 from .rules import Evidence
+from .sdoh import SdohCategory
 from .segments import SegmentMatch
 
 
@@ -74,6 +82,8 @@ class PlannedGoal(Model):
     key: str
     module: str
     description: str
+    #: The description's standard code (``Goal.description.coding``), when the catalog has one.
+    code: Code | None = None
     category: GoalCategory | None = None
     sdoh_category: SdohCategory | None = None
     target: GoalTarget
@@ -98,6 +108,9 @@ class PlannedActivity(Model):
     tags: tuple[str, ...]
     reasons: tuple[EvidenceRef, ...]
     variations: tuple[Variation, ...] = ()
+    #: The performer must not contact the patient about this referral (SDOHCC ServiceRequest
+    #: orderDetail contacting-subject-prohibited); contact is arranged through the care team.
+    contact_prohibited: bool = False
     #: The variants (among ``variations``) that withheld the activity: it stays in the plan,
     #: marked not to be done (``CarePlan.activity.detail.doNotPerform``), with their reasons.
     withheld_by: tuple[str, ...] = ()
@@ -126,6 +139,9 @@ class Plan(Model):
     activities: tuple[PlannedActivity, ...]
     addresses: tuple[str, ...]
     supporting_info: tuple[str, ...]
+    #: Who requests the plan's referrals (``Organization/<id>`` or ``PractitionerRole/<id>``),
+    #: a setting of the deployment rather than of the profile: see :meth:`requested_by`.
+    requester: str | None = None
     #: Goals a variant withheld (unsafe or wrong for the patient), kept to say so and why.
     withheld_goals: tuple[PlannedGoal, ...] = ()
 
@@ -147,6 +163,16 @@ class Plan(Model):
             raise ValueError(f"withheld activities cannot be dropped: {', '.join(withheld)}")
         kept = tuple(a for a in self.activities if a.key not in keys)
         return self.model_copy(update={"activities": kept})
+
+    def requested_by(self, requester: str | None) -> Plan:
+        """The plan with its referrals requested by ``requester`` (checked: an Organization or
+        PractitionerRole reference), or by no one named when ``None``.
+
+        It is part of the plan, and so of its fingerprint, so that a draft written without a
+        requester is rewritten once one is given.
+        """
+        checked = parse_requester(requester) if requester is not None else None
+        return self.model_copy(update={"requester": checked})
 
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
@@ -174,7 +200,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
                 evidence=evidence,
             )
         )
-        goals.extend(_goals(module, evidence, profile.as_of))
+        goals.extend(_goals(module, evidence, profile))
         activities.extend(_activity(module.id, a, catalog, evidence) for a in module.activities)
     if not modules:
         return None
@@ -191,6 +217,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
                 withheld_goals.extend(withheld)
             else:
                 activities = _apply(variant, verdict.evidence, activities, catalog)
+    activities = _social_referrals(activities, profile)
     sources = {s for module in modules for e in module.evidence for s in e.sources}
     for activity in activities:
         for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
@@ -215,24 +242,67 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
     )
 
 
-def _goals(module: Module, evidence: tuple[EvidenceRef, ...], as_of: date) -> list[PlannedGoal]:
-    conditions = tuple(
-        sorted({s for e in evidence for s in e.sources if s.startswith("Condition/")})
-    )
-    return [
-        PlannedGoal(
-            key=f"{module.id}.{goal.id}",
-            module=module.id,
-            description=goal.description,
-            category=goal.category,
-            sdoh_category=goal.sdoh_category,
-            tags=goal.tags,
-            target=goal.target,
-            due_date=as_of + timedelta(days=goal.target.due_in_days),
-            addresses=conditions,
+def _goals(
+    module: Module, evidence: tuple[EvidenceRef, ...], profile: Profile
+) -> list[PlannedGoal]:
+    """The module's goals. A goal addresses the Conditions behind the module; a social-need goal
+    (one with an SDOH category) also the screening Observations that decided a finding with no
+    Condition (the profile's finding sources are its Conditions when it has any), as the SDOH
+    Clinical Care IG's SDOHCC Goal addresses SDOHCC Conditions or screening Observations."""
+    domain = _domain(evidence, profile)
+    goals = []
+    for goal in module.goals:
+        kinds = ("Condition/", "Observation/") if goal.sdoh_category else ("Condition/",)
+        goals.append(
+            PlannedGoal(
+                key=f"{module.id}.{goal.id}",
+                module=module.id,
+                description=goal.description,
+                code=goal.code,
+                category=goal.category,
+                sdoh_category=(domain or goal.sdoh_category) if goal.sdoh_category else None,
+                tags=goal.tags,
+                target=goal.target,
+                due_date=profile.as_of + timedelta(days=goal.target.due_in_days),
+                addresses=tuple(
+                    sorted({s for e in evidence for s in e.sources if s.startswith(kinds)})
+                ),
+            )
         )
-        for goal in module.goals
-    ]
+    return goals
+
+
+def _domain(evidence: Iterable[EvidenceRef], profile: Profile) -> SdohCategory | None:
+    """The SDOH domain the findings among ``evidence`` name, if they name exactly one."""
+    named = {
+        finding.sdoh_category
+        for e in evidence
+        if e.kind == "finding"
+        and (finding := profile.finding(e.id)) is not None
+        and finding.sdoh_category is not None
+    }
+    return named.pop() if len(named) == 1 else None
+
+
+def _social_referrals(activities: list[PlannedActivity], profile: Profile) -> list[PlannedActivity]:
+    """Referrals in the SDOH domain of the findings that put them in the plan, and all of them
+    marked not to contact the patient when one is: a call about a food referral reaches the same
+    phone as one about a safety referral (SDOHCC ServiceRequest, orderDetail
+    contacting-subject-prohibited). The mark adds no reason to the other referrals, so a
+    community organization receiving one does not learn why."""
+    guarded = any(a.contact_prohibited for a in activities if a.is_referral)
+    social = []
+    for activity in activities:
+        if activity.is_referral:
+            domain = _domain(activity.reasons, profile)
+            activity = activity.model_copy(
+                update={
+                    "sdoh_category": domain or activity.sdoh_category,
+                    "contact_prohibited": guarded,
+                }
+            )
+        social.append(activity)
+    return social
 
 
 def _activity(
@@ -254,6 +324,7 @@ def _activity(
         tags=tuple(template.tags),
         reasons=reasons,
         variations=variations,
+        contact_prohibited=template.contact_prohibited,
     )
 
 

@@ -55,6 +55,7 @@ from .mapping import (
 from .questionnaire import answered_items
 from .record import PatientRecord
 from .rules import NEED_RANK, NeedLevel, RuleExpr
+from .sdoh import SdohCategory, category_code, decisive_category
 from .shape import ADMINISTRATIVE_GENDER, shape_problems
 from .terminology.units import express
 
@@ -136,6 +137,10 @@ class Finding(Model):
     code: Coding
     rule: str
     sources: tuple[str, ...]
+    #: The SDOH Clinical Care IG domain of a present social finding, from the evidence that
+    #: decided it (:mod:`fhir_tailor.sdoh`): homelessness and housing instability are one feature
+    #: but two domains.
+    sdoh_category: SdohCategory | None = None
 
     @property
     def current_present(self) -> bool:
@@ -211,6 +216,17 @@ class _Evidence:
     unit: str | None = None
     answer: str | None = None
     label: str | None = None
+    #: The SDOH domain the answer read names, when narrower than its rule's.
+    sdoh_category: SdohCategory | None = None
+
+    @property
+    def category(self) -> SdohCategory | None:
+        """The SDOH domain of this evidence: a matched SDOH category code is its own domain,
+        else the answer's, else the rule's."""
+        code = self.match.code
+        return (
+            category_code(code.system, code.code) if self.match.rule.match == "category" else None
+        ) or (self.sdoh_category or self.match.rule.sdoh_category)
 
 
 def build_profile(
@@ -566,6 +582,7 @@ def _read_observation(
                 (ref,),
                 False,
                 answer=answer.display or text,
+                sdoh_category=answer.sdoh_category,
             )
         if "valueCodeableConcept" not in element:
             return unknown("valueCodeableConcept: missing")
@@ -641,6 +658,9 @@ def _merge(items: list[_Evidence], feature: Feature, as_of: date) -> Finding:
         code=Coding(system=code.system, code=code.code, display=code.display),
         rule=top.match.rule.id,
         sources=tuple(sorted({s for e in decisive for s in e.sources})),
+        sdoh_category=decisive_category((e.category, SEVERITY_RANK[e.severity]) for e in decisive)
+        if top.status == "present"
+        else None,
     )
 
 

@@ -34,6 +34,7 @@ from . import __version__
 from .catalog import Code
 from .conformance import (
     CAREPLAN_CATEGORY,
+    CONTACTING_SUBJECT_PROHIBITED,
     GOAL_CATEGORY,
     PERTAINS_TO_GOAL,
     SDOH_CATEGORY,
@@ -44,6 +45,7 @@ from .conformance import (
 )
 from .fhirdata import Resource
 from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
+from .sdoh import CATEGORY_DISPLAY
 from .validation import ShapeValidator
 
 TAILOR = "https://fhir-tailor.dev/fhir"
@@ -83,6 +85,11 @@ EDITABLE = {
 
 #: What marks a CarePlan activity withheld: edits to them are a person's, as any other.
 WITHHELD_DETAIL = ("doNotPerform", "statusReason")
+
+
+#: Edited fields digested only when the resource has them (see :func:`content_digest`): a
+#: referral's ``orderDetail`` says the patient must not be contacted, an edit to respect.
+EDITABLE_WHEN_PRESENT = {"ServiceRequest": ("orderDetail",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,11 @@ def content_digest(resource: Resource) -> str:
             content.append(resource["note"])
     else:
         content = [resource.get(key) for key in EDITABLE[rtype]]
+        # added later: digested only when present, so the digests of resources written
+        # without them still match
+        content += [
+            resource[key] for key in EDITABLE_WHEN_PRESENT.get(rtype, ()) if key in resource
+        ]
     canonical = json.dumps(numbers_as_floats(content), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
@@ -246,6 +258,12 @@ def _urn(system: str, value: str) -> str:
 
 def _ref(reference: str) -> dict[str, str]:
     return {"reference": reference}
+
+
+def _sdoh_coding(category: str | None) -> Resource:
+    """The SDOHCC category coding, with the code system's display."""
+    assert category is not None, "a referral or social goal has an SDOH category"
+    return {"system": SDOH_CATEGORY, "code": category, "display": CATEGORY_DISPLAY[category]}
 
 
 def _coding(code: Code) -> Resource:
@@ -389,13 +407,23 @@ def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
         if goal.target.comparator:
             quantity["comparator"] = goal.target.comparator
         target["detailQuantity"] = quantity
+    elif goal.target.answer is not None:
+        # a coded answer, as the SDOH Clinical Care IG's SDOHCC Goal example (LA19983-8)
+        answer = goal.target.answer
+        target["detailCodeableConcept"] = {
+            "coding": [_coding(answer)],
+            **({"text": answer.display} if answer.display else {}),
+        }
     else:
         target["detailString"] = goal.target.text
     categories = []
     if goal.category:
         categories.append({"coding": [{"system": GOAL_CATEGORY, "code": goal.category}]})
     if goal.sdoh_category:
-        categories.append({"coding": [{"system": SDOH_CATEGORY, "code": goal.sdoh_category}]})
+        categories.append({"coding": [_sdoh_coding(goal.sdoh_category)]})
+    description: Resource = {"text": goal.description}
+    if goal.code is not None:
+        description = {"coding": [_coding(goal.code)], **description}
     resource: Resource = {
         "resourceType": "Goal",
         "meta": {"profile": goal_profiles(goal), "tag": [GENERATED_TAG]},
@@ -403,7 +431,7 @@ def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
         # a proposal until a clinician accepts it, like the draft CarePlan that holds it
         "lifecycleStatus": "proposed",
         **({"category": categories} if categories else {}),
-        "description": {"text": goal.description},
+        "description": description,
         "subject": _ref(plan.patient),
         "startDate": plan.as_of.isoformat(),
         "target": [target],
@@ -418,10 +446,13 @@ def _service_request_entry(
 ) -> Entry:
     """A social-care referral per SDOHCC ServiceRequest: a draft, like the CarePlan holding it.
 
-    Its intent is ``plan``, as the CarePlan's: fhir-tailor proposes, it authorizes nothing, so
-    there is no requester, and neither performer nor occurrence, which we do not know. The
-    reasons are the activity's evidence: the Conditions and Observations as ``reasonReference``
-    and every module and variation reason, with its sources, as a note.
+    Its intent is ``plan``, as the CarePlan's: fhir-tailor proposes, and a clinician's approval
+    makes it an active order (:mod:`fhir_tailor.approval`). The requester is the plan's (the
+    organization or practitioner role the deployment names), absent when none is named; there is
+    neither performer nor occurrence, which we do not know. The reasons are the activity's
+    evidence: the Conditions and Observations as ``reasonReference`` and every module and
+    variation reason, with its sources, as a note. A referral the patient must not be contacted
+    about carries the IG's ``orderDetail`` contacting-subject-prohibited.
     """
     identifier = f"{careplan_id}/{activity.key}"
     module = next((m for m in plan.modules if m.id == activity.module), None)
@@ -441,11 +472,17 @@ def _service_request_entry(
         "intent": "plan",
         "category": [
             {"coding": [SOCIAL_SERVICE_PROCEDURE]},
-            {"coding": [{"system": SDOH_CATEGORY, "code": activity.sdoh_category}]},
+            {"coding": [_sdoh_coding(activity.sdoh_category)]},
         ],
         "code": {"coding": _activity_codings(activity), "text": activity.description},
+        **(
+            {"orderDetail": [{"coding": [CONTACTING_SUBJECT_PROHIBITED]}]}
+            if activity.contact_prohibited
+            else {}
+        ),
         "subject": _ref(plan.patient),
         "authoredOn": plan.as_of.isoformat(),
+        **({"requester": _ref(plan.requester)} if plan.requester else {}),
     }
     references = _reason_references(activity)
     if references:

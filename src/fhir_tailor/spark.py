@@ -137,6 +137,7 @@ class Job:
     recorded: datetime
     out: Path | ServerAccess
     out_format: FileFormat
+    requester: str | None = None
 
 
 def spark_sync(
@@ -149,6 +150,7 @@ def spark_sync(
     recorded: datetime,
     out_format: FileFormat = "ndjson",
     partitions: int | None = None,
+    requester: str | None = None,
 ) -> RunReport:
     """Run every patient of a Bulk NDJSON folder through the pipeline on Spark.
 
@@ -156,7 +158,8 @@ def spark_sync(
     type and partition (``CarePlan.part-00003.ndjson``; part files of an earlier run are removed
     first). A :class:`ServerAccess` gets the plans written back as ``sync --server`` writes
     them, in ``out.writers`` partitions (so ``partitions`` must not be given). The report has
-    the shape of ``sync --report``, patients in id order.
+    the shape of ``sync --report``, patients in id order. ``requester`` requests the referrals,
+    as in :func:`fhir_tailor.pipeline.run`.
     """
     report = RunReport()
     target: Path | ServerAccess
@@ -179,7 +182,7 @@ def spark_sync(
             target.writers,
             target.concurrency,
         )
-    job = sc.broadcast(Job(definitions, as_of, recorded, target, out_format))
+    job = sc.broadcast(Job(definitions, as_of, recorded, target, out_format, requester))
     keyed = sc.union(
         [
             sc.textFile(url, 1, use_unicode=False).zipWithIndex().flatMap(partial(_keyed, i, name))
@@ -361,6 +364,7 @@ def _run(
         recorded=settings.recorded,
         report=report,
         concurrency=concurrency,
+        requester=settings.requester,
     )
 
 

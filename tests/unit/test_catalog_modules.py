@@ -197,7 +197,7 @@ def activity(plan: Plan, key: str) -> PlannedActivity:
 
 @dataclass(frozen=True)
 class Target:
-    """An expected goal target: the measure, and a quantity or (part of) a text."""
+    """An expected goal target: the measure, and a quantity, a coded answer or (part of) a text."""
 
     system: str
     code: str
@@ -205,6 +205,7 @@ class Target:
     value: float | None = None
     unit: str | None = None
     text: str | None = None
+    answer: str | None = None
     category: str | None = None
     sdoh: str | None = None
 
@@ -520,7 +521,7 @@ MODULES = [
         p("housing_instability"),
         {
             "food-secure": Target(
-                LOINC, "88124-3", text="LA19983-8", category="dietary", sdoh="food-insecurity"
+                LOINC, "88124-3", answer="LA19983-8", category="dietary", sdoh="food-insecurity"
             )
         },
         {
@@ -534,7 +535,7 @@ MODULES = [
         ("social",),
         (p("housing_instability"), p(("housing_instability", "high"))),
         p("inadequate_housing"),
-        {"stably-housed": Target(LOINC, "71802-3", text="LA30189-7", sdoh="housing-instability")},
+        {"stably-housed": Target(LOINC, "71802-3", answer="LA30189-7", sdoh="housing-instability")},
         {"housing-assessment": ("225340009", "housing-instability")},
     ),
     ModuleCase(
@@ -551,10 +552,13 @@ MODULES = [
                 11,
                 "{score}",
                 category="safety",
-                sdoh="intimate-partner-violence",
+                sdoh="sdoh-category-unspecified",
             )
         },
-        {"safety-social-work-referral": ("308440001", "intimate-partner-violence")},
+        {
+            "safety-social-work-referral": ("308440001", "sdoh-category-unspecified"),
+            "safe-contact-plan": (None, None),
+        },
     ),
     ModuleCase(
         "transportation-access",
@@ -564,10 +568,10 @@ MODULES = [
         p("food_insecurity"),
         {
             "transport-not-a-barrier": Target(
-                LOINC, "93030-5", text="LA32-8", sdoh="transportation-insecurity"
+                LOINC, "93030-5", answer="LA32-8", sdoh="transportation-insecurity"
             )
         },
-        {"transportation-assistance-referral": (None, "transportation-insecurity")},
+        {"transportation-assistance-referral": ("410365006", "transportation-insecurity")},
     ),
     ModuleCase(
         "fall-prevention",
@@ -765,6 +769,7 @@ def test_module_is_chosen_with_its_goals(definitions: Definitions, case: ModuleC
                 assert target.text is None
             else:
                 assert target.text is not None and expected.text in target.text
+            assert (target.answer.code if target.answer else None) == expected.answer
             assert planned.category == expected.category
             assert planned.sdoh_category == expected.sdoh
             assert planned.due_date > AS_OF
@@ -807,7 +812,7 @@ def test_social_referrals_are_service_requests_with_a_domain(definitions: Defini
     assert referrals == {
         "food-security.community-meals-referral": "food-insecurity",
         "housing-stability.housing-assessment": "housing-instability",
-        "interpersonal-safety.safety-social-work-referral": "intimate-partner-violence",
+        "interpersonal-safety.safety-social-work-referral": "sdoh-category-unspecified",
         "social-needs-navigation.navigator-referral": "sdoh-category-unspecified",
         "food-resources-referral": "food-insecurity",
         "housing-resources-referral": "housing-instability",

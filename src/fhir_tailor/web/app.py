@@ -64,7 +64,9 @@ class AppConfig:
     authorization server is ``{public_url}/callback``. ``fhir_server`` is the server a
     standalone launch uses. Launches name their ``iss``: only ``allowed_issuers`` (plus
     ``fhir_server``) are accepted, or any if both are unset. ``as_of`` pins the profile date
-    (tests, demos); by default it is the day of the request.
+    (tests, demos); by default it is the day of the request. ``requester``
+    (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals of the plans
+    shown, and so of the plans approved here.
     """
 
     client_id: str
@@ -76,6 +78,7 @@ class AppConfig:
     allowed_issuers: frozenset[str] = frozenset()
     as_of: date | None = None
     session_ttl: float = DEFAULT_TTL
+    requester: str | None = None
 
     @property
     def issuers(self) -> frozenset[str]:
@@ -224,6 +227,8 @@ def load_view(config: AppConfig, grant: Grant, csrf: str) -> PageView:
     with fhir_client(grant.iss, grant.access_token) as client:
         record, issues = read_record(client, patient_id)
     profile, segments, plan = assess(record, config.definitions, config.as_of or date.today())
+    if plan is not None:
+        plan = plan.requested_by(config.requester)
     labels = {name: d.label for name, d in config.definitions.rules.dimensions.items()}
     return PageView(record.patient, profile, labels, segments, plan, grant.iss, csrf, len(issues))
 

@@ -232,12 +232,20 @@ def _plan(plan: Plan, base: str, csrf: str) -> str:
         _activity(i, a, base) for i, a in enumerate(plan.activities) if not a.withheld
     )
     withheld = _withheld(plan, base)
+    referrals = (
+        f"<p>Approved referrals become active orders requested by {_e(plan.requester)}.</p>"
+        if plan.requester
+        else "<p>Approved referrals become active orders without a requester (this app is "
+        "run without --requester).</p>"
+    )
+    if not any(a.is_referral for a in plan.activities):
+        referrals = ""
     return (
         '<section aria-labelledby="plan"><h2 id="plan">Proposed plan</h2>'
         f"<h3>Modules</h3><ul>{modules}</ul><h3>Goals</h3><ul>{goals}</ul>"
         '<form method="post" action="/approve">'
         f'<input type="hidden" name="csrf" value="{_e(csrf)}">'
-        f'<input type="hidden" name="plan" value="{_e(plan.fingerprint())}">'
+        f'<input type="hidden" name="plan" value="{_e(plan.fingerprint())}">{referrals}'
         "<fieldset><legend><h3>Activities</h3>Check an activity to leave it out of the "
         f'approved plan.</legend><ul class="activities">{activities}</ul></fieldset>'
         f"{withheld}"
@@ -270,11 +278,12 @@ def _withheld(plan: Plan, base: str) -> str:
 
 def _goal(goal: PlannedGoal, base: str) -> str:
     target = goal.target
-    wanted = (
-        f"{target.comparator or ''}{target.value:g} {target.unit or ''}".strip()
-        if target.value is not None
-        else target.text or ""
-    )
+    if target.value is not None:
+        wanted = f"{target.comparator or ''}{target.value:g} {target.unit or ''}".strip()
+    elif target.answer is not None:
+        wanted = f"{target.answer.display or target.answer.code} ({target.answer.code})"
+    else:
+        wanted = target.text or ""
     return (
         f"<li>{_e(goal.description)} <small>(target {_e(wanted)} by "
         f"{goal.due_date.isoformat()})</small>{_variations(goal.variations, base)}</li>"
@@ -285,10 +294,16 @@ def _activity(index: int, activity: PlannedActivity, base: str) -> str:
     box = f"drop-{index}"
     origin = f"module {activity.module}" if activity.module else "added by a variation"
     reasons = _evidence(activity.reasons, base) if activity.module else ""
+    guard = (
+        ' <strong class="contact-prohibited">Referral marked: do not contact the patient; '
+        "the care team arranges contact.</strong>"
+        if activity.contact_prohibited
+        else ""
+    )
     return (
         f'<li class="activity"><input type="checkbox" id="{box}" name="drop" '
         f'value="{_e(activity.key)}"> <label for="{box}">Drop: {_e(activity.description)}'
-        f"</label> <small>({_e(activity.kind)}, {_e(origin)})</small>"
+        f"</label> <small>({_e(activity.kind)}, {_e(origin)})</small>{guard}"
         f"{reasons}{_variations(activity.variations, base)}</li>"
     )
 
