@@ -41,6 +41,7 @@ from fhir_tailor.plan import Plan
 from fhir_tailor.profile import Finding
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.resources import content_digest, to_fhir
+from fhir_tailor.web.cds_hooks import CarePlanCards
 from fhir_tailor.web.page import PageView, plan_page
 
 RECORDED = datetime(2026, 11, 15, 9, 0, tzinfo=UTC)
@@ -621,6 +622,19 @@ def test_the_smart_page_lists_what_was_withheld_without_a_checkbox(
     assert "Goal not set: LDL cholesterol below 100 mg/dL" in page
     assert 'value="lipid-management.lipid-panel"' not in page  # no drop checkbox
     assert 'value="diabetes-outpatient.hba1c-test"' in page
+
+
+def test_the_cds_card_names_what_was_withheld_and_why(definitions: Definitions) -> None:
+    rec = pregnant_with_cardiometabolic_disease()
+    profile, _, plan = assess(rec, definitions, AS_OF)
+    assert plan is not None
+    detail = CarePlanCards(definitions, "https://app.example/launch").detail(profile, plan)
+    line = next(x for x in detail.splitlines() if x.startswith("**Withheld**"))
+    assert "No statin start or intensification in pregnancy" in line
+    assert "LDL cholesterol below 100 mg/dL" in line and "lipid panel" in line
+    without = plan_of(definitions, PatientRecord(rec.patient, rec.resources[1:]))
+    other = CarePlanCards(definitions, "https://app.example/launch").detail(profile, without)
+    assert "**Withheld**" not in other
 
 
 # -- withholding for interpersonal safety ------------------------------------------------------

@@ -340,6 +340,26 @@ class CarePlanCards:
             f"{_count(len(plan.goals), 'goal', 'goals')}, "
             f"{_count(len(plan.activities), 'activity', 'activities')}."
         )
+        withheld = [g.description for g in plan.withheld_goals]
+        withheld += [a.description for a in plan.activities if a.withheld]
+        if withheld:  # what the plan says not to do, and so must not be missed
+            reasons = {
+                v.label for a in plan.activities for v in a.variations if v.variant in a.withheld_by
+            }
+            reasons |= {
+                v.label
+                for g in plan.withheld_goals
+                for v in g.variations
+                if v.variant in g.withheld_by
+            }
+            lines.extend(
+                [
+                    "",
+                    f"**Withheld** ({'; '.join(_md(r) for r in sorted(reasons))}): "
+                    + "; ".join(_md(w) for w in withheld)
+                    + ".",
+                ]
+            )
         if profile.data_gaps:
             gaps = ", ".join(_md(gap.label) for gap in profile.data_gaps)
             lines.extend(["", f"**Data gaps:** {gaps}."])
