@@ -269,6 +269,15 @@ def test_instruments_are_read_from_their_age(
     assert "not assessed" in younger.label
 
 
+@pytest.mark.parametrize(("age", "status"), [(13, "present"), (12, "unknown")])
+def test_adult_bp_cut_points_are_read_from_13(
+    definitions: Definitions, age: int, status: str
+) -> None:
+    systolic = observation("bp", "8480-6", **quantity(150, "mm[Hg]"))
+    found = finding(definitions, "bp_above_target", systolic, birthDate=born(age))
+    assert found is not None and found.status == status
+
+
 @pytest.mark.parametrize(
     ("code", "answer_code", "feature", "from_age"),
     [
