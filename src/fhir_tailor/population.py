@@ -99,7 +99,7 @@ class PopulationSummary:
         self.with_plan += 1
         self.modules.update(module.id for module in plan.modules)
         applied = {v.variant for a in plan.activities for v in a.variations}
-        applied |= {v.variant for g in plan.goals for v in g.variations}
+        applied |= {v.variant for g in (*plan.goals, *plan.withheld_goals) for v in g.variations}
         self.variants.update(applied)
         shape = plan_shape(plan)
         self.shapes[shape] += 1

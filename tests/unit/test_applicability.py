@@ -41,6 +41,7 @@ from fhir_tailor.plan import Plan
 from fhir_tailor.profile import Finding
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.resources import content_digest, to_fhir
+from fhir_tailor.sinks.files import summarize
 from fhir_tailor.web.cds_hooks import CarePlanCards
 from fhir_tailor.web.page import PageView, plan_page
 
@@ -644,6 +645,13 @@ def test_the_cds_card_names_what_was_withheld_and_why(definitions: Definitions) 
     without = plan_of(definitions, PatientRecord(rec.patient, rec.resources[1:]))
     other = CarePlanCards(definitions, "https://app.example/launch").detail(profile, without)
     assert "**Withheld**" not in other
+
+
+def test_the_text_summary_says_what_is_withheld(pregnancy_plan: Plan) -> None:
+    text = summarize(pregnancy_plan)
+    assert "goal WITHHELD, not set: LDL cholesterol below 100 mg/dL" in text
+    assert "- WITHHELD, do not: Fasting or non-fasting lipid panel" in text
+    assert "withheld by pregnancy-withhold-statin" in text
 
 
 # -- withholding for interpersonal safety ------------------------------------------------------

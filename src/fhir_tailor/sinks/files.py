@@ -95,12 +95,18 @@ def summarize(plan: Plan) -> str:
     lines.append("  modules:  " + ", ".join(f"{m.id} {m.version}" for m in plan.modules))
     for goal in plan.goals:
         lines.append(f"  goal:     {goal.description} (by {goal.due_date.isoformat()})")
+    for goal in plan.withheld_goals:
+        lines.append(
+            f"  goal WITHHELD, not set: {goal.description} ({', '.join(goal.withheld_by)})"
+        )
     for activity in plan.activities:
         referral = f"  [referral: {activity.sdoh_category}]" if activity.is_referral else ""
-        lines.append(f"  - {activity.description}{referral}")
+        withheld = "WITHHELD, do not: " if activity.withheld else ""
+        lines.append(f"  - {withheld}{activity.description}{referral}")
         for variation in activity.variations:
             sources = sorted({s for e in variation.evidence for s in e.sources})
+            how = "withheld" if variation.variant in activity.withheld_by else "adapted"
             lines.append(
-                f"      adapted by {variation.variant}: {variation.reason} [{', '.join(sources)}]"
+                f"      {how} by {variation.variant}: {variation.reason} [{', '.join(sources)}]"
             )
     return "\n".join(lines) + "\n"
