@@ -1043,6 +1043,15 @@ VARIANTS = [
     # pregnancy: withheld goals and steps (the change is text the withheld item keeps), and
     # the pregnancy steps and goals that take their place
     VariantCase(
+        "ipv-safe-refill-reminders",
+        "social",
+        make_profile("transportation_insecurity", ("interpersonal_safety", "high")),
+        make_profile("transportation_insecurity"),
+        "medications-by-mail",
+        "only the safe way agreed",
+        ("interpersonal_safety",),
+    ),
+    VariantCase(
         "pregnancy-withhold-weight-loss",
         "medical",
         make_profile("obesity", PREGNANT, age=30),
@@ -1172,6 +1181,7 @@ REASONS = {
     "sms-reminders": "SMS",
     "phone-outreach": "phone",
     "ipv-withhold-remote-reminders": "may be seen or heard by the person causing harm",
+    "ipv-safe-refill-reminders": "delivery notices",
     "pregnancy-withhold-weight-loss": "weight loss is not a goal in pregnancy",
     "pregnancy-gestational-weight-gain": "healthy weight gain",
     "pregnancy-withhold-statin": "statins are stopped in most pregnant patients",
