@@ -12,13 +12,16 @@ URL and version.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
 from .mapping import Dimension, Strict
 from .rules import RuleExpr
 from .sdoh import SdohCategory
+
+if TYPE_CHECKING:
+    from .urgent import UrgentRule
 
 _KEBAB = r"^[a-z][a-z0-9-]*$"
 
@@ -231,6 +234,8 @@ class Catalog:
     info: CatalogInfo
     modules: tuple[Module, ...]
     variants: tuple[Variant, ...]
+    #: The urgent findings (``profiles/urgent.yaml``): what a plan carries besides its modules.
+    urgent: tuple[UrgentRule, ...] = ()
 
     @property
     def base(self) -> str:

@@ -10,6 +10,7 @@ Layout of a profiles folder::
     catalog.yaml             catalog id, version, canonical base
     modules/*.yaml           standardized care modules
     variants.yaml            personalization variants
+    urgent.yaml              urgent findings: rules, priorities and the request each gives
 
 Every file is validated against its schema, and every rule's references (features, gaps,
 goals) are checked, so a typo fails at load time with the file, the line and the place named,
@@ -33,6 +34,7 @@ from .profile import DimensionsFile, GapsFile, ProfileRules
 from .rules import referenced
 from .segments import SegmentDefinition, SegmentsFile
 from .terminology.valuesets import Expander, ValueSetError, ValueSetLibrary
+from .urgent import UrgentFile
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,6 +80,7 @@ def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitio
     catalog_file = _load(root / "catalog.yaml", CatalogFile)
     modules = [_load(path, Module) for path in module_paths]
     variants = _load(root / "variants.yaml", VariantsFile)
+    urgent = _load(root / "urgent.yaml", UrgentFile)
     library = _valuesets(root / "valuesets", features, expand)
     try:
         index = CodeIndex(features, library)
@@ -97,6 +100,7 @@ def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitio
             for path, m in zip(module_paths, modules, strict=True)
         ),
         *((root / "variants.yaml", f"variant {v.id!r}", v.when) for v in variants.variants),
+        *((root / "urgent.yaml", f"urgent rule {r.id!r}", r.when) for r in urgent.rules),
     ]
     for path, owner, rule in checks:
         for kind, name in referenced(rule):
@@ -126,11 +130,17 @@ def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitio
     _unique(root / "modules", [m.id for m in modules], "module")
     _unique(root / "segments.yaml", [s.id for s in segments.segments], "segment")
     _unique(root / "variants.yaml", [v.id for v in variants.variants], "variant")
+    _unique(root / "urgent.yaml", [r.id for r in urgent.rules], "urgent rule")
 
     return Definitions(
         rules=ProfileRules(index, dimensions.dimensions, tuple(gaps.gaps)),
         segments=tuple(segments.segments),
-        catalog=Catalog(catalog_file.catalog, tuple(modules), tuple(variants.variants)),
+        catalog=Catalog(
+            catalog_file.catalog,
+            tuple(modules),
+            tuple(variants.variants),
+            urgent=tuple(urgent.rules),
+        ),
     )
 
 

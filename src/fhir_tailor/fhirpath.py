@@ -8,12 +8,12 @@ and reads the resources directly.
 
 **Evaluation context.** The expression is evaluated with a collection ``Bundle`` as its input and
 ``%context``: one entry per resource of the patient's record, the ``Patient`` and the
-``Condition``, ``Observation``, ``QuestionnaireResponse``, ``Encounter`` and ``MedicationRequest``
-resources about it (what :class:`~fhir_tailor.record.PatientRecord` holds). One environment
-variable is required: ``%asOf``, a FHIRPath ``Date``, the date the profile is computed for.
-Days are compared as ``'YYYY-MM-DD'`` strings, which sort as the days do: a recency window reads
-``>= (%asOf - N days).toString()``, an age ``(%asOf - N years).toString()``. The result is a
-single Boolean.
+``Condition``, ``Observation``, ``QuestionnaireResponse``, ``Encounter``, ``MedicationRequest``
+and ``ServiceRequest`` resources about it (what :class:`~fhir_tailor.record.PatientRecord`
+holds). One environment variable is required: ``%asOf``, a FHIRPath ``Date``, the date the
+profile is computed for. Days are compared as ``'YYYY-MM-DD'`` strings, which sort as the days
+do: a recency window reads ``>= (%asOf - N days).toString()``, an age
+``(%asOf - N years).toString()``. The result is a single Boolean.
 
 **Translation.**
 
@@ -32,7 +32,9 @@ single Boolean.
     (not cancelled, entered in error, preliminary or registered) matched by ``code``, a
     ``component.code`` or ``category``; answered items of a completed or amended
     QuestionnaireResponse whose ``linkId`` (or ``definition``) names a LOINC code; finished
-    Encounters by ``class`` or ``type``; and the count of distinct active MedicationRequests. A
+    Encounters by ``class`` or ``type``; standing ServiceRequests (active or completed, intent not
+    ``proposal``) by ``code``, on their ``authoredOn`` day; and the count of distinct active
+    MedicationRequests. A
     value rule reads ``value`` through the bands (the band thresholds become comparisons), an
     answer rule the first coded answer found in the rule's answer table, a presence rule is
     negated by ``valueBoolean = false`` or an ``N``/``NEG``/``ND`` interpretation.
@@ -113,6 +115,7 @@ from .mapping import (
 from .profile import (
     ACTIVE_CLINICAL,
     NEGATIVE_INTERPRETATION,
+    STANDING_REQUEST,
     VOID_OBSERVATION,
     VOID_VERIFICATION,
     GapDefinition,
@@ -248,6 +251,12 @@ _OBSERVATION_DAY = (
 _ACTIVE_MEDICATIONS = (
     f"{_RECORD}.ofType(MedicationRequest)"
     ".where(status = 'active' and intent.where($this = 'proposal').empty())"
+)
+#: ServiceRequests a clinician's request stands in (profile.STANDING_REQUEST).
+_STANDING_REQUESTS = (
+    f"{_RECORD}.ofType(ServiceRequest)"
+    f".where({_one_of('status', sorted(STANDING_REQUEST))}"
+    " and intent.where($this = 'proposal').empty())"
 )
 _CODED_MEDICINE = (
     "medication.ofType(CodeableConcept).coding.where(system.exists() and code.exists())"
@@ -510,6 +519,7 @@ class _Observations:
         """The collection, or ``""`` when the feature has no rule read from observations."""
         parts = [self._observations(), self._questionnaires(), self._encounters()]
         parts.append(self._medications())
+        parts.append(self._service_requests())
         kept = [p for p in parts if p]
         return _union(kept) if kept else ""
 
@@ -602,6 +612,28 @@ class _Observations:
             f"{_RECORD}.ofType(Encounter).where(status = 'finished'\n"
             f"  and ({_any_of(_matched(rules, readable, path))}))\n"
             f"  .select({_day_or_undated(when)}{mark})"
+        )
+
+    def _service_requests(self) -> str:
+        """Standing requests (active or completed, intent not proposal) whose code is in a
+        rule's value sets, each by its ``authoredOn`` day."""
+        rules = self._rules("ServiceRequest")
+        if not rules:
+            return ""
+        readable = {r.id: _scoped(r, None) for r in rules}
+        mark = ""
+        if self.present is not None:
+            present = {r.id: _scoped(r, self.present(r, "observation")) for r in rules}
+            criterion: Reading = False
+            if present == readable:
+                criterion = None
+            elif criteria := _matched(rules, present, "code.coding"):
+                criterion = _any_of(criteria)
+            mark = self._mark(criterion)
+        return (
+            f"{_STANDING_REQUESTS}.where(\n"
+            f"{_indent(_any_of(_matched(rules, readable, 'code.coding')))})\n"
+            f"  .select({_day_or_undated('authoredOn')}{mark})"
         )
 
     def _medications(self) -> str:

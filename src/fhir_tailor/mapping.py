@@ -112,7 +112,9 @@ class Answer(Strict):
     sdoh_category: SdohCategory | None = None
 
 
-ResourceKind = Literal["Condition", "Observation", "Encounter", "MedicationRequest"]
+ResourceKind = Literal[
+    "Condition", "Observation", "Encounter", "MedicationRequest", "ServiceRequest"
+]
 MatchOn = Literal["code", "category"]
 Sex = Literal["female", "male"]
 
@@ -200,7 +202,9 @@ class Rule(Strict):
                 raise ValueError(f"{canonical!r} is not a value set canonical (url or url|version)")
         if self.value is not None and self.answers is not None:
             raise ValueError("a rule reads either 'value' or 'answers', not both")
-        if self.resource in ("Condition", "Encounter") and (self.value or self.answers):
+        if self.resource in ("Condition", "Encounter", "ServiceRequest") and (
+            self.value or self.answers
+        ):
             raise ValueError(f"{self.resource} rules take neither 'value' nor 'answers'")
         if self.resource == "MedicationRequest":
             if self.value is None or self.valuesets:

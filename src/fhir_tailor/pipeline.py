@@ -148,6 +148,7 @@ def _prepare(
         return Withdrawal(profile.patient, recorded)
     if plan is None:
         return PatientOutcome(f"Patient/{record.patient_id}", "no-plan")
+    report.urgent_findings(plan.patient, tuple(finding.rule for finding in plan.urgent))
     plan = plan.requested_by(requester)
     return _Pending(plan, to_fhir(plan, recorded))
 

@@ -40,6 +40,7 @@ from .requester import parse_requester
 from .rules import Evidence
 from .sdoh import SdohCategory
 from .segments import SegmentMatch
+from .urgent import UrgentFinding, urgent_findings
 
 
 class Model(BaseModel):
@@ -144,6 +145,9 @@ class Plan(Model):
     requester: str | None = None
     #: Goals a variant withheld (unsafe or wrong for the patient), kept to say so and why.
     withheld_goals: tuple[PlannedGoal, ...] = ()
+    #: Findings that cannot wait for the plan's review (:mod:`fhir_tailor.urgent`), most
+    #: pressing first; each becomes a request of its own. A plan may hold nothing else.
+    urgent: tuple[UrgentFinding, ...] = ()
 
     def fingerprint(self) -> str:
         """A digest of the plan's content; equal plans have equal fingerprints."""
@@ -176,7 +180,8 @@ class Plan(Model):
 
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
-    """The personalized plan for a profile, or ``None`` when no module applies.
+    """The personalized plan for a profile, or ``None`` when no module applies and no urgent
+    finding holds (an urgent finding alone makes a plan: :func:`_urgent_only`).
 
     A patient the record says has died gets no plan, whatever applies
     (:mod:`fhir_tailor.life_state`); callers tell the two apart by ``profile.facts.deceased``.
@@ -202,8 +207,9 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         )
         goals.extend(_goals(module, evidence, profile))
         activities.extend(_activity(module.id, a, catalog, evidence) for a in module.activities)
+    urgent = urgent_findings(profile, catalog.urgent)
     if not modules:
-        return None
+        return _urgent_only(profile, segments, catalog, urgent) if urgent else None
     withheld_goals: list[PlannedGoal] = []
     for variant in catalog.variants:
         verdict = variant.when.evaluate(profile)
@@ -224,6 +230,7 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
             sources.update(ref.sources)
     for goal in (*goals, *withheld_goals):
         sources.update(s for v in goal.variations for e in v.evidence for s in e.sources)
+    sources.update(s for finding in urgent for s in finding.sources)
     observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
     return Plan(
         patient=profile.patient,
@@ -239,6 +246,34 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
             sorted(s for s in sources | observed if s.startswith("Observation/"))
         ),
         withheld_goals=tuple(withheld_goals),
+        urgent=urgent,
+    )
+
+
+def _urgent_only(
+    profile: Profile,
+    segments: list[SegmentMatch],
+    catalog: Catalog,
+    urgent: tuple[UrgentFinding, ...],
+) -> Plan:
+    """No care module applies, yet a finding cannot wait: a plan of the urgent findings alone,
+    so that they reach a clinician as every plan does (written, reported, shown)."""
+    sources = {s for finding in urgent for s in finding.sources}
+    observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
+    return Plan(
+        patient=profile.patient,
+        as_of=profile.as_of,
+        catalog=catalog.info.id,
+        catalog_version=catalog.info.version,
+        segments=tuple(match.id for match in segments),
+        modules=(),
+        goals=(),
+        activities=(),
+        addresses=tuple(sorted(s for s in sources if s.startswith("Condition/"))),
+        supporting_info=tuple(
+            sorted(s for s in sources | observed if s.startswith("Observation/"))
+        ),
+        urgent=urgent,
     )
 
 

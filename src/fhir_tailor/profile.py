@@ -390,6 +390,8 @@ def _read_resource(
                     )
     elif rtype == "Encounter":
         yield from _read_encounter(resource, ref, index)
+    elif rtype == "ServiceRequest":
+        yield from _read_service_request(resource, ref, index)
 
 
 def _read_condition(
@@ -431,6 +433,23 @@ def _read_encounter(encounter: Resource, ref: str, index: CodeIndex) -> Iterator
         for system, code, _ in codings(concept):
             for match in index.lookup(system, code, "Encounter"):
                 yield _Evidence(match, "present", match.rule.severity, when, (ref,), False)
+
+
+#: ServiceRequest statuses that say a clinician's request stands: in force, or carried out.
+STANDING_REQUEST = frozenset({"active", "completed"})
+
+
+def _read_service_request(request: Resource, ref: str, index: CodeIndex) -> Iterator[_Evidence]:
+    """A clinician's request that stands (a referral, say): ``active`` or ``completed``, intent
+    not ``proposal``, matched by ``code`` and dated by ``authoredOn``. A draft (fhir-tailor's
+    own referrals are drafts until approved), on-hold, revoked or entered-in-error request
+    arranges nothing, and is not read."""
+    if request.get("status") not in STANDING_REQUEST or request.get("intent") == "proposal":
+        return
+    when = parse_date(request.get("authoredOn"))
+    for system, code, _ in codings(request.get("code")):
+        for match in index.lookup(system, code, "ServiceRequest"):
+            yield _Evidence(match, "present", match.rule.severity, when, (ref,), False)
 
 
 def _medication_counts(resources: Iterable[Resource], index: CodeIndex) -> Iterator[_Evidence]:

@@ -30,6 +30,7 @@ USED_TYPES = frozenset(
         "QuestionnaireResponse",
         "Encounter",
         "MedicationRequest",
+        "ServiceRequest",
     }
 )
 

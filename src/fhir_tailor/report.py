@@ -48,6 +48,8 @@ class RunReport:
     retries: int = 0
     #: What a ``--bulk`` run's ``$export`` did (see :meth:`ExportResult.summary`), else None.
     bulk: dict[str, Any] | None = None
+    #: The urgent findings (rule ids, :mod:`fhir_tailor.urgent`) of each patient that has any.
+    urgent: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def add(self, outcome: PatientOutcome) -> None:
         self.patients.append(outcome)
@@ -61,6 +63,16 @@ class RunReport:
 
     def data_issue(self, reference: str, problem: str) -> None:
         self.data_issues.append((reference, problem))
+
+    def urgent_findings(self, patient: str, rules: tuple[str, ...]) -> None:
+        """Record a patient's urgent findings by rule id (ids only: no finding, no value)."""
+        if rules:
+            self.urgent[patient] = rules
+
+    @property
+    def urgent_counts(self) -> Counter[str]:
+        """Urgent findings per rule id, over the patients of the run."""
+        return Counter(rule for rules in self.urgent.values() for rule in rules)
 
     @property
     def counts(self) -> Counter[str]:
@@ -82,11 +94,18 @@ class RunReport:
             "counts": dict(sorted(self.counts.items())),
             "patients_total": len(self.patients),
             "retries": self.retries,
+            "urgent": dict(sorted(self.urgent_counts.items())),
             **({"bulk": self.bulk} if self.bulk is not None else {}),
             "read_issues": [asdict(issue) for issue in self.read_issues],
             "data_issues": [{"resource": ref, "problem": p} for ref, p in self.data_issues],
-            "patients": [asdict(p) for p in self.patients],
+            "patients": [self._patient(p) for p in self.patients],
         }
+
+    def _patient(self, outcome: PatientOutcome) -> dict[str, Any]:
+        entry = asdict(outcome)
+        if outcome.patient in self.urgent:
+            entry["urgent"] = list(self.urgent[outcome.patient])
+        return entry
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -96,5 +115,12 @@ class RunReport:
         return (
             f"{len(self.patients)} patients ({counts or 'none'}); "
             f"{len(self.read_issues)} unreadable resources skipped; "
-            f"{len(self.data_issues)} data issues; {self.retries} retries"
+            f"{len(self.data_issues)} data issues; {self.retries} retries" + self._urgent_summary()
         )
+
+    def _urgent_summary(self) -> str:
+        counts = self.urgent_counts
+        if not counts:
+            return ""
+        by_rule = ", ".join(f"{rule} {n}" for rule, n in sorted(counts.items()))
+        return f"; {sum(counts.values())} urgent findings ({by_rule})"

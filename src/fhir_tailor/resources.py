@@ -1,10 +1,13 @@
-"""FHIR resources for a plan: a CarePlan, its Goals, its referrals and a Provenance.
+"""FHIR resources for a plan: a CarePlan, its Goals, its referrals, its urgent Tasks and a
+Provenance.
 
 Output is R4 JSON conforming to US Core 7.0.0 and, for social needs, the SDOH Clinical Care IG
 STU 2.3.0; :mod:`fhir_tailor.conformance` says which profiles each resource claims and why. A
 social-care referral (a ``ServiceRequest`` activity with an SDOH category) becomes a
 ServiceRequest of its own, which the CarePlan activity references, so that referral platforms can
-find and track it; other activities stay inline as ``CarePlan.activity.detail``. Every resource
+find and track it; other activities stay inline as ``CarePlan.activity.detail``. An urgent
+finding (:mod:`fhir_tailor.urgent`) becomes a ``Task`` a clinician's worklist finds, with its
+priority, listed first among the CarePlan's activities. Every resource
 we write is validated with the strict ``fhir.resources`` R4B models: an invalid one is a bug in
 fhir-tailor, raised as :class:`InvalidOutputError`.
 
@@ -45,13 +48,18 @@ from .conformance import (
 )
 from .fhirdata import Resource
 from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
+from .rules import Evidence
 from .sdoh import CATEGORY_DISPLAY
+from .urgent import UrgentFinding
 from .validation import ShapeValidator
 
 TAILOR = "https://fhir-tailor.dev/fhir"
 CAREPLAN_ID_SYSTEM = f"{TAILOR}/id/careplan"
 GOAL_ID_SYSTEM = f"{TAILOR}/id/goal"
 SERVICEREQUEST_ID_SYSTEM = f"{TAILOR}/id/servicerequest"
+TASK_ID_SYSTEM = f"{TAILOR}/id/task"
+#: fhir-tailor's code for an urgent finding: the id of its rule in profiles/urgent.yaml.
+URGENT_CODE_SYSTEM = f"{TAILOR}/CodeSystem/urgent-finding"
 SOFTWARE_ID_SYSTEM = f"{TAILOR}/id/software"
 GENERATED_TAG = {"system": f"{TAILOR}/CodeSystem/tag", "code": "generated"}
 PLAN_FINGERPRINT_URL = f"{TAILOR}/StructureDefinition/plan-fingerprint"
@@ -106,6 +114,10 @@ class PlanResources:
     goals: tuple[Entry, ...]
     service_requests: tuple[Entry, ...]
     provenance: Entry
+    #: The urgent findings' Tasks. The CarePlan lists them, but they are not among its
+    #: :attr:`parts`: a clinician acting on a Task is its purpose, not an edit of our draft,
+    #: and a Task is written once and never updated or withdrawn by fhir-tailor.
+    tasks: tuple[Entry, ...] = ()
 
     @property
     def parts(self) -> tuple[Entry, ...]:
@@ -114,7 +126,7 @@ class PlanResources:
 
     @property
     def entries(self) -> tuple[Entry, ...]:
-        return (self.careplan, *self.parts, self.provenance)
+        return (self.careplan, *self.parts, *self.tasks, self.provenance)
 
 
 def careplan_identifier(plan: Plan) -> str:
@@ -147,13 +159,14 @@ def to_fhir(plan: Plan, recorded: datetime) -> PlanResources:
         if activity.is_referral
     }
     referral_urls = {key: entry.full_url for key, entry in referrals.items()}
+    tasks = tuple(_task_entry(plan, finding) for finding in plan.urgent)
     careplan = Entry(
         _urn(CAREPLAN_ID_SYSTEM, careplan_id),
-        _careplan(plan, careplan_id, goal_urls, referral_urls),
+        _careplan(plan, careplan_id, goal_urls, referral_urls, tasks),
     )
-    targets = (careplan, *goals, *referrals.values())
+    targets = (careplan, *goals, *referrals.values(), *tasks)
     provenance = Entry(_urn("Provenance", careplan_id), _provenance(plan, targets, recorded))
-    result = PlanResources(careplan, goals, tuple(referrals.values()), provenance)
+    result = PlanResources(careplan, goals, tuple(referrals.values()), provenance, tasks)
     for entry in result.entries:
         _validate_output(entry.resource)
     return result
@@ -226,6 +239,7 @@ def identifier_search(resource: Resource) -> str | None:
             CAREPLAN_ID_SYSTEM,
             GOAL_ID_SYSTEM,
             SERVICEREQUEST_ID_SYSTEM,
+            TASK_ID_SYSTEM,
         ):
             return f"identifier={identifier['system']}|{identifier['value']}"
     return None
@@ -236,10 +250,10 @@ def create_transaction(
 ) -> Resource:
     """A transaction Bundle creating the plan's resources, conditional on their identifiers.
 
-    The CarePlan is always created conditionally (``ifNoneExist`` on its identifier). Goals and
-    ServiceRequests are too, except the types in ``unconditional``: those a server declares no
-    ``identifier`` search for (a conditional create on an undeclared parameter fails the whole
-    transaction).
+    The CarePlan is always created conditionally (``ifNoneExist`` on its identifier). Goals,
+    ServiceRequests and Tasks are too, except the types in ``unconditional``: those a server
+    declares no ``identifier`` search for (a conditional create on an undeclared parameter fails
+    the whole transaction).
     """
     entries = []
     for entry in resources.entries:
@@ -275,8 +289,13 @@ def _coding(code: Code) -> Resource:
 
 
 def _careplan(
-    plan: Plan, identifier: str, goal_urls: dict[str, str], referral_urls: dict[str, str]
+    plan: Plan,
+    identifier: str,
+    goal_urls: dict[str, str],
+    referral_urls: dict[str, str],
+    tasks: tuple[Entry, ...] = (),
 ) -> Resource:
+    title = "Personalized care plan: " + ", ".join(m.title for m in plan.modules)
     resource: Resource = {
         "resourceType": "CarePlan",
         "meta": {"profile": [US_CORE_CAREPLAN], "tag": [GENERATED_TAG]},
@@ -286,7 +305,7 @@ def _careplan(
         "status": "draft",
         "intent": "plan",
         "category": [{"coding": [{"system": CAREPLAN_CATEGORY, "code": "assess-plan"}]}],
-        "title": "Personalized care plan: " + ", ".join(m.title for m in plan.modules),
+        "title": title if plan.modules else "Urgent findings for clinician review",
         "subject": _ref(plan.patient),
         "created": plan.as_of.isoformat(),
         "text": {"status": "generated", "div": _narrative(plan)},
@@ -297,12 +316,16 @@ def _careplan(
         resource["supportingInfo"] = [_ref(r) for r in plan.supporting_info]
     if goal_urls:
         resource["goal"] = [_ref(url) for url in goal_urls.values()]
-    resource["activity"] = [
+    resource["activity"] = [{"reference": _ref(task.full_url)} for task in tasks] + [
         {"reference": _ref(referral_urls[a.key])}
         if a.key in referral_urls
         else _activity(plan, a, goal_urls)
         for a in plan.activities
     ]
+    if not plan.modules:  # no module instantiated: nothing to name (FHIR has no empty lists)
+        del resource["instantiatesCanonical"]
+    if not resource["activity"]:
+        del resource["activity"]
     if plan.withheld_goals:
         resource["note"] = [{"text": _withheld_goal_text(goal)} for goal in plan.withheld_goals]
     return with_digest(resource)
@@ -491,6 +514,59 @@ def _service_request_entry(
     return Entry(_urn(SERVICEREQUEST_ID_SYSTEM, identifier), with_digest(resource))
 
 
+def task_identifier(plan: Plan, finding: UrgentFinding) -> str:
+    """``<patient id>/<rule>/<digest of the evidence>``: one Task per patient, rule and
+    evidence. No catalog version: a new catalog does not repeat a request already made."""
+    return f"{plan.patient.removeprefix('Patient/')}/{finding.key}"
+
+
+#: What a Task's ``reasonReference`` (one reference in R4) may point at among the sources.
+_TASK_REASON_TYPES = ("Observation/", "Condition/", "QuestionnaireResponse/")
+
+
+def _task_entry(plan: Plan, finding: UrgentFinding) -> Entry:
+    """An urgent finding as a FHIR R4 Task for a clinician's worklist.
+
+    ``status`` is ``requested`` (ready to be acted on; ``draft`` would keep it off worklists) and
+    ``intent`` ``proposal``: fhir-tailor suggests and authorizes nothing (request-intent:
+    "a suggestion made by someone/something that does not have an intention to ensure it occurs
+    and without providing an authorization to act"). ``priority`` is the rule's. The code is the
+    step to take (a standard code where the rule has one) and the rule, in fhir-tailor's code
+    system; ``reasonReference`` (a single reference in R4) the first deciding resource, the
+    notes every piece of evidence with its resources and the guideline followed.
+    """
+    identifier = task_identifier(plan, finding)
+    codings = [_coding(finding.code)] if finding.code is not None else []
+    codings.append({"system": URGENT_CODE_SYSTEM, "code": finding.rule, "display": finding.label})
+    resource: Resource = {
+        "resourceType": "Task",
+        "meta": {"tag": [GENERATED_TAG]},
+        "identifier": [{"system": TASK_ID_SYSTEM, "value": identifier}],
+        "status": "requested",
+        "intent": "proposal",
+        "priority": finding.priority,
+        "code": {"coding": codings, "text": finding.label},
+        "description": f"{finding.label}: {finding.request}",
+        "for": _ref(plan.patient),
+        "authoredOn": plan.as_of.isoformat(),
+        **({"requester": _ref(plan.requester)} if plan.requester else {}),
+        "reasonCode": {"text": finding.reason},
+    }
+    deciding = next((s for s in finding.sources if s.startswith(_TASK_REASON_TYPES)), None)
+    if deciding is not None:
+        resource["reasonReference"] = _ref(deciding)
+    resource["note"] = [
+        *({"text": _evidence_text(e)} for e in finding.evidence),
+        {"text": f"Source: {finding.source}"},
+    ]
+    return Entry(_urn(TASK_ID_SYSTEM, identifier), resource)
+
+
+def _evidence_text(evidence: Evidence) -> str:
+    sources = f" [{', '.join(evidence.sources)}]" if evidence.sources else ""
+    return f"Evidence: {evidence.label}{sources}"
+
+
 def _provenance(plan: Plan, targets: tuple[Entry, ...], recorded: datetime) -> Resource:
     sources = sorted({plan.patient, *plan.addresses, *plan.supporting_info})
     return {
@@ -525,6 +601,14 @@ def _narrative(plan: Plan) -> str:
         f"<p>Personalized care plan ({escape(plan.catalog)} {escape(plan.catalog_version)})"
     )
     parts.append(f" as of {plan.as_of.isoformat()}.</p>")
+    if plan.urgent:  # first: what cannot wait for the plan's review
+        parts.append("<p><strong>Urgent findings</strong> (a Task each):</p><ul>")
+        parts.extend(
+            f"<li><strong>{escape(f.priority.upper())}: {escape(f.label)}</strong>. "
+            f"{escape(f.request)} <em>({escape(f.source)})</em></li>"
+            for f in plan.urgent
+        )
+        parts.append("</ul>")
     parts.append("<p>Modules: " + escape(", ".join(m.title for m in plan.modules)) + "</p>")
     if plan.goals:
         parts.append("<p>Goals:</p><ul>")

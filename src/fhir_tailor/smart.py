@@ -48,7 +48,7 @@ logger = logging.getLogger("fhir_tailor.smart")
 #: Read everything, write only what fhir-tailor writes (SMART v1 scope syntax).
 DEFAULT_SCOPE = (
     "system/*.read system/CarePlan.write system/Goal.write system/Provenance.write "
-    "system/ServiceRequest.write"
+    "system/ServiceRequest.write system/Task.write"
 )
 ASSERTION_LIFETIME = 300  # seconds; SMART says no more than five minutes
 REFRESH_MARGIN = 60.0  # seconds of validity below which a cached token is replaced

@@ -314,11 +314,14 @@ class PartResult:
     read_issues: list[ReadIssue]
     data_issues: list[tuple[str, str]]
     retries: int = 0
+    #: Patient -> the rule ids of their urgent findings (:attr:`RunReport.urgent`).
+    urgent: dict[str, tuple[str, ...]] | None = None
 
     def into(self, report: RunReport) -> None:
         report.patients.extend(self.patients)
         report.read_issues.extend(self.read_issues)
         report.data_issues.extend(self.data_issues)
+        report.urgent.update(self.urgent or {})
 
 
 def _run_partition(
@@ -333,7 +336,9 @@ def _run_partition(
         with target.client() as client:
             _run(settings, source, ServerSink(client), report, target.concurrency)
             report.retries = client.retries
-        yield PartResult(report.patients, report.read_issues, report.data_issues, report.retries)
+        yield PartResult(
+            report.patients, report.read_issues, report.data_issues, report.retries, report.urgent
+        )
         return
     sink: PartFiles | FolderSink = (
         PartFiles(target, index)
@@ -346,7 +351,7 @@ def _run_partition(
             sink.commit()
     finally:
         sink.close()
-    yield PartResult(report.patients, report.read_issues, report.data_issues)
+    yield PartResult(report.patients, report.read_issues, report.data_issues, 0, report.urgent)
 
 
 def _run(

@@ -16,6 +16,7 @@ import respx
 from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -41,6 +42,7 @@ TYPES = {
     "questionnaireResponses": "QuestionnaireResponse",
     "encounters": "Encounter",
     "medicationRequests": "MedicationRequest",
+    "serviceRequests": "ServiceRequest",
 }
 SEVERITY = {None: 0, "low": 1, "moderate": 2, "high": 3}
 
@@ -184,9 +186,15 @@ def check_card(card: Card, path: Path, definitions: Definitions) -> None:
     profile, _, plan = assess(record_of(path), definitions, AS_OF)
     assert plan is not None
     needs = current_needs(profile)
-    assert card.summary.startswith(f"{len(needs)} need" if needs else "No current needs")
+    summary = card.summary
+    if plan.urgent:  # an urgent finding comes first, and makes the card critical
+        first = plan.urgent[0]
+        assert summary.startswith(f"URGENT ({first.priority}): {first.label}")
+        summary = summary.split("; ", 1)[1]
+    assert summary.startswith(f"{len(needs)} need" if needs else "No current needs")
     top_level = max(("none", "low", "moderate", "high").index(d.need) for d in _dimensions(profile))
-    assert card.indicator == ("info", "info", "warning", "critical")[top_level]
+    levels = ("info", "info", "warning", "critical")
+    assert card.indicator == ("critical" if plan.urgent else levels[top_level])
     assert card.source.label.startswith("fhir-tailor")
     assert definitions.catalog.info.version in card.source.label
     # The detail lists the most severe needs first, each with the resource it came from.
@@ -218,8 +226,11 @@ def check_card(card: Card, path: Path, definitions: Definitions) -> None:
         for r in actions[1:]
         if r and r["resourceType"] == "ServiceRequest"
     ]
+    tasks = [Task.model_validate(r) for r in actions[1:] if r and r["resourceType"] == "Task"]
     assert len(goals) == len(plan.goals) and len(referrals) == len(expected_referrals(plan))
+    assert [t.priority for t in tasks] == [f.priority for f in plan.urgent]
     parts = {f"Goal/{g.id}" for g in goals} | {f"ServiceRequest/{s.id}" for s in referrals}
+    parts |= {f"Task/{t.id}" for t in tasks}
     references = set(_references(careplan))
     assert {
         r for r in references if not r.startswith(("Patient/", "Condition/", "Observation/"))

@@ -25,8 +25,9 @@ def _compact(resource: object) -> str:
 @dataclass(slots=True)
 class FolderSink:
     """Writes ``<patient id>.json`` transaction Bundles, or one ``<type>.ndjson`` per resource
-    type: ``CarePlan``, ``Goal``, ``ServiceRequest`` (referrals, when a plan has any) and
-    ``Provenance`` (Bulk Data layout, ready for ``$import`` or a later load)."""
+    type: ``CarePlan``, ``Goal``, ``ServiceRequest`` (referrals, when a plan has any), ``Task``
+    (urgent findings, when it has any) and ``Provenance`` (Bulk Data layout, ready for ``$import``
+    or a later load)."""
 
     folder: Path
     format: FileFormat = "bundles"
@@ -88,8 +89,13 @@ class StdoutSink:
 
 
 def summarize(plan: Plan) -> str:
-    """A plan as text: modules, goals, and each activity with why it was adapted."""
+    """A plan as text: urgent findings first, then modules, goals, and each activity with why
+    it was adapted."""
     lines = [f"{plan.patient}  (catalog {plan.catalog} {plan.catalog_version})"]
+    for finding in plan.urgent:
+        lines.append(
+            f"  URGENT ({finding.priority}): {finding.label} [{', '.join(finding.sources)}]"
+        )
     if plan.segments:
         lines.append(f"  segments: {', '.join(plan.segments)}")
     lines.append("  modules:  " + ", ".join(f"{m.id} {m.version}" for m in plan.modules))

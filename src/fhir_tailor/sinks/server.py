@@ -16,6 +16,16 @@ server supports), and decides:
   no longer matching the digest we stored), the CarePlan or any Goal or ServiceRequest it
   references: left untouched and reported as ``skipped-edited``.
 
+Urgent findings' Tasks (:mod:`fhir_tailor.urgent`) are written with the plan, in the same
+transaction, and once: each has an identifier per patient, rule and evidence; the Tasks already
+stored are looked up first (those the stored CarePlan lists, read by id, and a search by
+identifier, or by patient where the server declares no identifier search) and only the missing
+ones are created (conditionally, where the server can). A Task is never updated or withdrawn:
+acting on it is a clinician's work. A CarePlan a clinician changed does not hold an urgent
+request back: the missing Tasks are written on their own, with a Provenance, where the server can
+be searched for Tasks (otherwise the detail says they were not written: a Task the clinician's
+plan does not list could not be told from one never written, and would be written every run).
+
 For a patient the record says has died there is no plan (:meth:`ServerSink.withdraw`): the
 patient's CarePlans are searched (patient and category, US Core's search) and ours known by
 their identifier, whatever catalog version wrote them; each still our draft (the checks above)
@@ -39,6 +49,7 @@ from typing import Any
 
 from ..client import AsyncFhirClient, FhirClient
 from ..conformance import CAREPLAN_CATEGORY
+from ..errors import FhirServerError
 from ..fhirdata import Resource, reference_id
 from ..plan import Plan
 from ..report import PatientOutcome
@@ -46,6 +57,7 @@ from ..resources import (
     CONTENT_DIGEST_URL,
     GENERATED_TAG,
     PLAN_FINGERPRINT_URL,
+    Entry,
     PlanResources,
     content_digest,
     create_transaction,
@@ -100,16 +112,19 @@ class ServerSink:
         ref = f"CarePlan/{current.get('id')}"
         problem = foreign_change(current)
         if problem:
-            return PatientOutcome(plan.patient, "skipped-edited", f"{ref}: {problem}", ref)
+            detail = await self._urgent_alone(plan, resources, current, f"{ref}: {problem}")
+            return PatientOutcome(plan.patient, "skipped-edited", detail, ref)
         parts = await stored_parts(self.client.aio, current)
         for part in parts:
             problem = foreign_change(part)
             if problem:
                 detail = f"{part['resourceType']}/{part.get('id')} of {ref}: {problem}"
+                detail = await self._urgent_alone(plan, resources, current, detail)
                 return PatientOutcome(plan.patient, "skipped-edited", detail, ref)
         if extension_value(current, PLAN_FINGERPRINT_URL) == plan.fingerprint():
             return PatientOutcome(plan.patient, "unchanged", careplan=ref)
         bundle = update_transaction(resources, current, parts)
+        bundle = await self._with_tasks(bundle, plan, resources, current)
         if self.dry_run:
             self._show_diffs(bundle, [current, *parts])
             return PatientOutcome(plan.patient, "would-update", careplan=ref)
@@ -170,15 +185,58 @@ class ServerSink:
             t for t in PART_TYPES if not await self.client.aio.supports_search(t, "identifier")
         ]
         bundle = create_transaction(resources, unconditional=unconditional)
+        bundle = await self._with_tasks(bundle, plan, resources, None)
         if self.dry_run:
+            tasks = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
             self.echo(
                 f"# {plan.patient}: would create CarePlan, {len(resources.goals)} Goals, "
-                f"{len(resources.service_requests)} ServiceRequests, Provenance"
+                f"{len(resources.service_requests)} ServiceRequests, "
+                + (f"{tasks} urgent Tasks, " if tasks else "")
+                + "Provenance"
             )
             self.echo(json.dumps(bundle, indent=2))
             return PatientOutcome(plan.patient, "would-create")
         response = await self.client.aio.transaction(bundle)
         return PatientOutcome(plan.patient, "created", careplan=_location(response))
+
+    async def _with_tasks(
+        self, bundle: Resource, plan: Plan, resources: PlanResources, careplan: Resource | None
+    ) -> Resource:
+        """``bundle`` (a create or update transaction) with the urgent Tasks not yet stored, and
+        references to the stored ones by their id."""
+        if not resources.tasks:
+            return bundle
+        stored, _ = await stored_tasks(self.client.aio, plan.patient, resources.tasks, careplan)
+        conditional = await self.client.aio.supports_search("Task", "identifier")
+        return with_tasks(bundle, resources.tasks, stored, conditional=conditional)
+
+    async def _urgent_alone(
+        self, plan: Plan, resources: PlanResources, careplan: Resource, detail: str
+    ) -> str:
+        """Write the urgent Tasks not yet stored, on their own (the CarePlan is a clinician's
+        now and is left alone); ``detail`` with what was done."""
+        if not resources.tasks:
+            return detail
+        client = self.client.aio
+        stored, searched = await stored_tasks(client, plan.patient, resources.tasks, careplan)
+        missing = [t for t in resources.tasks if identifier_search(t.resource) not in stored]
+        if not missing:
+            return detail
+        if not searched:
+            # Written here, a Task the clinician's CarePlan does not list would be written again
+            # on every run: without a search, it cannot be told apart from one never written.
+            return (
+                f"{detail}; {len(missing)} urgent Tasks not written: the server declares no "
+                "identifier or patient search for Task"
+            )
+        conditional = await client.supports_search("Task", "identifier")
+        bundle = tasks_transaction(missing, resources.provenance, conditional=conditional)
+        if self.dry_run:
+            self.echo(f"# {plan.patient}: would create {len(missing)} urgent Tasks")
+            self.echo(json.dumps(bundle, indent=2))
+            return f"{detail}; would write {len(missing)} urgent Tasks"
+        await self.client.aio.transaction(bundle)
+        return f"{detail}; wrote {len(missing)} urgent Tasks"
 
     def _show_diffs(self, bundle: Resource, current: list[Resource]) -> None:
         """A diff per resource the update would write: replaced ones against the server's
@@ -238,6 +296,92 @@ async def stored_parts(client: AsyncFhirClient, careplan: Resource) -> list[Reso
         for rtype in PART_TYPES
         if (rid := reference_id(reference, rtype))
     ]
+
+
+async def stored_tasks(
+    client: AsyncFhirClient, patient: str, tasks: tuple[Entry, ...], careplan: Resource | None
+) -> tuple[dict[str, str], bool]:
+    """``identifier search -> Task/<id>`` for the Tasks among ``tasks`` the server holds, and
+    whether the server could be searched for them.
+
+    The stored CarePlan lists our earlier Tasks (read by id, as any server allows); a search by
+    their identifiers, or by the patient where ``identifier`` is not declared, finds the ones it
+    does not (its CarePlan deleted, or a clinician's now). A server declaring neither search
+    gives what the CarePlan lists only.
+    """
+    wanted = {identifier_search(task.resource) for task in tasks}
+    found: list[Resource] = []
+    for activity in (careplan or {}).get("activity") or ():
+        listed = activity.get("reference") if isinstance(activity, dict) else None
+        if task_id := reference_id(listed, "Task"):
+            try:
+                found.append(await client.read("Task", task_id))
+            except FhirServerError as exc:
+                if exc.status not in (404, 410):  # deleted: as if never written
+                    raise
+    searched = True
+    if await client.supports_search("Task", "identifier"):
+        tokens = ",".join(sorted(str(w).split("=", 1)[1] for w in wanted))
+        found += await client.search_all("Task", {"identifier": tokens})
+    elif await client.supports_search("Task", "patient"):
+        found += await client.search_all("Task", {"patient": patient.removeprefix("Patient/")})
+    else:
+        searched = False
+    stored: dict[str, str] = {}
+    for task in found:
+        search = identifier_search(task) if task.get("resourceType") == "Task" else None
+        if search in wanted and search is not None:
+            stored.setdefault(search, f"Task/{task.get('id')}")
+    return stored, searched
+
+
+def with_tasks(
+    bundle: Resource, tasks: tuple[Entry, ...], stored: dict[str, str], *, conditional: bool
+) -> Resource:
+    """A create or update transaction that writes the Tasks among ``tasks`` not yet stored
+    (conditional on their identifier when ``conditional``) and refers to the stored ones by id:
+    their entries are dropped, references to them rewritten, and the Provenance no longer
+    targets them (this transaction does not write them)."""
+    targets = {
+        task.full_url: stored[search]
+        for task in tasks
+        if (search := identifier_search(task.resource)) in stored
+    }
+    new = [_task_post(t, conditional=conditional) for t in tasks if t.full_url not in targets]
+    task_urls = {task.full_url for task in tasks}
+    entries, provenances = [], []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if entry.get("fullUrl") in task_urls:
+            continue  # written as ``new``, or stored already
+        if resource["resourceType"] == "Provenance":
+            kept = [t for t in resource["target"] if t["reference"] not in targets]
+            provenances.append({**entry, "resource": {**resource, "target": kept}})
+        else:
+            entries.append(entry)
+    return {**bundle, "entry": _rewrite([*entries, *new, *provenances], targets)}
+
+
+def tasks_transaction(tasks: list[Entry], provenance: Entry, *, conditional: bool) -> Resource:
+    """A transaction creating ``tasks`` alone, with a Provenance targeting only them."""
+    entries = [_task_post(task, conditional=conditional) for task in tasks]
+    resource = {**provenance.resource, "target": [{"reference": t.full_url} for t in tasks]}
+    entries.append(
+        {
+            "fullUrl": provenance.full_url,
+            "resource": resource,
+            "request": {"method": "POST", "url": "Provenance"},
+        }
+    )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _task_post(task: Entry, *, conditional: bool) -> Resource:
+    request: Resource = {"method": "POST", "url": "Task"}
+    search = identifier_search(task.resource)
+    if conditional and search:
+        request["ifNoneExist"] = search
+    return {"fullUrl": task.full_url, "resource": task.resource, "request": request}
 
 
 def foreign_change(resource: Resource) -> str | None:

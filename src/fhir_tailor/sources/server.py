@@ -3,7 +3,8 @@
 Per patient it reads the Patient, ``Condition?patient=ID`` and ``Observation?patient=ID`` (all
 categories, so vital signs, laboratory, survey and SDOH screenings alike), and, where the server's
 CapabilityStatement declares a ``patient`` search for them, QuestionnaireResponses (screenings
-kept as forms), Encounters (recent discharges) and MedicationRequests (polypharmacy). Only
+kept as forms), Encounters (recent discharges), MedicationRequests (polypharmacy) and
+ServiceRequests (referrals a clinician made, such as to a nephrologist). Only
 standard search parameters are used, so it works the same on HAPI FHIR, Epic, Cerner, Azure,
 Google or Medplum.
 """
@@ -27,7 +28,7 @@ log = logging.getLogger("fhir_tailor.sources.server")
 PATIENT_DATA_TYPES = ("Condition", "Observation")
 #: Read too when the server declares ``patient`` search for them; a failure there is reported
 #: and the patient is still profiled from the rest.
-OPTIONAL_DATA_TYPES = ("QuestionnaireResponse", "Encounter", "MedicationRequest")
+OPTIONAL_DATA_TYPES = ("QuestionnaireResponse", "Encounter", "MedicationRequest", "ServiceRequest")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ Decisions worth knowing:
   nothing, and the goals are what make the plan measurable. The Provenance is left out: its
   ``recorded`` time would be the hook call's, not the acceptance, which the client records.
 - The card links to the SMART app (``type: smart``) served by the same process, to review the plan.
+- An urgent finding (:mod:`fhir_tailor.urgent`) makes the card ``critical``, whatever the need
+  levels, and its summary names the most pressing finding first; the detail lists them all
+  before the needs, and the suggestion creates their Tasks with the plan. Urgent findings alone
+  (no care module applies) still give a card: they must reach the clinician.
 
 Nothing the service logs holds PHI or the token: patient ids and counts only.
 """
@@ -64,7 +68,8 @@ SUMMARY_LIMIT = 139
 #: How many needs the card's detail lists, most severe first.
 TOP_NEEDS = 5
 #: What the profile reads, by prefetch key: the resource type and whether it is indispensable.
-#: The optional ones feed a few features (screenings kept as forms, discharges, polypharmacy).
+#: The optional ones feed a few features (screenings kept as forms, discharges, polypharmacy,
+#: referrals already made).
 PREFETCH_TYPES: dict[str, tuple[str, bool]] = {
     "patient": ("Patient", True),
     "conditions": ("Condition", True),
@@ -72,6 +77,7 @@ PREFETCH_TYPES: dict[str, tuple[str, bool]] = {
     "questionnaireResponses": ("QuestionnaireResponse", False),
     "encounters": ("Encounter", False),
     "medicationRequests": ("MedicationRequest", False),
+    "serviceRequests": ("ServiceRequest", False),
 }
 PREFETCH = {
     key: "Patient/{{context.patientId}}"
@@ -308,6 +314,8 @@ class CarePlanCards:
     launch_url: str
 
     def summary(self, profile: Profile, plan: Plan) -> str:
+        """Needs and plan in a line; an urgent finding first, when there is one (its label
+        comes from the definitions: no patient data)."""
         count = len(needs(profile))
         top = top_dimension(profile)
         level = profile.dimension(top).need
@@ -318,12 +326,26 @@ class CarePlanCards:
             else "No current needs"
         )
         text = f"{head}; draft care plan: {_count(len(plan.modules), 'module', 'modules')}"
+        if plan.urgent:
+            first = plan.urgent[0]
+            more = f" (+{len(plan.urgent) - 1} more)" if len(plan.urgent) > 1 else ""
+            text = f"URGENT ({first.priority}): {first.label}{more}; {text}"
         return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
 
     def detail(self, profile: Profile, plan: Plan) -> str:
         dimensions = self.definitions.rules.dimensions
         found = needs(profile)
         lines = []
+        if plan.urgent:
+            lines.append(f"**Urgent** ({_count(len(plan.urgent), 'finding', 'findings')}):")
+            lines.append("")
+            for n, urgent in enumerate(plan.urgent, start=1):  # numbered: most pressing first
+                sources = ", ".join(f"`{s}`" for s in urgent.sources) or "no source resource"
+                lines.append(
+                    f"{n}. **{_md(urgent.priority.upper())}: {_md(urgent.label)}**: "
+                    f"{_md(urgent.request)} ({sources})"
+                )
+            lines.append("")
         if found:
             lines.append(f"**Top needs** ({min(len(found), TOP_NEEDS)} of {len(found)}):")
             lines.append("")
@@ -371,7 +393,7 @@ class CarePlanCards:
         return {
             "uuid": str(uuid.uuid4()),
             "summary": self.summary(profile, plan),
-            "indicator": INDICATORS[top],
+            "indicator": "critical" if plan.urgent else INDICATORS[top],
             "detail": self.detail(profile, plan),
             "source": {"label": f"fhir-tailor, catalog {catalog.id} {catalog.version}"},
             "suggestions": [
@@ -390,7 +412,8 @@ class CarePlanCards:
 
 
 def create_actions(resources: PlanResources) -> list[dict[str, Any]]:
-    """``create`` actions for the CarePlan, then its Goals and referrals, linked by local ids.
+    """``create`` actions for the CarePlan, then its Goals, referrals and urgent Tasks, linked
+    by local ids.
 
     Our ``urn:uuid`` full URLs cannot travel in an action, so each part gets the uuid as its
     provisional id and every reference to it becomes relative (``Goal/<uuid>``): the client
@@ -398,7 +421,7 @@ def create_actions(resources: PlanResources) -> list[dict[str, Any]]:
     """
     local = {
         e.full_url: (e.resource["resourceType"], e.full_url.removeprefix("urn:uuid:"))
-        for e in resources.parts
+        for e in (*resources.parts, *resources.tasks)
     }
     refs = {url: f"{rtype}/{rid}" for url, (rtype, rid) in local.items()}
 
@@ -433,6 +456,14 @@ def create_actions(resources: PlanResources) -> list[dict[str, Any]]:
                 referral.resource,
                 referral.full_url,
                 f"Create draft referral: {referral.resource['code']['text']}",
+            )
+        )
+    for task in resources.tasks:
+        actions.append(
+            action(
+                task.resource,
+                task.full_url,
+                f"Create {task.resource['priority']} task: {task.resource['code']['text']}",
             )
         )
     return actions
@@ -473,7 +504,8 @@ class CarePlanService:
             "prefetch": PREFETCH,
             "usageRequirements": (
                 "Without prefetch, needs fhirServer and a token that reads Patient, Condition "
-                "and Observation (and QuestionnaireResponse, Encounter, MedicationRequest)."
+                "and Observation (and QuestionnaireResponse, Encounter, MedicationRequest, "
+                "ServiceRequest)."
             ),
         }
 

@@ -19,6 +19,7 @@ from ..plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
 from ..profile import Finding, Profile
 from ..rules import NEED_RANK
 from ..segments import SegmentMatch
+from ..urgent import UrgentFinding
 
 _REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 _BAR_WIDTH = 240
@@ -79,6 +80,8 @@ def plan_page(view: PageView) -> str:
             "to close.</p></section>"
         )
         return document("Care plan proposal", "".join(parts))
+    if view.plan is not None and view.plan.urgent:  # first: what cannot wait for the review
+        parts.append(_urgent(view.plan.urgent, view.fhir_base))
     if view.notice:
         parts.append(f'<p class="notice" role="status">{_e(view.notice)}</p>')
     if view.unreadable:
@@ -96,6 +99,25 @@ def plan_page(view: PageView) -> str:
         "</p></section>",
     ]
     return document("Care plan proposal", "".join(parts))
+
+
+# -- urgent findings ----------------------------------------------------------------------------
+
+
+def _urgent(findings: tuple[UrgentFinding, ...], base: str) -> str:
+    """The urgent findings, most pressing first: priority, what to do, why and from which
+    resources, and the guideline followed."""
+    items = "".join(
+        f'<li><strong class="priority-{_e(f.priority)}">{_e(f.priority.upper())}</strong> '
+        f"<strong>{_e(f.label)}</strong>. {_e(f.request)} "
+        f"<small>{_e(f.reason)} Source: {_e(f.source)}.</small> {_sources(f.sources, base)}</li>"
+        for f in findings
+    )
+    return (
+        '<section class="urgent" aria-labelledby="urgent"><h2 id="urgent">Urgent findings</h2>'
+        "<p>Each is a request (a Task) of its own, for a clinician to act on now, whatever is "
+        f"decided about the plan below.</p><ul>{items}</ul></section>"
+    )
 
 
 # -- patient banner -----------------------------------------------------------------------------
