@@ -12,7 +12,7 @@ URL and version.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
@@ -171,14 +171,37 @@ class Annotate(Strict):
     append: str
 
 
-class AdjustGoal(Strict):
-    """Change a goal's target (``goal`` is ``<module id>.<goal id>``), e.g. a less tight HbA1c
-    target for an older adult with frailty."""
+GoalKey = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$")]
 
-    goal: str = Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$")
+
+class AdjustGoal(Strict):
+    """Change a goal's target (``goal`` is ``<module id>.<goal id>``, or a list of them when one
+    guideline sets the same target in several modules), e.g. a less tight HbA1c target for an
+    older adult with frailty. The new target is a ``value`` (the goal's measure and unit kept),
+    or a ``text`` where the guideline sets no number to aim at (ADA: in very complex or poor
+    health, avoid reliance on HbA1c), optionally on another ``measure``."""
+
+    goal: GoalKey | list[GoalKey]
     description: str
     comparator: Literal["<", "<=", ">=", ">"] | None = None
-    value: float
+    value: float | None = None
+    text: str | None = None
+    measure: Code | None = None
+
+    @model_validator(mode="after")
+    def _value_or_text(self) -> AdjustGoal:
+        if (self.value is None) == (self.text is None):
+            raise ValueError("an adjusted target has either 'value' or 'text'")
+        if self.text is not None and self.comparator is not None:
+            raise ValueError("a 'comparator' compares a 'value'")
+        if self.measure is not None and self.text is None:
+            raise ValueError("a new 'measure' goes with a 'text' target (a value keeps its unit)")
+        return self
+
+    @property
+    def goals(self) -> tuple[str, ...]:
+        """The keys of the goals changed."""
+        return (self.goal,) if isinstance(self.goal, str) else tuple(self.goal)
 
 
 class Withhold(Strict):

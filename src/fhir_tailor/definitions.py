@@ -114,19 +114,19 @@ def load_definitions(root: Path, *, expand: Expander | None = None) -> Definitio
                 )
     goal_keys = {f"{m.id}.{g.id}": g for m in modules for g in m.goals}
     for variant in variants.variants:
-        if variant.adjust_goal is not None and variant.adjust_goal.goal not in goal_keys:
-            raise DefinitionError(
-                f"{root / 'variants.yaml'}: variant {variant.id!r} adjusts unknown goal "
-                f"{variant.adjust_goal.goal!r}"
-            )
-        if (
-            variant.adjust_goal is not None
-            and goal_keys[variant.adjust_goal.goal].target.value is None
-        ):
-            raise DefinitionError(
-                f"{root / 'variants.yaml'}: variant {variant.id!r} adjusts the value of goal "
-                f"{variant.adjust_goal.goal!r}, whose target is not a quantity"
-            )
+        change = variant.adjust_goal
+        if change is None:
+            continue
+        for key in change.goals:
+            if key not in goal_keys:
+                raise DefinitionError(
+                    f"{root / 'variants.yaml'}: variant {variant.id!r} adjusts unknown goal {key!r}"
+                )
+            if change.value is not None and goal_keys[key].target.value is None:
+                raise DefinitionError(
+                    f"{root / 'variants.yaml'}: variant {variant.id!r} adjusts the value of goal "
+                    f"{key!r}, whose target is not a quantity"
+                )
     _unique(root / "modules", [m.id for m in modules], "module")
     _unique(root / "segments.yaml", [s.id for s in segments.segments], "segment")
     _unique(root / "variants.yaml", [v.id for v in variants.variants], "variant")

@@ -33,8 +33,10 @@ do: a recency window reads ``>= (%asOf - N days).toString()``, an age
     ``component.code`` or ``category``; answered items of a completed or amended
     QuestionnaireResponse whose ``linkId`` (or ``definition``) names a LOINC code; finished
     Encounters by ``class`` or ``type``; standing ServiceRequests (active or completed, intent not
-    ``proposal``) by ``code``, on their ``authoredOn`` day; and the count of distinct active
-    MedicationRequests. A
+    ``proposal``) by ``code``, on their ``authoredOn`` day; active MedicationRequests (intent
+    not ``proposal``) by their ``medicationCodeableConcept``, else by the ``code`` of the
+    Medications they contain when ``medicationReference`` is local (``#``), each on its
+    ``authoredOn`` day; and the count of distinct active MedicationRequests. A
     value rule reads ``value`` through the bands (the band thresholds become comparisons), an
     answer rule the first coded answer found in the rule's answer table, a presence rule is
     negated by ``valueBoolean = false`` or an ``N``/``NEG``/``ND`` interpretation.
@@ -51,6 +53,12 @@ do: a recency window reads ``>= (%asOf - N days).toString()``, an age
   ``authoredOn``. An observation without any date is the oldest day, ``'0001-01-01'``. This is
   the Python merge exactly: ties go to the gravest reading, and a diagnosis on the problem list
   never goes stale.
+
+  A feature with ``confirmed_after_days`` N is the ``or`` of its Observation rules, each taken
+  alone as above, and a rule's reading is present only when the rule is confirmed: over the
+  rule's marked days (present at any severity, ``|1``), the earliest present day after the
+  newest absent one (``'0000-00-00'`` when none), plus N days (``toDate() + N days``), is on or
+  before the newest day.
 - A rule with ``applies_to`` reads an element only when the Patient is one it applies to:
   ``birthDate`` within the age bounds (compared as for ``age_at_least``/``age_below`` below;
   without one, or with one after ``%asOf``, only a minimum age holds) and ``gender`` (not the
@@ -66,7 +74,10 @@ do: a recency window reads ``>= (%asOf - N days).toString()``, an age
   ``rank`` (the alphabetically first system on a tie) is X.
 - ``{gap: G}``: G's ``when`` rule holds (gap references inside it are false, as in Python, where
   gaps are computed after that rule) and no readable observation of G's features is dated on or
-  after ``%asOf - within_days days``.
+  after ``%asOf - within_days days`` (with ``any_result_closes``, no observation at all, readable
+  or not, but a panel that only groups its members).
+- ``{count_at_least: N, of: [...]}``: the sum of ``iif(…, 1, 0)`` over the rules is at least N
+  (constant rules folded in first).
 - ``all``/``any``/``not``: ``and``/``or``/``.not()``. Every part is a Boolean (an ``exists()``,
   ``empty()`` or constant), so empty collections never leak into the logic.
 
@@ -129,6 +140,7 @@ from .rules import (
     AllOf,
     AnyOf,
     ContactPreference,
+    CountAtLeast,
     FeatureRule,
     GapRule,
     LanguageNot,
@@ -275,6 +287,13 @@ _MEDICATION_DAY = (
     f"iif({_ACTIVE_MEDICATIONS}.authoredOn.exists(),\n"
     f"  {_ACTIVE_MEDICATIONS}.authoredOn.select({_day('$this')}){_MAX},\n"
     f"  {_UNDATED})"
+)
+#: The codings of the medicine an active MedicationRequest asks for: its CodeableConcept, else,
+#: for a local (``#``) reference, the code of the Medications it contains.
+_REQUESTED_MEDICINE = (
+    "iif(medication.ofType(CodeableConcept).exists(), medication.ofType(CodeableConcept).coding,\n"
+    "  iif(medication.ofType(Reference).reference.startsWith('#'),\n"
+    "    contained.ofType(Medication).code.coding))"
 )
 _NUMBER = "(value.ofType(Quantity).value | value.ofType(integer) | value.ofType(decimal))"
 
@@ -461,6 +480,14 @@ def _readable(rule: Rule, kind: Kind) -> Reading:
     return None
 
 
+def _any_result(rule: Rule, kind: Kind) -> Reading:
+    """When an element matched by ``rule`` is read at all, whatever its result (a gap closed by
+    any result): every matched element but a panel that only groups its members."""
+    if rule.resource != "Observation" or kind == "answer":
+        return None
+    return "(hasMember.empty() or value.exists())"
+
+
 def _present(severity: Severity | None) -> Callable[[Rule, Kind], Reading]:
     """The test that an element matched by a rule reads present with at least ``severity``."""
     rank = SEVERITY_RANK[severity]
@@ -514,6 +541,8 @@ class _Observations:
     feature: Feature
     codes: CodesOf
     present: Callable[[Rule, Kind], Reading] | None = None
+    #: Which matched elements count as read (``_any_result`` for a gap closed by any result).
+    readable: Callable[[Rule, Kind], Reading] = _readable
 
     def days(self) -> str:
         """The collection, or ``""`` when the feature has no rule read from observations."""
@@ -553,7 +582,7 @@ class _Observations:
         return _any_of(criteria) if criteria else False
 
     def _observations(self) -> str:
-        readable = self._observation_criterion(_readable)
+        readable = self._observation_criterion(self.readable)
         if readable is False:
             return ""
         mark = self._mark(self._observation_criterion(self.present) if self.present else None)
@@ -581,7 +610,7 @@ class _Observations:
         return f"repeat(item.combine(answer.item)).where({_any_of(criteria)}).exists()"
 
     def _questionnaires(self) -> str:
-        readable = self._item_criterion(_readable)
+        readable = self._item_criterion(self.readable)
         if readable is False:
             return ""
         mark = self._mark(self._item_criterion(self.present) if self.present else None)
@@ -637,7 +666,33 @@ class _Observations:
         )
 
     def _medications(self) -> str:
-        rules = self._rules("MedicationRequest")
+        parts = [self._medication_count(), self._medicines()]
+        kept = [p for p in parts if p]
+        return _union(kept) if kept else ""
+
+    def _medicines(self) -> str:
+        """Active requests for a medicine in a presence rule's value sets, each by its day."""
+        rules = [r for r in self._rules("MedicationRequest") if r.value is None]
+        if not rules:
+            return ""
+        readable = {r.id: _scoped(r, None) for r in rules}
+        mark = ""
+        if self.present is not None:
+            present = {r.id: _scoped(r, self.present(r, "observation")) for r in rules}
+            criterion: Reading = False
+            if present == readable:
+                criterion = None
+            elif criteria := _matched(rules, present, _REQUESTED_MEDICINE):
+                criterion = _any_of(criteria)
+            mark = self._mark(criterion)
+        return (
+            f"{_ACTIVE_MEDICATIONS}.where(\n"
+            f"{_indent(_any_of(_matched(rules, readable, _REQUESTED_MEDICINE)))})\n"
+            f"  .select({_day_or_undated('authoredOn')}{mark})"
+        )
+
+    def _medication_count(self) -> str:
+        rules = [r for r in self._rules("MedicationRequest") if r.value is not None]
         if not rules:
             return ""
         mark = ""
@@ -695,6 +750,23 @@ def _junction(
     if len(kept) == 1 and comment is None:
         return kept[0]
     return _Junction(op, tuple(kept), comment)
+
+
+def _count_at_least(items: Sequence[_Node], count: int) -> _Node:
+    """At least ``count`` of the items hold, constants folded away: the sum of ``iif(…, 1, 0)``
+    compared with what the constant items leave to reach."""
+    needed = count - sum(1 for item in items if item == _TRUE)
+    left = [item for item in items if item not in (_TRUE, _FALSE)]
+    if needed <= 0:
+        return _TRUE
+    if needed > len(left):
+        return _FALSE
+    if needed == len(left):
+        return _junction("and", left)
+    if needed == 1:
+        return _junction("or", left)
+    terms = "\n+ ".join(f"iif(\n{_render(item, 1)},\n  1, 0)" for item in left)
+    return _Text(f"({terms}) >= {needed}", f"at least {needed} of {len(left)}")
 
 
 def _negation(item: _Node) -> _Node:
@@ -755,6 +827,9 @@ class Translator:
             return _junction("and", (self._node(r, gaps_known=gaps_known) for r in rule.all))
         if isinstance(rule, AnyOf):
             return _junction("or", (self._node(r, gaps_known=gaps_known) for r in rule.any))
+        if isinstance(rule, CountAtLeast):
+            nodes = [self._node(r, gaps_known=gaps_known) for r in rule.of]
+            return _count_at_least(nodes, rule.count_at_least)
         if isinstance(rule, Not):
             return _negation(self._node(rule.not_, gaps_known=gaps_known))
         raise TypeError(f"no FHIRPath translation for {type(rule).__name__}")
@@ -787,11 +862,12 @@ class Translator:
         return _junction("or", reaching, f"need {dimension} at least {at_least}")
 
     def _gap(self, gap: GapDefinition) -> _Node:
+        read = _any_result if gap.any_result_closes else _readable
         screenings = [
             days
             for feature_id in gap.features
             if (entry := self._rules.index.features.get(feature_id)) is not None
-            and (days := _Observations(entry[0], self._rules.index.codes).days())
+            and (days := _Observations(entry[0], self._rules.index.codes, None, read).days())
         ]
         when = _TRUE if gap.when is None else self._node(gap.when, gaps_known=False)
         recent = _TRUE
@@ -829,14 +905,71 @@ def _diagnosed(feature: Feature, severity: Severity | None) -> _Node:
 
 def _observed(feature: Feature, codes: CodesOf, severity: Severity | None) -> _Node:
     """The newest readable observation of the feature reads present with at least
-    ``severity``, and is current: the greatest marked day ends in ``|1`` and is recent enough."""
-    observations = _Observations(feature, codes, _present(severity))
+    ``severity``, and is current: the greatest marked day ends in ``|1`` and is recent enough.
+
+    For a feature with ``confirmed_after_days`` each Observation rule is a criterion of its
+    own (its newest reading decides for it, present only when confirmed), and the feature holds
+    when one of them does."""
+    if feature.confirmed_after_days is None:
+        return _newest_present(feature, codes, _present(severity))
+    criteria = []
+    for rule in feature.rules:
+        if rule.resource == "Observation":
+            single = feature.model_copy(update={"rules": [rule]})
+            confirmed = _confirmed(single, codes, feature.confirmed_after_days)
+            criteria.append(
+                _newest_present(single, codes, _and_also(_present(severity), confirmed))
+            )
+    return _junction("or", criteria)
+
+
+def _newest_present(
+    feature: Feature, codes: CodesOf, present: Callable[[Rule, Kind], Reading]
+) -> _Node:
+    observations = _Observations(feature, codes, present)
     if not observations.can_be_present():
         return _FALSE
     tests = ["endsWith('|1')"]
     if feature.current_for_days is not None:
         tests.append(f"substring(0, 10) >= {_as_of_minus(feature.current_for_days, 'days')}")
     return _Text(f"{observations.days()}{_MAX}\n  .where({' and '.join(tests)}).exists()")
+
+
+def _confirmed(feature: Feature, codes: CodesOf, days: int) -> str | None:
+    """A Boolean: the feature's one Observation rule has read present without a break for at
+    least ``days``. After its newest absent reading (``'0000-00-00'`` when none), its earliest
+    present reading is at least ``days`` older than its newest reading. ``None`` when the rule
+    reads nothing."""
+    marked = _Observations(feature, codes, _present(None)).days()
+    if not marked:
+        return None
+    readings = f"(\n{_indent(marked)}\n)"
+    last_absent = (
+        f"({readings}.where(endsWith('|0')).select(substring(0, 10)) | '0000-00-00'){_MAX}"
+    )
+    newest = f"{readings}.select(substring(0, 10)){_MAX}"
+    present = f"{readings}.where(endsWith('|1')).select(substring(0, 10))"
+    first = f"{present}\n  .where($this > {last_absent}){_MIN}"
+    return (
+        f"{first}\n  .select((toDate() + {days} days).toString())\n"
+        f"  .where($this <= {newest}).exists()"
+    )
+
+
+def _and_also(
+    test: Callable[[Rule, Kind], Reading], condition: str | None
+) -> Callable[[Rule, Kind], Reading]:
+    """``test``, and ``condition`` (a Boolean on the record) besides it."""
+
+    def both(rule: Rule, kind: Kind) -> Reading:
+        reading = test(rule, kind)
+        if condition is None or reading is False:
+            return False if condition is None else reading
+        if reading is None or reading is True:
+            return condition
+        return f"({reading}) and {condition}"
+
+    return both
 
 
 def _birth_day_where(*comparisons: str) -> str:

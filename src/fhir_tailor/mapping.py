@@ -207,10 +207,12 @@ class Rule(Strict):
         ):
             raise ValueError(f"{self.resource} rules take neither 'value' nor 'answers'")
         if self.resource == "MedicationRequest":
-            if self.value is None or self.valuesets:
+            # Either the count of active medicines (polypharmacy) read through bands, or the
+            # presence of an active request for a medicine in the rule's value sets.
+            if self.answers is not None or (self.value is None) == (not self.valuesets):
                 raise ValueError(
-                    "a MedicationRequest rule counts active medications: it takes 'value' bands "
-                    "and no 'valuesets'"
+                    "a MedicationRequest rule either counts active medications ('value' bands, "
+                    "no 'valuesets') or reads the presence of one in its 'valuesets' (no 'value')"
                 )
         elif not self.valuesets:
             raise ValueError(f"a {self.resource} rule needs at least one value set")
@@ -232,12 +234,20 @@ class Feature(Strict):
 
     ``current_for_days`` ages observations; a diagnosis on the problem list never goes stale
     unless ``conditions_current_for_days`` is set, for states that end by themselves (a
-    pregnancy Condition older than a pregnancy lasts is no longer current)."""
+    pregnancy Condition older than a pregnancy lasts is no longer current).
+
+    ``confirmed_after_days`` makes a measurement count only when it persists: an Observation
+    rule's present reading is *pending* (the finding is unknown, never present) until the same
+    rule has read present without a break (no absent reading of that rule in between) over at
+    least that many days, first to newest reading. A chronic condition defined by duration (CKD:
+    abnormal kidney markers for more than 3 months, KDIGO 2024 chapter 1) is then not started by
+    one reading, which may be an acute change. Diagnoses are not affected."""
 
     id: str = Field(pattern=_ID)
     label: str
     current_for_days: int | None = Field(default=None, gt=0)
     conditions_current_for_days: int | None = Field(default=None, gt=0)
+    confirmed_after_days: int | None = Field(default=None, gt=0)
     asset: bool = False
     state: bool = False
     excludes: tuple[str, ...] = ()
@@ -257,6 +267,17 @@ class Feature(Strict):
                 raise ValueError(f"rule {rule.id!r}: {kind} feature takes no severities")
             if not ungraded and rule.reads_presence and rule.severity is None:
                 raise ValueError(f"rule {rule.id!r}: a presence rule needs a 'severity'")
+        return self
+
+    @model_validator(mode="after")
+    def _confirmable(self) -> Feature:
+        if self.confirmed_after_days is not None and any(
+            rule.resource not in ("Condition", "Observation") for rule in self.rules
+        ):
+            raise ValueError(
+                f"feature {self.id!r}: 'confirmed_after_days' confirms measurements; its rules "
+                "read Conditions and Observations only"
+            )
         return self
 
 
@@ -363,8 +384,9 @@ class CodeIndex:
     """Rules indexed by the ``(system, code)`` keys of their value sets' expansions.
 
     Code rules and category rules live in separate tables, so a category code never matches a
-    resource's ``code`` (or the reverse). MedicationRequest rules need no codes and are kept
-    apart in :attr:`medication_counts`.
+    resource's ``code`` (or the reverse). MedicationRequest rules that count medicines need no
+    codes and are kept apart in :attr:`medication_counts`; those reading a medicine's presence
+    are indexed like the others (:attr:`reads_medicines` says whether there are any).
     """
 
     def __init__(self, files: list[FeatureFile], library: ValueSetLibrary) -> None:
@@ -389,12 +411,19 @@ class CodeIndex:
                     if rule.id in rule_ids:
                         raise ValueError(f"rule {rule.id!r} is defined twice")
                     rule_ids.add(rule.id)
-                    if rule.resource == "MedicationRequest":
+                    if rule.resource == "MedicationRequest" and rule.value is not None:
                         self.medication_counts.append(
                             Match(feature, file.dimension, rule, _ACTIVE_MEDICATIONS)
                         )
                     self._codes[rule.id] = self._index_rule(feature, file.dimension, rule)
         self._found: dict[tuple[str, str, str, MatchOn], tuple[Match, ...]] = {}
+        #: Whether some rule reads the presence of a medicine: otherwise MedicationRequests are
+        #: only counted, and their codings never looked up.
+        self.reads_medicines = any(
+            rule.resource == "MedicationRequest" and rule.value is None
+            for feature, _ in self.features.values()
+            for rule in feature.rules
+        )
         #: Resource types some rule matches by category: the others skip reading categories,
         #: which every Observation carries (vital-signs, laboratory) and no rule may need.
         self.category_types = frozenset(

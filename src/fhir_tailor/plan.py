@@ -378,20 +378,32 @@ def _adjust(
     change = variant.adjust_goal
     assert change is not None
     variation = _variation(variant, evidence)
+
+    def adjusted(target: GoalTarget) -> GoalTarget:
+        # The unit stays: a later variant may set a value on the goal's own measure again.
+        if change.text is not None:  # no number to aim at: a stated target, maybe on a new measure
+            update = {"measure": change.measure or target.measure, "comparator": None}
+            return target.model_copy(
+                update={**update, "value": None, "answer": None, "text": change.text}
+            )
+        return target.model_copy(
+            update={
+                "comparator": change.comparator or target.comparator,
+                "value": change.value,
+                "answer": None,
+                "text": None,
+            }
+        )
+
     return [
         goal.model_copy(
             update={
                 "description": change.description,
-                "target": goal.target.model_copy(
-                    update={
-                        "comparator": change.comparator or goal.target.comparator,
-                        "value": change.value,
-                    }
-                ),
+                "target": adjusted(goal.target),
                 "variations": (*goal.variations, variation),
             }
         )
-        if goal.key == change.goal
+        if goal.key in change.goals
         else goal
         for goal in goals
     ]

@@ -2,15 +2,18 @@
 
 Each resource is matched by code or category (:class:`~fhir_tailor.mapping.CodeIndex`) into
 *evidence* for a feature: Conditions, Observations (with their components; panel members take the
-panel's date when they have none), answered QuestionnaireResponse items, finished Encounters, and
-the count of active MedicationRequests. The evidence for a feature is merged into one
+panel's date when they have none), answered QuestionnaireResponse items, finished Encounters,
+active MedicationRequests for a medicine in a rule's value sets, and the count of active
+MedicationRequests. The evidence for a feature is merged into one
 :class:`Finding`:
 
 - an active Condition makes the feature present (a clinician put it on the problem list);
 - otherwise the most recent Observation with a readable result decides (a newer negative
   screening overrides an older positive one);
 - a finding older than its feature's ``current_for_days`` is kept but marked stale, and stale
-  findings do not count toward needs or rules.
+  findings do not count toward needs or rules;
+- a measurement of a feature with ``confirmed_after_days`` counts only once it has persisted
+  that long (each rule on its own); until then it is pending and the finding unknown.
 
 A dimension's need level is the highest severity among its current present findings, raised
 one level when many findings are present (``escalate_at_count`` in ``profiles/dimensions.yaml``).
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import cached_property, partial
 
@@ -90,6 +93,10 @@ class GapDefinition(Strict):
     features: list[str] = Field(min_length=1)
     within_days: int = Field(gt=0)
     when: RuleExpr | None = None
+    #: A screening done counts even when its result cannot be read (an answer outside the rule's
+    #: table, a free-text result): the gap is about the screening, and the unread result stays
+    #: unknown in the profile, reported as a data issue.
+    any_result_closes: bool = False
     #: The guideline (year, section) that sets the screening and its interval.
     source: str | None = None
 
@@ -218,6 +225,9 @@ class _Evidence:
     label: str | None = None
     #: The SDOH domain the answer read names, when narrower than its rule's.
     sdoh_category: SdohCategory | None = None
+    #: A present reading not yet confirmed by its feature's ``confirmed_after_days``: the
+    #: finding it decides is unknown.
+    pending: bool = False
 
     @property
     def category(self) -> SdohCategory | None:
@@ -390,6 +400,8 @@ def _read_resource(
                     )
     elif rtype == "Encounter":
         yield from _read_encounter(resource, ref, index)
+    elif rtype == "MedicationRequest" and index.reads_medicines:
+        yield from _read_medication(resource, ref, index, report)
     elif rtype == "ServiceRequest":
         yield from _read_service_request(resource, ref, index)
 
@@ -450,6 +462,43 @@ def _read_service_request(request: Resource, ref: str, index: CodeIndex) -> Iter
     for system, code, _ in codings(request.get("code")):
         for match in index.lookup(system, code, "ServiceRequest"):
             yield _Evidence(match, "present", match.rule.severity, when, (ref,), False)
+
+
+def _read_medication(
+    request: Resource, ref: str, index: CodeIndex, report: DataIssueHandler
+) -> Iterator[_Evidence]:
+    """An active request (``status: active``, intent not ``proposal``) for a medicine in the value
+    sets of a presence rule, dated by ``authoredOn``.
+
+    The medicine is the request's ``medicationCodeableConcept``, else the code of the Medication
+    it carries as a contained resource (a local ``#`` reference reads every contained
+    Medication, normally the one). A Medication elsewhere is not in a patient record (records
+    hold the resources that name the patient), so such a request is reported, not guessed at.
+    """
+    if request.get("status") != "active" or request.get("intent") == "proposal":
+        return
+    concepts = [request.get("medicationCodeableConcept")]
+    if concepts == [None]:
+        reference = request.get("medicationReference")
+        target = reference.get("reference") if isinstance(reference, dict) else None
+        if isinstance(target, str) and target.startswith("#"):
+            concepts = [
+                medication.get("code")
+                for medication in as_list(request.get("contained"))
+                if isinstance(medication, dict) and medication.get("resourceType") == "Medication"
+            ]
+        elif reference is not None:
+            report(
+                ref,
+                "field medicationReference: the Medication is not contained in the "
+                "request; its medicine is not read",
+            )
+            return
+    when = parse_date(request.get("authoredOn"))
+    for concept in concepts:
+        for system, code, _ in codings(concept):
+            for match in index.lookup(system, code, "MedicationRequest"):
+                yield _Evidence(match, "present", match.rule.severity, when, (ref,), False)
 
 
 def _medication_counts(resources: Iterable[Resource], index: CodeIndex) -> Iterator[_Evidence]:
@@ -617,25 +666,26 @@ def _read_observation(
 
 
 _STATUS_RANK = {"unknown": 0, "absent": 1, "present": 2}
+_PENDING_RANK = 1.5
 
 
 def _merge(items: list[_Evidence], feature: Feature, as_of: date) -> Finding:
     current_for_days = feature.current_for_days
+    if feature.confirmed_after_days is not None:
+        items = _unconfirmed_pending(items, feature.confirmed_after_days)
     observed = [e for e in items if not e.from_condition]
     latest: list[_Evidence] = []
     stale = False
     if observed:
-        known = [e for e in observed if e.status != "unknown"] or observed
-        newest = max(_day(e) for e in known)
-        latest = sorted(
-            (e for e in known if _day(e) == newest),
-            key=lambda e: (_STATUS_RANK[e.status], SEVERITY_RANK[e.severity]),
-        )
-        top = latest[-1]
-        latest = [e for e in latest if (e.status, e.severity) == (top.status, top.severity)]
-        stale = current_for_days is not None and (
-            top.effective is None or as_of - top.effective > timedelta(days=current_for_days)
-        )
+        # A confirmed feature's rules are criteria of their own: each rule's newest reading
+        # decides for it, and the gravest current one for the feature.
+        groups: dict[str, list[_Evidence]] = {"": observed}
+        if feature.confirmed_after_days is not None:
+            groups = defaultdict(list)
+            for e in observed:
+                groups[e.match.rule.id].append(e)
+        tops = [_newest(group, current_for_days, as_of) for group in groups.values()]
+        latest, stale = max(tops, key=lambda top: (not top[1], _gravity(top[0][-1])))
     conditions = sorted(
         (e for e in items if e.from_condition), key=lambda e: (SEVERITY_RANK[e.severity], _day(e))
     )
@@ -683,8 +733,77 @@ def _merge(items: list[_Evidence], feature: Feature, as_of: date) -> Finding:
     )
 
 
+def _newest(
+    observed: list[_Evidence], current_for_days: int | None, as_of: date
+) -> tuple[list[_Evidence], bool]:
+    """The newest readings (ties: the gravest) and whether they are stale. Unreadable readings
+    count only when there is nothing else."""
+    known = [e for e in observed if e.status != "unknown" or e.pending] or observed
+    newest = max(_day(e) for e in known)
+    latest = sorted((e for e in known if _day(e) == newest), key=_gravity)
+    top = latest[-1]
+    stale = current_for_days is not None and (
+        top.effective is None or as_of - top.effective > timedelta(days=current_for_days)
+    )
+    return [e for e in latest if _gravity(e) == _gravity(top)], stale
+
+
 def _day(item: _Evidence) -> date:
     return item.effective or date.min
+
+
+def _gravity(item: _Evidence) -> tuple[float, int]:
+    """How grave a reading is, for ties on a day: present, then pending (a present reading not
+    yet confirmed), then absent, then unknown; then by severity."""
+    rank = _PENDING_RANK if item.pending else _STATUS_RANK[item.status]
+    return rank, SEVERITY_RANK[item.severity]
+
+
+def _unconfirmed_pending(items: list[_Evidence], days: int) -> list[_Evidence]:
+    """Present Observation readings that have not persisted for ``days`` made pending.
+
+    Per rule: after the newest absent reading, the earliest present one must be at least
+    ``days`` older than the rule's newest reading (which is then present: no absent one follows
+    it). Otherwise every present reading of the rule is pending: the finding it decides is
+    unknown, labelled so, and never present.
+    """
+    readings: defaultdict[str, list[_Evidence]] = defaultdict(list)
+    for item in items:
+        observed = not item.from_condition and item.match.rule.resource == "Observation"
+        if observed and item.status != "unknown":
+            readings[item.match.rule.id].append(item)
+    unconfirmed = {
+        rule_id for rule_id, rule_readings in readings.items() if not _persists(rule_readings, days)
+    }
+    return [
+        replace(
+            item,
+            status="unknown",
+            severity=None,
+            pending=True,
+            label=f"{item.label or item.match.feature.label}: not confirmed (no earlier result "
+            f"in this range at least {days} days before, without a normal one since)",
+        )
+        if item.match.rule.id in unconfirmed and item.status == "present"
+        else item
+        for item in items
+    ]
+
+
+def _persists(readings: list[_Evidence], days: int) -> bool:
+    absent = [_day(e) for e in readings if e.status == "absent"]
+    last_absent = max(absent, default=None)
+    present = [
+        _day(e)
+        for e in readings
+        if e.status == "present" and (last_absent is None or _day(e) > last_absent)
+    ]
+    if not present:
+        return False
+    try:
+        return min(present) + timedelta(days=days) <= max(_day(e) for e in readings)
+    except OverflowError:  # a first reading near the end of the calendar cannot have persisted
+        return False
 
 
 def _need(findings: Iterable[Finding], definition: DimensionDefinition | None) -> NeedLevel:
@@ -699,11 +818,12 @@ def _need(findings: Iterable[Finding], definition: DimensionDefinition | None) -
 
 
 def _screened(evidence: dict[str, list[_Evidence]], gap: GapDefinition, as_of: date) -> bool:
-    """Whether any Observation with a readable result for the gap's features is recent enough."""
+    """Whether any Observation with a readable result (any result, for a gap that says so) for
+    the gap's features is recent enough."""
     window = timedelta(days=gap.within_days)
     return any(
         not e.from_condition
-        and e.status != "unknown"
+        and (e.status != "unknown" or gap.any_result_closes)
         and e.effective is not None
         and as_of - e.effective <= window
         for feature in gap.features

@@ -351,8 +351,8 @@ def _change(variant: Variant) -> str:
         )
     assert variant.adjust_goal is not None
     goal = variant.adjust_goal
-    target = " ".join(p for p in (goal.comparator, f"{goal.value:g}") if p)
-    return f"Goal {goal.goal} becomes: {goal.description} (target {target})"
+    target = goal.text or " ".join(p for p in (goal.comparator, f"{goal.value:g}") if p)
+    return f"Goal {', '.join(goal.goals)} becomes: {goal.description} (target {target})"
 
 
 def _personalization_plan(catalog: Catalog, translator: Translator) -> Definition:

@@ -11,6 +11,7 @@ A rule is a YAML mapping with one key naming the test::
     {contact_preference: sms}                       # the telecom system the patient ranked first
     {gap: no_sdoh_screening}                        # a data gap is open
     {all: [...]} / {any: [...]} / {not: {...}}
+    {count_at_least: 3, of: [...]}                  # at least 3 of the rules hold
 
 Evaluating a rule gives a :class:`Verdict` with the *evidence* that made it true (the findings
 and their source resources), which is how every plan choice carries its stated reason.
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .mapping import SEVERITY_RANK, Dimension, Severity
 
@@ -179,6 +180,31 @@ class AnyOf(_Rule):
             yield from rule.leaves()
 
 
+class CountAtLeast(_Rule):
+    """At least ``count_at_least`` of the rules hold: multimorbidity is several chronic
+    conditions at once (three or more coexisting chronic illnesses in the ADA Standards of Care,
+    section 13), which ``all``/``any`` cannot say without listing every combination."""
+
+    count_at_least: int = Field(ge=1)
+    of: list[RuleExpr] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> CountAtLeast:
+        if self.count_at_least > len(self.of):
+            raise ValueError(f"'count_at_least' {self.count_at_least} exceeds the rules listed")
+        return self
+
+    def evaluate(self, profile: Profile) -> Verdict:
+        held = [v for v in (rule.evaluate(profile) for rule in self.of) if v.holds]
+        if len(held) < self.count_at_least:
+            return FALSE
+        return Verdict(True, tuple(e for v in held for e in v.evidence))
+
+    def leaves(self) -> Iterator[_Rule]:
+        for rule in self.of:
+            yield from rule.leaves()
+
+
 class Not(_Rule):
     not_: RuleExpr = Field(alias="not")
 
@@ -199,6 +225,7 @@ _KINDS: dict[str, type[_Rule]] = {
     "gap": GapRule,
     "all": AllOf,
     "any": AnyOf,
+    "count_at_least": CountAtLeast,
     "not": Not,
 }
 
@@ -220,6 +247,7 @@ RuleExpr = Annotated[
     | Annotated[GapRule, Tag("gap")]
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
+    | Annotated[CountAtLeast, Tag("count_at_least")]
     | Annotated[Not, Tag("not")],
     Discriminator(
         _tag,
@@ -228,7 +256,7 @@ RuleExpr = Annotated[
     ),
 ]
 
-for _model in (AllOf, AnyOf, Not):
+for _model in (AllOf, AnyOf, CountAtLeast, Not):
     _model.model_rebuild()
 
 

@@ -65,6 +65,9 @@ DIMENSION = {
             "osteoarthritis",
             "chronic_pain",
             "pregnancy",
+            "albuminuria",
+            "hypoglycemia_risk_medicine",
+            "limited_life_expectancy",
         ],
         "medical",
     ),
@@ -96,6 +99,7 @@ DIMENSION = {
             "stress",
             "lives_alone",
             "caregiver_present",
+            "no_household_caregiver",
         ],
         "social",
     ),
@@ -306,6 +310,7 @@ MODULES = [
             "ldl-below-70": Target(LOINC, "13457-7", "<", 70, "mg/dL"),
             # 2023 AHA/ACC chronic coronary disease 4.2.7, 2021 AHA/ASA: below 130/80
             "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Target(LOINC, "8462-4", "<", 80, "mm[Hg]"),
         },
         {"antithrombotic-review": (None, None), "statin-review": (None, None)},
     ),
@@ -316,7 +321,10 @@ MODULES = [
         (p("hemorrhagic_stroke"),),
         p("stroke_tia"),
         # 2022 AHA/ASA spontaneous ICH guideline: long-term BP below 130/80
-        {"systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]")},
+        {
+            "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Target(LOINC, "8462-4", "<", 80, "mm[Hg]"),
+        },
         {"hemorrhagic-stroke-rehabilitation": (None, None)},
     ),
     ModuleCase(
@@ -371,12 +379,15 @@ MODULES = [
         "ckd-care",
         "chronic-care",
         ("medical",),
-        (p("ckd"), p(("egfr_reduced", "high"))),
-        p("hypertension"),
+        # CKD (a diagnosis, or markers persisting 90 days: KDIGO 2024 1.1); one low eGFR is not
+        (p("ckd"), p(("ckd", "high"))),
+        p("hypertension", ("egfr_reduced", "high"), "albuminuria"),
         {
             "systolic-below-130": Target(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Target(LOINC, "8462-4", "<", 80, "mm[Hg]"),
             "egfr-monitored": Target(LOINC, "98979-8", text="6 months"),
         },
+        {"kidney-protective-medicines-review": (None, None)},
     ),
     ModuleCase(
         "lipid-management",
@@ -896,8 +907,18 @@ VARIANTS = [
         "decide on the statin and its intensity with the stroke specialist",
         ("hemorrhagic_stroke", "coronary_disease"),
     ),
+    # ADA Standards of Care 2025, section 13 Table 13.1 and section 6 (goals by health status)
     VariantCase(
-        "hba1c-target-older-complex",
+        "hba1c-goal-older-healthy-hypoglycemia-risk",
+        "medical",
+        make_profile("type2_diabetes", ("hypoglycemia_risk_medicine", "low"), age=70),
+        make_profile("type2_diabetes", ("hypoglycemia_risk_medicine", "low"), age=64),
+        "diabetes-outpatient.hba1c-below-7",
+        7.5,
+        ("age", "hypoglycemia_risk_medicine"),
+    ),
+    VariantCase(
+        "hba1c-goal-older-complex",
         "medical",
         make_profile("type2_diabetes", "cognitive_impairment", age=72),
         make_profile("type2_diabetes", "cognitive_impairment", age=60),
@@ -906,13 +927,99 @@ VARIANTS = [
         ("age", "cognitive_impairment"),
     ),
     VariantCase(
-        "hba1c-target-older-complex-type1",
+        "hba1c-goal-older-very-complex",
         "medical",
-        make_profile("type1_diabetes", "iadl_dependence", age=80),
+        make_profile("type1_diabetes", "limited_life_expectancy", age=80),
         make_profile("type1_diabetes", age=80),
         "diabetes-type1.hba1c-below-7",
+        "no hypoglycemia and no symptomatic hyperglycemia",
+        ("age", "type1_diabetes", "limited_life_expectancy"),
+    ),
+    VariantCase(
+        "hba1c-test-not-relied-on",
+        "medical",
+        make_profile("type2_diabetes", ("adl_dependence", "high"), age=75),
+        make_profile("type2_diabetes", "adl_dependence", age=75),
+        "diabetes-outpatient.hba1c-test",
+        "Do not base treatment decisions on HbA1c",
+        ("age", "adl_dependence"),
+    ),
+    VariantCase(
+        "hba1c-goal-limited-life-expectancy",
+        "medical",
+        make_profile("type2_diabetes", "limited_life_expectancy", age=50),
+        make_profile("type2_diabetes", age=50),
+        "diabetes-outpatient.hba1c-below-7",
         8,
-        ("age", "iadl_dependence"),
+        ("limited_life_expectancy",),
+    ),
+    VariantCase(
+        "deintensify-hypoglycemia-risk-medicines",
+        "medical",
+        make_profile(
+            "type2_diabetes", ("hypoglycemia_risk_medicine", "low"), "iadl_dependence", age=70
+        ),
+        make_profile("type2_diabetes", "iadl_dependence", age=70),
+        "deintensify-hypoglycemia-risk-medicines",
+        "Deintensification review",
+        ("age", "hypoglycemia_risk_medicine", "iadl_dependence"),
+    ),
+    # ADA 2025 Table 13.1 (below 140/90 in very complex health); 2025 AHA/ACC older adults
+    VariantCase(
+        "bp-goal-older-very-complex-systolic",
+        "medical",
+        make_profile("hypertension", "type2_diabetes", "limited_life_expectancy", age=70),
+        make_profile("hypertension", "type2_diabetes", age=70),
+        "hypertension-outpatient.systolic-below-130",
+        140,
+        ("age", "type2_diabetes", "limited_life_expectancy"),
+    ),
+    VariantCase(
+        "bp-goal-older-very-complex-diastolic",
+        "medical",
+        make_profile("hypertension", "type2_diabetes", ("cognitive_impairment", "high"), age=70),
+        make_profile("hypertension", "type2_diabetes", "cognitive_impairment", age=70),
+        "hypertension-outpatient.diastolic-below-80",
+        90,
+        ("age", "cognitive_impairment"),
+    ),
+    VariantCase(
+        "bp-review-older-limited-life-expectancy",
+        "medical",
+        make_profile("hypertension", ("cognitive_impairment", "high"), age=80),
+        make_profile("hypertension", "cognitive_impairment", age=80),
+        "hypertension-outpatient.hypertension-follow-up-visit",
+        "with the patient and caregiver",
+        ("age", "cognitive_impairment"),
+    ),
+    # KDIGO 2024 chapter 1.1 (more than 3 months) and recommendation 5.1.1 (referral)
+    VariantCase(
+        "ckd-confirmation-tests",
+        "medical",
+        make_profile("hypertension", "egfr_reduced"),
+        make_profile("hypertension", "egfr_reduced", "ckd"),
+        "ckd-confirmation-tests",
+        "to confirm chronic kidney disease",
+        ("egfr_reduced",),
+    ),
+    VariantCase(
+        "nephrology-referral",
+        "medical",
+        make_profile(("ckd", "high")),
+        make_profile("ckd"),
+        "nephrology-referral",
+        "Referral to nephrology",
+        ("ckd",),
+    ),
+    # 2022 AHA/ACC/HFSA section 9.6: follow-up within 7 days of discharge
+    VariantCase(
+        "heart-failure-follow-up-after-discharge",
+        "medical",
+        make_profile("heart_failure", "recent_hospital_discharge"),
+        make_profile("heart_failure"),
+        "heart-failure.heart-failure-follow-up-visit",
+        "within 7 days of the hospital discharge",
+        ("heart_failure", "recent_hospital_discharge"),
     ),
     VariantCase(
         "pharmacist-medication-review",
@@ -922,6 +1029,25 @@ VARIANTS = [
         "pharmacist-medication-review",
         "clinical pharmacist",
         ("polypharmacy",),
+    ),
+    # ASAM 2020 alcohol withdrawal management; APA 2018 AUD pharmacotherapy
+    VariantCase(
+        "alcohol-withdrawal-risk-check",
+        "cognitive_behavioral",
+        make_profile(("unhealthy_alcohol_use", "high")),
+        make_profile("unhealthy_alcohol_use"),
+        "alcohol-withdrawal-risk-check",
+        "CIWA-Ar",
+        ("unhealthy_alcohol_use",),
+    ),
+    VariantCase(
+        "alcohol-use-disorder-medication",
+        "cognitive_behavioral",
+        make_profile(("unhealthy_alcohol_use", "high")),
+        make_profile("unhealthy_alcohol_use"),
+        "alcohol-use-disorder-medication",
+        "naltrexone or acamprosate",
+        ("unhealthy_alcohol_use",),
     ),
     VariantCase(
         "teach-back-education",
@@ -1165,8 +1291,20 @@ VARIANTS = [
 REASONS = {
     "antithrombotic-after-hemorrhagic-stroke": "individual decision with the stroke specialist",
     "statin-after-hemorrhagic-stroke": "individual decision with the stroke specialist",
-    "hba1c-target-older-complex": "8.0%",
-    "hba1c-target-older-complex-type1": "8.0%",
+    "hba1c-goal-older-healthy-hypoglycemia-risk": "below 7.0-7.5%",
+    "hba1c-goal-older-complex": "below 8.0%",
+    "hba1c-goal-older-very-complex": "avoid reliance on HbA1c",
+    "hba1c-test-not-relied-on": "not on HbA1c",
+    "hba1c-goal-limited-life-expectancy": "below 8%",
+    "deintensify-hypoglycemia-risk-medicines": "hypoglycemia harms more",
+    "bp-goal-older-very-complex-systolic": "below 140/90",
+    "bp-goal-older-very-complex-diastolic": "below 140/90",
+    "bp-review-older-limited-life-expectancy": "shared decision",
+    "ckd-confirmation-tests": "more than 3 months",
+    "nephrology-referral": "specialist kidney care",
+    "heart-failure-follow-up-after-discharge": "within 7 days of discharge",
+    "alcohol-withdrawal-risk-check": "withdrawal",
+    "alcohol-use-disorder-medication": "moderate to severe alcohol use disorder",
     "pharmacist-medication-review": "five or more",
     "teach-back-education": "low health literacy",
     "caregiver-in-education": "cognitive impairment",
@@ -1238,6 +1376,8 @@ def test_variant_applies_with_reason_and_evidence(
         assert isinstance(case.change, str) and case.change in item.description
         if isinstance(item, PlannedGoal):
             assert item in plan.withheld_goals and item not in plan.goals
+    elif isinstance(item, PlannedGoal) and isinstance(case.change, str):
+        assert item.target.value is None and case.change in (item.target.text or "")
     elif isinstance(item, PlannedGoal):
         assert item.target.value == case.change
         assert item.target.comparator == "<"
@@ -1260,6 +1400,8 @@ def test_variant_does_not_apply_otherwise(definitions: Definitions, case: Varian
             "diabetes-outpatient.hba1c-below-7": 7,
             "diabetes-type1.hba1c-below-7": 7,
             "lipid-management.ldl-below-100": 100,
+            "hypertension-outpatient.systolic-below-130": 130,
+            "hypertension-outpatient.diastolic-below-80": 80,
         }
         assert item.target.value == standard[case.key]
     elif item is not None:

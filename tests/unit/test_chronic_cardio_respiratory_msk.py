@@ -90,6 +90,7 @@ GROUPS = [
         {
             "ldl-below-70": Goal(LOINC, "13457-7", "<", 70, "mg/dL"),
             "systolic-below-130": Goal(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Goal(LOINC, "8462-4", "<", 80, "mm[Hg]"),
         },
     ),
     Group(
@@ -119,6 +120,7 @@ GROUPS = [
         {
             "ldl-below-70": Goal(LOINC, "13457-7", "<", 70, "mg/dL"),
             "systolic-below-130": Goal(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Goal(LOINC, "8462-4", "<", 80, "mm[Hg]"),
         },
     ),
     Group(
@@ -136,7 +138,10 @@ GROUPS = [
             (ICD10, "S06.5X0A"),  # traumatic subdural hemorrhage
             (ICD10, "I63.9"),
         ),
-        {"systolic-below-130": Goal(LOINC, "8480-6", "<", 130, "mm[Hg]")},
+        {
+            "systolic-below-130": Goal(LOINC, "8480-6", "<", 130, "mm[Hg]"),
+            "diastolic-below-80": Goal(LOINC, "8462-4", "<", 80, "mm[Hg]"),
+        },
     ),
     Group(
         "atrial_fibrillation",

@@ -412,7 +412,7 @@ READINGS = [
     ("50210-4", 45, "mL/min/{1.73_m2}", "egfr_reduced", "moderate"),
     # VSAC Systolic Blood Pressure; diastolic stays on the project's own set
     ("8480-6", 150, "mm[Hg]", "bp_above_target", "moderate"),
-    ("8459-0", 165, "mm[Hg]", "bp_above_target", "high"),
+    ("8459-0", 185, "mm[Hg]", "bp_above_target", "high"),
     ("8461-6", 150, "mm[Hg]", "bp_above_target", "moderate"),
     ("8462-4", 95, "mm[Hg]", "bp_above_target", "moderate"),
 ]

@@ -188,7 +188,8 @@ CONDITIONS: list[tuple[str, str, str, str]] = [
     (ICD10, "R29.6", "fall_history", "high"),
     (SNOMED, "428942009", "fall_history", "moderate"),
     (ICD10, "Z74.1", "adl_dependence", "moderate"),
-    (ICD10, "Z74.2", "iadl_dependence", "moderate"),
+    # Z74.2: no household member able to give the care needed (a caregiving gap, not an IADL)
+    (ICD10, "Z74.2", "no_household_caregiver", "moderate"),
     (ICD10, "Z74.09", "mobility_limitation", "moderate"),
     (ICD10, "Z74.01", "mobility_limitation", "high"),
     (ICD10, "Z99.3", "assistive_device", "moderate"),
@@ -313,13 +314,7 @@ SCORES: list[tuple[str, float, str, str, str | None]] = [
     ("72172-0", 10, "cognitive_impairment", "present", "moderate"),
     ("72172-0", 9, "cognitive_impairment", "present", "high"),
     ("72172-0", 0, "cognitive_impairment", "present", "high"),
-    # Morse Fall Scale total 59460-6: 0-24 low, 25-45 moderate, 50+ high (LOINC LL905-1)
-    ("59460-6", 0, "fall_risk", "absent", None),
-    ("59460-6", 24, "fall_risk", "absent", None),
-    ("59460-6", 25, "fall_risk", "present", "moderate"),
-    ("59460-6", 45, "fall_risk", "present", "moderate"),
-    ("59460-6", 50, "fall_risk", "present", "high"),
-    ("59460-6", 125, "fall_risk", "present", "high"),
+    # The Morse Fall Scale (an inpatient tool) is not read: CDC STEADI screens outpatients.
     # Number of falls in the past 12 months 75856-5
     ("75856-5", 0, "fall_history", "absent", None),
     ("75856-5", 1, "fall_history", "present", "moderate"),
@@ -421,10 +416,15 @@ ANSWERS: list[tuple[str, str, str, str, str, str | None]] = [
     ("93157-6", LOINC, "LA10082-8", "low_health_literacy", "present", "moderate"),
     ("93157-6", LOINC, "LA10066-1", "low_health_literacy", "absent", None),
     ("93157-6", LOINC, "LA6270-8", "low_health_literacy", "absent", None),
-    # Morse Fall Scale risk level 59461-4 (LOINC LL905-1)
-    ("59461-4", LOINC, "LA13040-3", "fall_risk", "present", "high"),
-    ("59461-4", LOINC, "LA13039-5", "fall_risk", "present", "moderate"),
-    ("59461-4", LOINC, "LA13038-7", "fall_risk", "absent", None),
+    # CDC STEADI key questions: a yes to any is a positive screen
+    ("100257-5", LOINC, "LA33-6", "fall_risk", "present", "moderate"),
+    ("100257-5", LOINC, "LA32-8", "fall_risk", "absent", None),
+    ("97878-3", LOINC, "LA33-6", "fall_risk", "present", "moderate"),
+    ("97878-3", LOINC, "LA32-8", "fall_risk", "absent", None),
+    ("52552-7", LOINC, "LA33-6", "fall_history", "present", "moderate"),
+    ("52552-7", LOINC, "LA32-8", "fall_history", "absent", None),
+    # a recorded fall risk assessment 73830-2 at risk (SNOMED CT 129839007)
+    ("73830-2", SNOMED, "129839007", "fall_risk", "present", "moderate"),
     # ACS disability questions: Yes is a disability, No is not
     ("69856-3", LOINC, "LA33-6", "disability", "present", "moderate"),
     ("69856-3", LOINC, "LA32-8", "disability", "absent", None),

@@ -81,7 +81,8 @@ RECOGNISED: list[tuple[str, str, str, str]] = [
     (ICD10, "R15.9", "incontinence", "moderate"),  # full incontinence of feces
     # -- daily living --------------------------------------------------------------------------
     (ICD10, "Z74.1", "adl_dependence", "moderate"),  # need for assistance with personal care
-    (ICD10, "Z74.2", "iadl_dependence", "moderate"),
+    # Z74.2 is no household member able to give care, not an IADL dependence
+    (ICD10, "Z74.2", "no_household_caregiver", "moderate"),
 ]
 
 

@@ -91,7 +91,7 @@ def test_bp_panel_components_are_read(definitions: Definitions) -> None:
         component=[
             {
                 "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                **quantity(165, "mm[Hg]"),
+                **quantity(185, "mm[Hg]"),
             },
             {
                 "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
@@ -101,7 +101,7 @@ def test_bp_panel_components_are_read(definitions: Definitions) -> None:
     )
     finding = profile_of(definitions, record(panel)).finding("bp_above_target")
     assert finding is not None
-    assert (finding.status, finding.severity, finding.value) == ("present", "high", 165)
+    assert (finding.status, finding.severity, finding.value) == ("present", "high", 185)
     assert finding.sources == ("Observation/bp1",)
 
 
