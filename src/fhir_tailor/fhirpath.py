@@ -157,6 +157,13 @@ LANGUAGE = "text/fhirpath"
 #: The resources of the record: the entries of the input Bundle.
 _RECORD = "%context.entry.resource"
 _PATIENT = f"{_RECORD}.ofType(Patient)"
+#: True unless the patient is recorded as deceased (Patient.deceased[x] present and not the
+#: boolean false), as :func:`fhir_tailor.life_state.is_deceased` reads valid data: no plan is
+#: proposed for a patient who has died.
+NOT_DECEASED = (
+    f"{_PATIENT}.where(deceased.exists() and deceased.ofType(boolean).where($this = false).empty())"
+    ".empty()"
+)
 _UNDATED = "'0001-01-01'"
 _MAX = ".aggregate(iif($total.empty() or $this > $total, $this, $total))"
 _MIN = ".aggregate(iif($total.empty() or $this < $total, $this, $total))"

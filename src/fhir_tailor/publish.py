@@ -45,7 +45,7 @@ from .conformance import GOAL_CATEGORY, SDOH_CATEGORY
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .fhirdata import Resource
-from .fhirpath import LANGUAGE, Translator
+from .fhirpath import LANGUAGE, NOT_DECEASED, Translator
 from .resources import GENERATED_TAG, UCUM, numbers_as_floats
 from .rules import RuleExpr
 from .terminology.valuesets import ValueSet
@@ -241,6 +241,21 @@ def _activity_definition(catalog: Catalog, activity: ActivityTemplate, version: 
     )
 
 
+#: The second condition of every module: a plan is never proposed for a patient who has died
+#: (life_state.py), whatever the module's own rule says.
+_ALIVE: Resource = {
+    "kind": "applicability",
+    "expression": {
+        "description": (
+            "The patient is not recorded as deceased (Patient.deceased[x] absent or false): "
+            f"no plan is proposed for a patient who has died. {EVALUATION_CONTEXT}"
+        ),
+        "language": LANGUAGE,
+        "expression": NOT_DECEASED,
+    },
+}
+
+
 def _applicability(translator: Translator, rule: RuleExpr) -> Resource:
     stated = json.dumps(rule.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
     return {
@@ -310,7 +325,7 @@ def _module_plan(catalog: Catalog, module: Module, translator: Translator) -> De
     resource["action"] = [
         {
             "title": module.title,
-            "condition": [_applicability(translator, module.applies_when)],
+            "condition": [_applicability(translator, module.applies_when), _ALIVE],
             "action": steps,
         }
     ]

@@ -11,15 +11,17 @@ and the SMART page (no Approve). Synthetic data only.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import fhirpathpy
 import httpx
 import pytest
 import respx
 from builders import AS_OF, SNOMED, condition, observation, patient, quantity, record
 from click.testing import CliRunner
+from fhirpathpy.models import models
 from plans import food_plan
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -30,6 +32,7 @@ from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
 from fhir_tailor.conformance import CAREPLAN_CATEGORY
 from fhir_tailor.definitions import Definitions, bundled_path
+from fhir_tailor.fhirpath import NOT_DECEASED
 from fhir_tailor.life_state import is_deceased
 from fhir_tailor.pipeline import assess, profile_and_plan, run
 from fhir_tailor.population import PopulationSummary
@@ -671,3 +674,28 @@ def test_the_smart_page_says_deceased_and_offers_no_approve(definitions: Definit
     alive = page_of(definitions, ft29(alive=True))
     assert "Recorded as deceased" not in alive and "<dd>deceased</dd>" not in alive
     assert "Approve plan" in alive and '<form method="post" action="/approve">' in alive
+
+
+# -- published PlanDefinitions ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "deceased",
+    [
+        {},
+        {"deceasedBoolean": False},
+        {"deceasedBoolean": True},
+        {"deceasedDateTime": "2026-09-20"},
+        {"deceasedDateTime": "2030-01-01"},
+    ],
+    ids=lambda d: next(iter(d.items()), ("none", ""))[0] + str(next(iter(d.values()), "")),
+)
+def test_published_life_state_condition_reads_deceased_as_the_profile_does(
+    deceased: dict[str, Any],
+) -> None:
+    """Every module's PlanDefinition also requires NOT_DECEASED: an engine running $apply must
+    not plan for a patient who died, as sync does not."""
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01", **deceased}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient}]}
+    (alive,) = fhirpathpy.evaluate(bundle, NOT_DECEASED, {"asOf": "2026-11-15"}, models["r4"])
+    assert alive is not is_deceased(patient, date(2026, 11, 15))

@@ -26,6 +26,7 @@ from fhir_tailor.catalog import ActivityTemplate
 from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
 from fhir_tailor.definitions import Definitions, bundled_path, load_definitions
+from fhir_tailor.fhirpath import NOT_DECEASED
 from fhir_tailor.mapping import Rule
 from fhir_tailor.publish import (
     Definition,
@@ -71,7 +72,8 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
             assert target["due"]["code"] == "d"
             assert "detailQuantity" in target or "text" in target["detailCodeableConcept"]
         (action,) = plan["action"]
-        (condition,) = action["condition"]
+        condition, alive = action["condition"]
+        assert alive["expression"]["expression"] == NOT_DECEASED
         assert condition["kind"] == "applicability"
         assert condition["expression"]["language"] == "text/fhirpath"
         assert "%asOf" in condition["expression"]["description"]
