@@ -28,3 +28,10 @@ def test_value_set_table_is_current() -> None:
     the script after changing a value set or a rule."""
     written = _script("document-valuesets").table(bundled_path("profiles"))
     assert (ROOT / "docs" / "valuesets.md").read_text(encoding="utf-8") == written
+
+
+def test_clinical_content_is_current() -> None:
+    """docs/clinical-content.md is what scripts/document-clinical-content writes from profiles/:
+    run the script after changing a rule, goal, step or variant."""
+    written = _script("document-clinical-content").document(bundled_path("profiles"))
+    assert (ROOT / "docs" / "clinical-content.md").read_text(encoding="utf-8") == written
