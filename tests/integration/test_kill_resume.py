@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 from searching import search_all
 
+from fhir_tailor.resources import GENERATED_TAG
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures" / "bundles"
 CYCLES = 20
@@ -88,7 +90,12 @@ def test_killed_and_resumed_syncs_lose_and_duplicate_nothing(
     with httpx.Client(headers={"Accept": "application/fhir+json"}, timeout=60) as client:
         careplans = search_all(client, f"{own_server}/CarePlan?_count=200")
         goals = search_all(client, f"{own_server}/Goal?_count=200")
-        requests = search_all(client, f"{own_server}/ServiceRequest?_count=200")
+        requests = [
+            r
+            for kind in ("ServiceRequest", "Task")
+            for r in search_all(client, f"{own_server}/{kind}?_count=200")
+            if GENERATED_TAG in r.get("meta", {}).get("tag", [])  # not the patients' own
+        ]
         provenances = search_all(client, f"{own_server}/Provenance?_count=200")
 
     subjects = [cp["subject"]["reference"].removeprefix("Patient/") for cp in careplans]
@@ -105,7 +112,7 @@ def test_killed_and_resumed_syncs_lose_and_duplicate_nothing(
         for a in cp.get("activity", [])
         if "reference" in a
     }
-    assert {f"ServiceRequest/{r['id']}" for r in requests} == request_refs
+    assert {f"{r['resourceType']}/{r['id']}" for r in requests} == request_refs
     # One Provenance per CarePlan write; every CarePlan was written once (version 1).
     assert all(cp["meta"]["versionId"] == "1" for cp in careplans)
     assert len(provenances) == len(careplans)

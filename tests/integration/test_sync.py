@@ -17,6 +17,7 @@ from fhir.resources.R4B.careplan import CarePlan
 from fhir.resources.R4B.goal import Goal
 from fhir.resources.R4B.provenance import Provenance
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from fhir.resources.R4B.task import Task
 from searching import search_all
 
 from fhir_tailor.cli import main
@@ -122,11 +123,16 @@ def test_sync_three_times_leaves_one_valid_careplan_per_eligible_patient(
         CarePlan.model_validate(careplan)
         assert careplan["status"] == "draft"
         for activity in careplan["activity"]:
-            if "reference" in activity:  # a referral: its reasons are on the ServiceRequest
-                referral = http.get(activity["reference"]["reference"]).raise_for_status().json()
-                ServiceRequest.model_validate(referral)
-                assert referral["subject"]["reference"] == subject
-                assert referral["note"], subject
+            if "reference" in activity:  # a referral or urgent Task: its reasons are on it
+                request = http.get(activity["reference"]["reference"]).raise_for_status().json()
+                if request["resourceType"] == "Task":  # an urgent finding for a clinician
+                    Task.model_validate(request)
+                    assert request["for"]["reference"] == subject
+                    assert request["priority"] in ("urgent", "asap", "stat"), subject
+                    continue
+                ServiceRequest.model_validate(request)
+                assert request["subject"]["reference"] == subject
+                assert request["note"], subject
             else:
                 assert activity["detail"]["reasonCode"], subject
         for reference in careplan.get("goal", []):
