@@ -628,11 +628,9 @@ class _Observations:
             f"  .select({_day_or_undated('authored')}{mark})"
         )
 
-    def _encounters(self) -> str:
-        rules = self._rules("Encounter")
-        if not rules:
-            return ""
-        path = "class.combine(type.coding)"
+    def _coded(self, rules: Sequence[Rule], path: str) -> tuple[str, str]:
+        """For resources matched by code at ``path`` (Encounters, requests, medicines): the
+        criterion that one is read by some rule, and its present mark (``""`` without a test)."""
         readable = {r.id: _scoped(r, None) for r in rules}
         mark = ""
         if self.present is not None:
@@ -643,10 +641,18 @@ class _Observations:
             elif criteria := _matched(rules, present, path):
                 criterion = _any_of(criteria)
             mark = self._mark(criterion)
+        return _any_of(_matched(rules, readable, path)), mark
+
+    def _encounters(self) -> str:
+        rules = self._rules("Encounter")
+        if not rules:
+            return ""
+        path = "class.combine(type.coding)"
+        readable, mark = self._coded(rules, path)
         when = "iif(period.end.exists(), period.end, period.start)"
         return (
             f"{_RECORD}.ofType(Encounter).where(status = 'finished'\n"
-            f"  and ({_any_of(_matched(rules, readable, path))}))\n"
+            f"  and ({readable}))\n"
             f"  .select({_day_or_undated(when)}{mark})"
         )
 
@@ -656,19 +662,10 @@ class _Observations:
         rules = self._rules("ServiceRequest")
         if not rules:
             return ""
-        readable = {r.id: _scoped(r, None) for r in rules}
-        mark = ""
-        if self.present is not None:
-            present = {r.id: _scoped(r, self.present(r, "observation")) for r in rules}
-            criterion: Reading = False
-            if present == readable:
-                criterion = None
-            elif criteria := _matched(rules, present, "code.coding"):
-                criterion = _any_of(criteria)
-            mark = self._mark(criterion)
+        readable, mark = self._coded(rules, "code.coding")
         return (
             f"{_STANDING_REQUESTS}.where(\n"
-            f"{_indent(_any_of(_matched(rules, readable, 'code.coding')))})\n"
+            f"{_indent(readable)})\n"
             f"  .select({_day_or_undated('authoredOn')}{mark})"
         )
 
@@ -682,19 +679,10 @@ class _Observations:
         rules = [r for r in self._rules("MedicationRequest") if r.value is None]
         if not rules:
             return ""
-        readable = {r.id: _scoped(r, None) for r in rules}
-        mark = ""
-        if self.present is not None:
-            present = {r.id: _scoped(r, self.present(r, "observation")) for r in rules}
-            criterion: Reading = False
-            if present == readable:
-                criterion = None
-            elif criteria := _matched(rules, present, _REQUESTED_MEDICINE):
-                criterion = _any_of(criteria)
-            mark = self._mark(criterion)
+        readable, mark = self._coded(rules, _REQUESTED_MEDICINE)
         return (
             f"{_ACTIVE_MEDICATIONS}.where(\n"
-            f"{_indent(_any_of(_matched(rules, readable, _REQUESTED_MEDICINE)))})\n"
+            f"{_indent(readable)})\n"
             f"  .select({_day_or_undated('authoredOn')}{mark})"
         )
 
