@@ -181,7 +181,7 @@ class Plan(Model):
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:
     """The personalized plan for a profile, or ``None`` when no module applies and no urgent
-    finding holds (an urgent finding alone makes a plan: :func:`_urgent_only`).
+    finding holds (an urgent finding alone makes a plan, of the findings alone).
 
     A patient the record says has died gets no plan, whatever applies
     (:mod:`fhir_tailor.life_state`); callers tell the two apart by ``profile.facts.deceased``.
@@ -208,22 +208,23 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
         goals.extend(_goals(module, evidence, profile))
         activities.extend(_activity(module.id, a, catalog, evidence) for a in module.activities)
     urgent = urgent_findings(profile, catalog.urgent)
-    if not modules:
-        return _urgent_only(profile, segments, catalog, urgent) if urgent else None
+    if not modules and not urgent:
+        return None
     withheld_goals: list[PlannedGoal] = []
-    for variant in catalog.variants:
-        verdict = variant.when.evaluate(profile)
-        if verdict.holds:
-            if variant.adjust_goal is not None:
-                goals = _adjust(variant, verdict.evidence, goals)
-            elif variant.withhold is not None:
-                goals, activities, withheld = _withhold(
-                    variant, verdict.evidence, goals, activities
-                )
-                withheld_goals.extend(withheld)
-            else:
-                activities = _apply(variant, verdict.evidence, activities, catalog)
-    activities = _social_referrals(activities, profile)
+    if modules:  # variants adapt modules: an urgent-only plan has none to adapt
+        for variant in catalog.variants:
+            verdict = variant.when.evaluate(profile)
+            if verdict.holds:
+                if variant.adjust_goal is not None:
+                    goals = _adjust(variant, verdict.evidence, goals)
+                elif variant.withhold is not None:
+                    goals, activities, withheld = _withhold(
+                        variant, verdict.evidence, goals, activities
+                    )
+                    withheld_goals.extend(withheld)
+                else:
+                    activities = _apply(variant, verdict.evidence, activities, catalog)
+        activities = _social_referrals(activities, profile)
     sources = {s for module in modules for e in module.evidence for s in e.sources}
     for activity in activities:
         for ref in (*activity.reasons, *(e for v in activity.variations for e in v.evidence)):
@@ -246,33 +247,6 @@ def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -
             sorted(s for s in sources | observed if s.startswith("Observation/"))
         ),
         withheld_goals=tuple(withheld_goals),
-        urgent=urgent,
-    )
-
-
-def _urgent_only(
-    profile: Profile,
-    segments: list[SegmentMatch],
-    catalog: Catalog,
-    urgent: tuple[UrgentFinding, ...],
-) -> Plan:
-    """No care module applies, yet a finding cannot wait: a plan of the urgent findings alone,
-    so that they reach a clinician as every plan does (written, reported, shown)."""
-    sources = {s for finding in urgent for s in finding.sources}
-    observed = {s for _, f in profile.findings() if not f.stale for s in f.sources}
-    return Plan(
-        patient=profile.patient,
-        as_of=profile.as_of,
-        catalog=catalog.info.id,
-        catalog_version=catalog.info.version,
-        segments=tuple(match.id for match in segments),
-        modules=(),
-        goals=(),
-        activities=(),
-        addresses=tuple(sorted(s for s in sources if s.startswith("Condition/"))),
-        supporting_info=tuple(
-            sorted(s for s in sources | observed if s.startswith("Observation/"))
-        ),
         urgent=urgent,
     )
 
