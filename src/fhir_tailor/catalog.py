@@ -80,7 +80,10 @@ class GoalTarget(Strict):
     unit: str | None = None
     answer: Code | None = None
     text: str | None = None
-    due_in_days: int = Field(gt=0)
+    #: Days from the plan date to the target's due date. Optional: a due date needs a source
+    #: like every other number, and where no guideline gives a time the goal has none (its
+    #: review is the plan's).
+    due_in_days: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _quantity_answer_or_text(self) -> GoalTarget:

@@ -88,7 +88,7 @@ class PlannedGoal(Model):
     category: GoalCategory | None = None
     sdoh_category: SdohCategory | None = None
     target: GoalTarget
-    due_date: date
+    due_date: date | None
     addresses: tuple[str, ...]
     variations: tuple[Variation, ...] = ()
     tags: tuple[str, ...] = ()
@@ -272,7 +272,11 @@ def _goals(
                 sdoh_category=(domain or goal.sdoh_category) if goal.sdoh_category else None,
                 tags=goal.tags,
                 target=goal.target,
-                due_date=profile.as_of + timedelta(days=goal.target.due_in_days),
+                due_date=(
+                    profile.as_of + timedelta(days=goal.target.due_in_days)
+                    if goal.target.due_in_days
+                    else None
+                ),
                 addresses=tuple(
                     sorted({s for e in evidence for s in e.sources if s.startswith(kinds)})
                 ),

@@ -284,7 +284,8 @@ def _goal(goal: GoalTemplate) -> Resource:
     else:
         # R4 PlanDefinition.goal.target.detail[x] has no string: the text goes in a concept
         element["detailCodeableConcept"] = {"text": target.text}
-    element["due"] = {"value": target.due_in_days, "unit": "days", "system": UCUM, "code": "d"}
+    if target.due_in_days:
+        element["due"] = {"value": target.due_in_days, "unit": "days", "system": UCUM, "code": "d"}
     resource: Resource = {"id": goal.id}
     if goal.category:
         resource["category"] = {"coding": [{"system": GOAL_CATEGORY, "code": goal.category}]}

@@ -416,10 +416,9 @@ def _reason_text(prefix: str, evidence: EvidenceRef) -> str:
 
 def _goal_entry(plan: Plan, goal: PlannedGoal, careplan_id: str) -> Entry:
     identifier = f"{careplan_id}/{goal.key}"
-    target: Resource = {
-        "measure": {"coding": [_coding(goal.target.measure)]},
-        "dueDate": goal.due_date.isoformat(),
-    }
+    target: Resource = {"measure": {"coding": [_coding(goal.target.measure)]}}
+    if goal.due_date:
+        target["dueDate"] = goal.due_date.isoformat()
     if goal.target.value is not None:
         quantity: Resource = {
             "value": goal.target.value,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -783,7 +784,11 @@ def test_module_is_chosen_with_its_goals(definitions: Definitions, case: ModuleC
             assert (target.answer.code if target.answer else None) == expected.answer
             assert planned.category == expected.category
             assert planned.sdoh_category == expected.sdoh
-            assert planned.due_date > AS_OF
+            # a due date only where the catalog gives one (with its source)
+            expected_due = (
+                AS_OF + timedelta(days=target.due_in_days) if target.due_in_days else None
+            )
+            assert planned.due_date == expected_due
         for activity_id, (code, sdoh) in case.activities.items():
             planned_activity = activity(plan, f"{case.id}.{activity_id}")
             if code is None:
@@ -1126,8 +1131,8 @@ VARIANTS = [
         "functional",
         make_profile(("lives_alone", "low"), "fall_history"),
         make_profile(("lives_alone", "low"), "hypertension"),
-        "weekly-check-in-call",
-        "Weekly check-in call",
+        "check-in-call",
+        "Regular check-in calls",
         ("lives_alone", "fall_history"),
     ),
     VariantCase(

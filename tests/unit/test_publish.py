@@ -67,9 +67,14 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
         assert plan["publisher"] == catalog.info.publisher
         assert plan["meta"]["tag"] == [GENERATED_TAG]
         assert [g["id"] for g in plan.get("goal", [])] == [g.id for g in module.goals]
-        for goal in plan.get("goal", []):
+        for goal, template in zip(plan.get("goal", []), module.goals, strict=True):
             target = goal["target"][0]
-            assert target["due"]["code"] == "d"
+            days = template.target.due_in_days
+            assert target.get("due") == (
+                {"value": days, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"}
+                if days
+                else None
+            )
             assert "detailQuantity" in target or "text" in target["detailCodeableConcept"]
         (action,) = plan["action"]
         condition, alive = action["condition"]

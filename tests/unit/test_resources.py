@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from builders import AS_OF, ICD10, SNOMED, answer, condition, observation, quantity, record
@@ -86,7 +86,8 @@ def test_goals_and_provenance_are_valid(resources: PlanResources) -> None:
     for goal in resources.goals:
         Goal.model_validate(goal.resource)
         assert goal.resource["lifecycleStatus"] == "proposed"
-        assert goal.resource["target"][0]["dueDate"]
+        due = goal.resource["target"][0].get("dueDate")
+        assert due is None or date.fromisoformat(due) > AS_OF
     hba1c = next(
         g.resource for g in resources.goals if "HbA1c" in g.resource["description"]["text"]
     )
@@ -97,6 +98,7 @@ def test_goals_and_provenance_are_valid(resources: PlanResources) -> None:
         "code": "%",
         "comparator": "<",
     }
+    assert date.fromisoformat(hba1c["target"][0]["dueDate"]) > AS_OF
     provenance = resources.provenance.resource
     Provenance.model_validate(provenance)
     targets = [t["reference"] for t in provenance["target"]]

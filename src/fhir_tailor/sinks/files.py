@@ -100,7 +100,8 @@ def summarize(plan: Plan) -> str:
         lines.append(f"  segments: {', '.join(plan.segments)}")
     lines.append("  modules:  " + ", ".join(f"{m.id} {m.version}" for m in plan.modules))
     for goal in plan.goals:
-        lines.append(f"  goal:     {goal.description} (by {goal.due_date.isoformat()})")
+        due = f" (by {goal.due_date.isoformat()})" if goal.due_date else ""
+        lines.append(f"  goal:     {goal.description}{due}")
     for goal in plan.withheld_goals:
         lines.append(
             f"  goal WITHHELD, not set: {goal.description} ({', '.join(goal.withheld_by)})"

@@ -306,9 +306,10 @@ def _goal(goal: PlannedGoal, base: str) -> str:
         wanted = f"{target.answer.display or target.answer.code} ({target.answer.code})"
     else:
         wanted = target.text or ""
+    due = f" by {goal.due_date.isoformat()}" if goal.due_date else ""
     return (
-        f"<li>{_e(goal.description)} <small>(target {_e(wanted)} by "
-        f"{goal.due_date.isoformat()})</small>{_variations(goal.variations, base)}</li>"
+        f"<li>{_e(goal.description)} <small>(target {_e(wanted)}{due})</small>"
+        f"{_variations(goal.variations, base)}</li>"
     )
 
 
