@@ -11,9 +11,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from builders import AS_OF
 
 from fhir_tailor.definitions import Definitions
+from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.profile import build_profile
 from fhir_tailor.sources import file_source
 
@@ -53,14 +55,21 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
     ).read_bytes()
 
 
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,500 generated patients (seed 1), shared by the tests that only read them."""
+    out = tmp_path_factory.mktemp("population")
+    generate(out, 1500)
+    return out
+
+
 def test_every_feature_occurs_in_a_generated_population(
-    definitions: Definitions, tmp_path: Path
+    definitions: Definitions, population: Path
 ) -> None:
-    generate(tmp_path, 1500)
     present: Counter[str] = Counter()
     issues: list[object] = []
     patients = 0
-    for record in file_source(tmp_path).records(issues.append):
+    for record in file_source(population).records(issues.append):
         patients += 1
         profile = build_profile(record, definitions.rules, AS_OF)
         present.update(f.feature for _, f in profile.findings() if f.current_present)
@@ -71,11 +80,22 @@ def test_every_feature_occurs_in_a_generated_population(
     assert present["hypertension"] > 5 * present["type1_diabetes"]
 
 
-def test_truth_describes_every_condition_as_the_records_hold_it(tmp_path: Path) -> None:
-    generate(tmp_path, 1500)
-    truth = json.loads((tmp_path / "truth.json").read_text())
-    patients = {p["id"]: p for p in ndjson(tmp_path / "Patient.ndjson")}
-    conditions = {c["id"]: c for c in ndjson(tmp_path / "Condition.ndjson")}
+def test_every_urgent_rule_fires_in_a_generated_population(
+    definitions: Definitions, population: Path
+) -> None:
+    """Each urgent rule yields its request on generated records too, not only on the fixtures."""
+    fired: Counter[str] = Counter()
+    for record in file_source(population).records(lambda _: None):
+        _, plan = profile_and_plan(record, definitions, AS_OF)
+        if plan is not None:
+            fired.update(f.rule for f in plan.urgent)
+    assert sorted(r.id for r in definitions.catalog.urgent if not fired[r.id]) == []
+
+
+def test_truth_describes_every_condition_as_the_records_hold_it(population: Path) -> None:
+    truth = json.loads((population / "truth.json").read_text())
+    patients = {p["id"]: p for p in ndjson(population / "Patient.ndjson")}
+    conditions = {c["id"]: c for c in ndjson(population / "Condition.ndjson")}
     rows = truth["conditions"]
     assert [r["id"] for r in rows] == list(conditions)
     for row in rows:

@@ -91,6 +91,7 @@ def test_profile_of_matching_units_never_builds_the_registry(
         # the urgent thresholds read the same results (below them: absent)
         "very_high_hba1c": None,
         "severe_hypertension": None,
+        "bp_160_110": None,
     }
     # and the guard can fail: a unit to convert asks for the registry
     other = record(observation("ldl", "13457-7", **quantity(2, "g/L")))

@@ -144,6 +144,7 @@ def test_every_urgent_rule_is_cited_and_justified(definitions: Definitions) -> N
         "suicide-risk",
         "severe-depression",
         "severe-hypertension",
+        "severe-range-bp-pregnancy",
         "very-high-hba1c",
         "egfr-below-30-no-nephrology",
     }
@@ -322,6 +323,52 @@ def test_a_newer_normal_reading_clears_severe_hypertension(definitions: Definiti
     }
     newer = bp_panel("b", 132, 82, "2026-11-10")
     assert urgent(definitions, bp_panel("a", 190, 100, "2026-11-01"), newer) == {}
+
+
+# -- severe-range blood pressure in pregnancy (160/110, ACOG Committee Opinion 767) -------------
+
+
+def pregnant(when: str = "2026-09-01") -> dict[str, Any]:
+    """Pre-existing essential hypertension complicating pregnancy, second trimester (ICD-10-CM
+    O10.012): a pregnancy code as records carry it, with no separate pregnancy diagnosis."""
+    return condition("preg", ICD10, "O10.012", onsetDateTime=when, recordedDate=when)
+
+
+@pytest.mark.parametrize(("systolic", "severe"), [(159, False), (160, True)])
+def test_systolic_at_160_in_pregnancy(
+    definitions: Definitions, systolic: float, severe: bool
+) -> None:
+    reading = bp_panel("bp1", systolic, 96)
+    assert urgent(definitions, pregnant(), reading) == (
+        {"severe-range-bp-pregnancy": "stat"} if severe else {}
+    )
+
+
+@pytest.mark.parametrize(("diastolic", "severe"), [(109, False), (110, True)])
+def test_diastolic_at_110_in_pregnancy(
+    definitions: Definitions, diastolic: float, severe: bool
+) -> None:
+    reading = bp_panel("bp1", 150, diastolic)
+    assert urgent(definitions, pregnant(), reading) == (
+        {"severe-range-bp-pregnancy": "stat"} if severe else {}
+    )
+
+
+def test_160_110_outside_pregnancy_is_not_the_pregnancy_emergency(
+    definitions: Definitions,
+) -> None:
+    assert urgent(definitions, bp_panel("bp1", 168, 112)) == {}
+
+
+def test_a_pregnancy_ended_over_42_weeks_ago_does_not_count(definitions: Definitions) -> None:
+    assert urgent(definitions, pregnant("2025-11-01"), bp_panel("bp1", 168, 112)) == {}
+
+
+def test_a_reading_of_both_ranges_in_pregnancy_raises_both(definitions: Definitions) -> None:
+    assert urgent(definitions, pregnant(), bp_panel("bp1", 184, 112)) == {
+        "severe-range-bp-pregnancy": "stat",
+        "severe-hypertension": "urgent",
+    }
 
 
 # -- HbA1c --------------------------------------------------------------------------------------
@@ -880,6 +927,7 @@ URGENT_FIXTURES = {
     "ft-33": {"suicide-risk-high"},
     "ft-34": {"severe-hypertension", "very-high-hba1c"},
     "ft-35": {"egfr-below-30-no-nephrology"},
+    "ft-37": {"severe-range-bp-pregnancy"},
 }
 
 
