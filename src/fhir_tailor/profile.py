@@ -286,7 +286,7 @@ def build_profile(
         DataGap(id=gap.id, label=gap.label)
         for gap in rules.gaps
         if (gap.when is None or gap.when.evaluate(profile).holds)
-        and not _screened(evidence, gap, as_of)
+        and not _screened(evidence, ignored, gap, as_of)
     )
     return profile.model_copy(update={"data_gaps": gaps})
 
@@ -817,17 +817,26 @@ def _need(findings: Iterable[Finding], definition: DimensionDefinition | None) -
     return levels[rank]
 
 
-def _screened(evidence: dict[str, list[_Evidence]], gap: GapDefinition, as_of: date) -> bool:
-    """Whether any Observation with a readable result (any result, for a gap that says so) for
-    the gap's features is recent enough."""
+def _screened(
+    evidence: dict[str, list[_Evidence]],
+    ignored: dict[str, list[_Evidence]],
+    gap: GapDefinition,
+    as_of: date,
+) -> bool:
+    """Whether any Observation with a readable result for the gap's features is recent enough.
+    For a gap that any result closes, so does a result read by a rule that does not apply to the
+    patient (a child's blood pressure, which adult cut points do not classify): the measurement
+    was taken."""
     window = timedelta(days=gap.within_days)
+    readings = [e for feature in gap.features for e in evidence.get(feature, ())]
+    if gap.any_result_closes:
+        readings += [e for feature in gap.features for e in ignored.get(feature, ())]
     return any(
         not e.from_condition
         and (e.status != "unknown" or gap.any_result_closes)
         and e.effective is not None
         and as_of - e.effective <= window
-        for feature in gap.features
-        for e in evidence.get(feature, ())
+        for e in readings
     )
 
 

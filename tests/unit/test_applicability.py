@@ -733,3 +733,15 @@ def test_every_withheld_tag_names_something_in_the_catalog(definitions: Definiti
 def test_patient_builder_default_is_an_adult_woman() -> None:
     """The fixtures above lean on it: the default patient is 66 and female."""
     assert patient()["gender"] == "female" and patient()["birthDate"] == "1960-05-20"
+
+
+@pytest.mark.parametrize(("age", "with_reading"), [(12, True), (12, False), (13, True)])
+def test_a_childs_unclassified_reading_closes_the_blood_pressure_gap(
+    definitions: Definitions, age: int, with_reading: bool
+) -> None:
+    """Under 13 a reading is not assessed by adult cut points, but it was taken (AAP 2017)."""
+    hypertension = condition("c1", ICD10, "I10")
+    reading = observation("bp", "8480-6", **quantity(118, "mm[Hg]"))
+    resources = (hypertension, reading) if with_reading else (hypertension,)
+    profile = profile_of(definitions, record(*resources, birthDate=born(age)))
+    assert ("no_recent_bp" in [g.id for g in profile.data_gaps]) is not with_reading

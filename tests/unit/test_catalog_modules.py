@@ -51,6 +51,7 @@ DIMENSION = {
             "copd",
             "asthma",
             "ckd",
+            "nephrology_care",
             "coronary_disease",
             "obesity",
             "hba1c_above_target",
@@ -120,7 +121,7 @@ DIMENSION = {
         "functional",
     ),
 }
-ASSETS = {"caregiver_present"}
+ASSETS = {"caregiver_present", "nephrology_care"}
 #: Features that are states (pregnancy): present without a severity, as assets.
 STATES = {"pregnancy"}
 PREGNANT = "pregnancy"
@@ -1558,3 +1559,14 @@ def test_hypertension_without_a_reading_gets_a_blood_pressure_check(
         birthDate="1980-01-01",
     )
     assert "bp-measurement" not in modules_from(definitions, measured)
+
+
+def test_no_second_nephrology_referral_under_nephrology_care(definitions: Definitions) -> None:
+    """KDIGO 5.1.1 asks for specialist kidney care once: a patient already under it (a referral
+    made, dialysis, a transplant) gets no new referral from the variant."""
+    referred = plan_of(definitions, make_profile(("ckd", "high"), "nephrology_care"))
+    assert referred is not None
+    assert "nephrology-referral" not in [a.key for a in referred.activities]
+    not_referred = plan_of(definitions, make_profile(("ckd", "high")))
+    assert not_referred is not None
+    assert "nephrology-referral" in [a.key for a in not_referred.activities]
