@@ -281,6 +281,8 @@ def _goal(goal: GoalTemplate) -> Resource:
         if target.comparator:
             quantity["comparator"] = target.comparator
         element["detailQuantity"] = quantity
+    elif target.answer is not None:
+        element["detailCodeableConcept"] = {"coding": [_coding(target.answer)]}
     else:
         # R4 PlanDefinition.goal.target.detail[x] has no string: the text goes in a concept
         element["detailCodeableConcept"] = {"text": target.text}

@@ -111,9 +111,11 @@ def synced_patient(fhir_server: str, http: httpx.Client) -> Iterator[dict[str, A
         )
         assert result.exit_code == 0, result.stderr
         (careplan,) = search_all(http, f"CarePlan?subject=Patient/{PATIENT}")
-        written += [f"CarePlan/{careplan['id']}"]
+        # deleted in reverse: what refers to a resource goes first (servers that keep
+        # referential integrity, such as HAPI, refuse to delete a referenced resource)
         written += [g["reference"] for g in careplan.get("goal", [])]
         written += [a["reference"]["reference"] for a in careplan["activity"] if "reference" in a]
+        written += [f"CarePlan/{careplan['id']}"]
         provenances = search_all(http, f"Provenance?target=CarePlan/{careplan['id']}")
         written += [f"Provenance/{p['id']}" for p in provenances]
         yield careplan

@@ -75,7 +75,14 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
                 if days
                 else None
             )
-            assert "detailQuantity" in target or "text" in target["detailCodeableConcept"]
+            aim = template.target
+            if aim.value is not None:
+                assert target["detailQuantity"]["value"] == aim.value
+            elif aim.answer is not None:  # a coded answer, as the SDOH Clinical Care IG's goals
+                (coding,) = target["detailCodeableConcept"]["coding"]
+                assert (coding["system"], coding["code"]) == (aim.answer.system, aim.answer.code)
+            else:
+                assert target["detailCodeableConcept"] == {"text": aim.text}
         (action,) = plan["action"]
         condition, alive = action["condition"]
         assert alive["expression"]["expression"] == NOT_DECEASED
