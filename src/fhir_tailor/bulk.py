@@ -48,8 +48,11 @@ log = logging.getLogger("fhir_tailor.bulk")
 #: The resource types fhir-tailor reads, asked for with ``_type``.
 EXPORT_TYPES = ("Patient", *PATIENT_DATA_TYPES, *OPTIONAL_DATA_TYPES)
 NDJSON = "application/fhir+ndjson"
-#: Seconds between polls when the server gives no ``Retry-After``.
+#: Seconds before the first status poll; each later wait doubles (exponential backoff, as the
+#: FHIR asynchronous request pattern asks of clients), up to the server's ``Retry-After``.
 DEFAULT_POLL_DELAY = 2.0
+#: The longest wait between polls when the server gives no ``Retry-After``.
+MAX_POLL_DELAY = 60.0
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _PROGRESS_LIMIT = 80
 
@@ -149,6 +152,18 @@ def _operation_name(operation: object) -> str | None:
         return definition.rstrip("/").rsplit("/", 1)[-1].lower()
     name = operation.get("name")
     return name.lstrip("$").lower() if isinstance(name, str) else None
+
+
+def _poll_delay(polls: int, retry_after: float | None) -> float:
+    """Seconds to wait after the ``polls``-th status poll: a backoff doubling from
+    DEFAULT_POLL_DELAY, never longer than the server's ``Retry-After`` (or MAX_POLL_DELAY).
+
+    The pattern's clients SHOULD back off exponentially and let ``Retry-After`` inform the
+    timing; a server's fixed hint (HAPI FHIR answers ``Retry-After: 120`` to every poll, even
+    for an export ready in two seconds) is taken as the longest wait, not the only one.
+    """
+    backoff = DEFAULT_POLL_DELAY * 2 ** min(polls - 1, 16)
+    return min(backoff, MAX_POLL_DELAY if retry_after is None else retry_after)
 
 
 class BulkExport:
@@ -262,8 +277,7 @@ class BulkExport:
                     f"$export status {status_url.path} answered {response.status_code}"
                 )
             progress = " ".join(response.headers.get("X-Progress", "").split())
-            delay = parse_retry_after(response.headers.get("Retry-After"))
-            delay = DEFAULT_POLL_DELAY if delay is None else delay
+            delay = _poll_delay(polls, parse_retry_after(response.headers.get("Retry-After")))
             log.info("bulk export in progress (%s); poll %d", progress[:_PROGRESS_LIMIT], polls)
             left = self.budget - (self._clock() - started)
             if delay > left:

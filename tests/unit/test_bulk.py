@@ -198,7 +198,8 @@ def test_kickoff_polls_downloads_split_files_and_reports_error_file(
     assert request.headers["Accept"] == "application/fhir+json"
     assert request.url.params["_type"] == ",".join(EXPORT_TYPES)
     assert "_since" not in request.url.params
-    assert clock.sleeps == [3.0, 0.0]
+    # backoff from 2 s, never past the server's hint (3 s, then a date in the past: 0)
+    assert clock.sleeps == [2.0, 0.0]
     assert sorted(p.name for p in (tmp_path / "bulk").glob("*.ndjson")) == [
         "Observation.1.ndjson",
         "Observation.2.ndjson",
@@ -339,9 +340,9 @@ def test_budget_exhausted_gives_a_clear_error(
     router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
     router.get(STATUS).mock(return_value=accepted(**{"Retry-After": "10", "X-Progress": "5%"}))
     deleted = router.delete(STATUS).respond(202)
-    with pytest.raises(BulkExportError, match=r"not ready within 25s after 3 polls.*5%"):
+    with pytest.raises(BulkExportError, match=r"not ready within 25s after 5 polls.*5%"):
         export(client, tmp_path, clock, budget=25).run()
-    assert clock.sleeps == [10.0, 10.0]
+    assert clock.sleeps == [2.0, 4.0, 8.0, 10.0]
     assert deleted.called, "an abandoned export is cancelled on the server"
 
 
@@ -485,3 +486,29 @@ def test_a_job_the_server_dropped_is_started_anew(
     assert kickoff.called and [p.name for p in result.files] == ["Patient.1.ndjson"]
     assert progress.status_url == STATUS
     assert progress.files == {f"{FILES}/Patient.ndjson": "Patient.1.ndjson"}
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        # HAPI FHIR's fixed hint: a quick export is fetched in seconds, not after two minutes
+        ("120", [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 120.0, 120.0]),
+        (None, [2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]),
+        ("5", [2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]),
+    ],
+)
+def test_polls_back_off_exponentially_up_to_the_servers_hint(
+    client: FhirClient,
+    router: respx.Router,
+    clock: Clock,
+    tmp_path: Path,
+    retry_after: str | None,
+    expected: list[float],
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    waiting = [accepted(**headers) for _ in expected]
+    router.get(STATUS).mock(side_effect=[*waiting, httpx.Response(200, json=manifest())])
+    router.delete(STATUS).respond(202)
+    export(client, tmp_path, clock).run()
+    assert clock.sleeps == expected
