@@ -162,7 +162,7 @@ def _poll_delay(polls: int, retry_after: float | None) -> float:
     timing; a server's fixed hint (HAPI FHIR answers ``Retry-After: 120`` to every poll, even
     for an export ready in two seconds) is taken as the longest wait, not the only one.
     """
-    backoff = DEFAULT_POLL_DELAY * 2 ** min(polls - 1, 16)
+    backoff = DEFAULT_POLL_DELAY * (1 << min(polls - 1, 16))
     return min(backoff, MAX_POLL_DELAY if retry_after is None else retry_after)
 
 
