@@ -183,6 +183,19 @@ def test_the_answer_must_be_the_version_asked_for(server: respx.MockRouter, tmp_
     assert not (tmp_path / "cache").exists()
 
 
+def test_an_answer_naming_no_version_is_the_version_asked_for(
+    server: respx.MockRouter, tmp_path: Path
+) -> None:
+    """HAPI FHIR answers $expand?valueSetVersion=V with a ValueSet that has no version."""
+    route = server.get("/ValueSet/$expand").respond(json=valueset([concept("1")], version=None))
+    [first] = expander(tmp_path)([f"{VS}|20240101"])
+    [again] = expander(tmp_path)([f"{VS}|20240101"])
+    assert route.call_count == 1, "cached under the version asked for"
+    assert first["version"] == again["version"] == "20240101"
+    source = next(e for e in first["extension"] if e["url"] == expand.EXPANSION_SOURCE)
+    assert "named no version" in source["valueString"]
+
+
 def test_the_answer_must_be_the_value_set_asked_for(
     server: respx.MockRouter, tmp_path: Path
 ) -> None:

@@ -185,10 +185,13 @@ class ServerExpander:
             if not (isinstance(e, dict) and e.get("url") == EXPANSION_SOURCE)
         ]
         expanded = {**resource, "extension": [*kept, source], "expansion": expansion}
+        if version is not None and not resource.get("version"):
+            expanded["version"] = version  # asked for as valueSetVersion; the answer named none
+            source["valueString"] += f" (the answer named no version: {version}, as asked for)"
         logger.info(
             "value set %s: %d codes expanded by the terminology server", canonical, len(codes)
         )
-        answered = resource.get("version")
+        answered = expanded.get("version")
         if isinstance(answered, str) and answered:
             self.cache.put(expanded)
         if version is None:
@@ -278,7 +281,9 @@ def _problem(resource: object, url: str, version: str | None) -> str | None:
         return "is not a ValueSet"
     if resource.get("url") != url:
         return f"is another value set ({resource.get('url')!r})"
-    if version is not None and resource.get("version") != version:
+    # An answer that names no version is taken as the version asked for (valueSetVersion):
+    # HAPI FHIR leaves ValueSet.version out of $expand answers. Another version is refused.
+    if version is not None and resource.get("version") not in (version, None):
         return f"is version {resource.get('version')!r}, not {version!r}"
     expansion = resource.get("expansion")
     if not isinstance(expansion, dict):
