@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Literal
 
 from .client import FhirClient
-from .errors import FhirTailorError, PreconditionFailedError
+from .errors import ConflictError, FhirTailorError, PreconditionFailedError
 from .fhirdata import Resource
 from .plan import Plan
 from .resources import (
@@ -157,7 +157,8 @@ def _stored_careplan(client: FhirClient, resources: PlanResources) -> Resource |
 def _transaction(client: FhirClient, bundle: Resource) -> None:
     try:
         client.transaction(bundle)
-    except PreconditionFailedError:
+    except (PreconditionFailedError, ConflictError):
+        # a stale If-Match: 412 per the spec, 409 from HAPI FHIR (docs/servers.md)
         raise ApprovalError(
             "the stored plan changed while approving (version mismatch); reload and try again"
         ) from None

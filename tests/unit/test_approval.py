@@ -174,12 +174,13 @@ def test_an_approved_plan_is_not_overwritten_by_other_choices(
     assert server.post.call_count == 1
 
 
+@pytest.mark.parametrize("status", [412, 409])  # 409: HAPI FHIR's answer to a stale If-Match
 @respx.mock
-def test_a_version_conflict_says_to_reload(client: FhirClient, plan: Plan) -> None:
+def test_a_version_conflict_says_to_reload(client: FhirClient, plan: Plan, status: int) -> None:
     server = FakeServer(stored(to_fhir(plan, RECORDED).careplan.resource, "cp1"))
     server.post.mock(
         side_effect=None,
-        return_value=httpx.Response(412, json={"resourceType": "OperationOutcome"}),
+        return_value=httpx.Response(status, json={"resourceType": "OperationOutcome"}),
     )
     with pytest.raises(ApprovalError, match="reload"):
         approve(client, plan, set(), RECORDED)
