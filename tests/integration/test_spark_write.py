@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 from faultproxy import FaultProxy, Plan, Record, fault_proxy
 from searching import search_all
-from sparking import generated_population, requires_spark
+from sparking import generated_population, load_population, requires_spark
 
 from fhir_tailor.cli import main
 
@@ -57,7 +57,9 @@ def single_run(population: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 @pytest.fixture(scope="module")
-def proxy(own_server: str) -> Iterator[FaultProxy]:
+def proxy(own_server: str, population: Path) -> Iterator[FaultProxy]:
+    """The server holding the population, behind a proxy that records the writes."""
+    assert load_population(own_server, population) == 30
     with fault_proxy(own_server) as running:
         yield running
 
