@@ -2,10 +2,8 @@
 test that takes ``fhir_server`` or ``own_server`` runs once per server kind, sekmet and HAPI
 FHIR JPA, so what differs between them is found here and not by users.
 
-FHIR_TAILOR_TEST_SERVERS names the kinds (comma-separated). Until the suite passes on HAPI
-(issue 14: bulk status polling and ValueSet/$expand versions differ there), the default is
-sekmet only and ``FHIR_TAILOR_TEST_SERVERS=sekmet,hapi`` adds HAPI. Set FHIR_TAILOR_TEST_SERVER
-to a base URL to use one already running server instead.
+FHIR_TAILOR_TEST_SERVERS names the kinds to run (comma-separated, e.g. ``sekmet``; default:
+both). Set FHIR_TAILOR_TEST_SERVER to a base URL to use one already running server instead.
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ def fhir_server_command(*args: str) -> subprocess.CompletedProcess[str]:
 #: The server kinds scripts/fhir-server starts.
 SERVER_KINDS = ("sekmet", "hapi")
 #: The kinds tested when FHIR_TAILOR_TEST_SERVERS is not set.
-DEFAULT_KINDS = ("sekmet",)
+DEFAULT_KINDS = SERVER_KINDS
 
 
 def server_kinds() -> list[str]:
