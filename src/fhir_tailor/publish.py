@@ -1,13 +1,26 @@
 """The catalog as FHIR definitions: the ValueSets the feature rules name, a PlanDefinition per
-module, an ActivityDefinition per activity, and one PlanDefinition for the personalization
-variants, published idempotently.
+module with a CQL Library of its conditions, an ActivityDefinition per activity, and one
+PlanDefinition (and Library) for the personalization variants, published idempotently.
 
 CarePlans name the modules they instantiate by ``url|version`` (``instantiatesCanonical``);
 publishing makes those canonicals resolve on the server, so a reader of a CarePlan can see the
-standard it follows: when the module applies (an ``applicability`` condition in FHIRPath, see
-:mod:`fhir_tailor.fhirpath`), its goals and its activities. The conditions test codings with
-``memberOf('<value set canonical>')``, so the value sets are published with their expansions
-(an engine such as HAPI's ``$apply`` evaluates ``memberOf`` against ValueSets it holds), and each
+standard it follows: when the module applies (an ``applicability`` condition), its goals and
+its activities.
+
+Each condition is stated in two equivalent languages. Its ``expression`` names a define of a CQL
+``Library`` published per module (and one for the variants), listed in ``PlanDefinition.library``
+(language ``text/cql-identifier``, :mod:`fhir_tailor.cql`): that is what a clinical reasoning
+engine executes (HAPI FHIR's ``$apply``, cqf-fhir-cr, reading the patient's record from its own
+server, as the CPG computable PlanDefinition expects), and a library is compiled once where an
+inline expression is compiled on every call. The FHIRPath (:mod:`fhir_tailor.fhirpath`) goes
+beside it in the ``cqf-alternativeExpression`` extension of that Expression, for an engine given
+the record as a Bundle. Both must stay in the one condition: every condition of an action must
+hold, so a FHIRPath condition of its own would fail on an engine that cannot evaluate it (HAPI
+compiles FHIRPath conditions as CQL, where ``memberOf`` and ``%context`` mean other things).
+
+The FHIRPath conditions test codings with ``memberOf('<value set canonical>')`` (the CQL ones
+with ``in System.ValueSet``), so the value sets are published with their expansions
+(an engine such as HAPI's ``$apply`` tests membership against ValueSets it holds), and each
 PlanDefinition lists the ones its conditions use as ``relatedArtifact`` of type ``depends-on``
 (R4 RelatedArtifact, hl7.org/fhir/R4/metadatatypes.html#RelatedArtifact), the FHIR way of
 saying which artifacts are needed to evaluate it.
@@ -29,6 +42,7 @@ matched here.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -39,6 +53,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
+from . import cql
 from .catalog import ActivityTemplate, Catalog, Code, GoalTemplate, Module, Variant
 from .client import FhirClient
 from .conformance import GOAL_CATEGORY, SDOH_CATEGORY
@@ -52,6 +67,14 @@ from .terminology.valuesets import ValueSet
 from .validation import validate
 
 PLAN_DEFINITION_TYPE = "http://terminology.hl7.org/CodeSystem/plan-definition-type"
+LIBRARY_TYPE = "http://terminology.hl7.org/CodeSystem/library-type"
+#: FHIR Extensions Pack, ``cqf-alternativeExpression`` (trial use, CDS WG; context Expression):
+#: "an alternative, equivalent expression in another formal language".
+ALTERNATIVE_EXPRESSION = "http://hl7.org/fhir/StructureDefinition/cqf-alternativeExpression"
+#: ``Expression.language`` of a condition naming a define of the plan's library.
+CQL_IDENTIFIER = "text/cql-identifier"
+#: The defines of a module's library: its rule, and that the patient is alive.
+APPLIES, ALIVE = "Applies", "Alive"
 #: What the applicability expressions are evaluated against (see :mod:`fhir_tailor.fhirpath`).
 EVALUATION_CONTEXT = (
     "Evaluated against a collection Bundle of the patient's record (the Patient and its "
@@ -109,7 +132,7 @@ def catalog_definitions(definitions: Definitions) -> list[Definition]:
     the personalization one (what a definition depends on comes before it); each validated with
     the R4B models."""
     catalog = definitions.catalog
-    translator = Translator(definitions.rules)
+    translator = _Translators(Translator(definitions.rules), cql.Translator(definitions.rules))
     valuesets = definitions.rules.index.valuesets()
     titles = {canonical: vs.title for vs in valuesets for canonical in (vs.canonical, vs.url)}
     activities = [
@@ -122,10 +145,12 @@ def catalog_definitions(definitions: Definitions) -> list[Definition]:
         for variant in catalog.variants
         if variant.add_activity is not None
     ]
+    libraries = [_module_library(catalog, module, translator) for module in catalog.modules]
+    libraries.append(_personalization_library(catalog, translator))
     plans = [_module_plan(catalog, module, translator) for module in catalog.modules]
     plans.append(_personalization_plan(catalog, translator))
     plans = [_with_dependencies(plan, titles) for plan in plans]
-    result = _distinct([*(_valueset(v) for v in valuesets), *activities, *plans])
+    result = _distinct([*(_valueset(v) for v in valuesets), *activities, *libraries, *plans])
     for definition in result:
         validate(definition.resource)
     return result
@@ -200,9 +225,12 @@ def _with_dependencies(plan: Definition, titles: dict[str, str]) -> Definition:
 
 
 def _conditions(actions: list[Resource]) -> Iterator[str]:
+    """The FHIRPath of every condition (the alternative beside the CQL define it names)."""
     for action in actions:
         for condition in action.get("condition") or ():
-            yield condition["expression"]["expression"]
+            for extension in condition["expression"].get("extension") or ():
+                if extension["url"] == ALTERNATIVE_EXPRESSION:
+                    yield extension["valueExpression"]["expression"]
         yield from _conditions(action.get("action") or [])
 
 
@@ -241,31 +269,104 @@ def _activity_definition(catalog: Catalog, activity: ActivityTemplate, version: 
     )
 
 
-#: The second condition of every module: a plan is never proposed for a patient who has died
-#: (life_state.py), whatever the module's own rule says.
-_ALIVE: Resource = {
-    "kind": "applicability",
-    "expression": {
-        "description": (
-            "The patient is not recorded as deceased (Patient.deceased[x] absent or false): "
-            f"no plan is proposed for a patient who has died. {EVALUATION_CONTEXT}"
-        ),
-        "language": LANGUAGE,
-        "expression": NOT_DECEASED,
-    },
-}
+@dataclass(frozen=True, slots=True)
+class _Translators:
+    """A rule's two statements: FHIRPath over a record Bundle, CQL in Patient context."""
+
+    fhirpath: Translator
+    cql: cql.Translator
 
 
-def _applicability(translator: Translator, rule: RuleExpr) -> Resource:
-    stated = json.dumps(rule.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
+#: Where the CQL defines are evaluated (see :mod:`fhir_tailor.cql`).
+CQL_CONTEXT = (
+    "The define is evaluated in Patient context, reading the patient's record from the server, "
+    "with the parameter %asOf the date the plan is made for; the same test in FHIRPath is in "
+    "the cqf-alternativeExpression extension."
+)
+_NOT_DECEASED_TEXT = (
+    "The patient is not recorded as deceased (Patient.deceased[x] absent or false): no plan is "
+    "proposed for a patient who has died."
+)
+
+
+def _library_url(catalog: Catalog, name: str) -> str:
+    return f"{catalog.base}/Library/{name}"
+
+
+def _condition(define: str, library: str, description: str, fhirpath: str) -> Resource:
+    """An applicability condition naming ``define`` of ``library`` (a ``url|version``), with the
+    equivalent FHIRPath as its alternative."""
     return {
         "kind": "applicability",
         "expression": {
-            "description": f"fhir-tailor rule {stated}. {EVALUATION_CONTEXT}",
-            "language": LANGUAGE,
-            "expression": translator.expression(rule),
+            "extension": [
+                {
+                    "url": ALTERNATIVE_EXPRESSION,
+                    "valueExpression": {
+                        "description": f"{description} {EVALUATION_CONTEXT}",
+                        "language": LANGUAGE,
+                        "expression": fhirpath,
+                    },
+                }
+            ],
+            "description": f"{description} {CQL_CONTEXT}",
+            "name": _define_name(define),
+            "language": CQL_IDENTIFIER,
+            "expression": define,
+            "reference": library,
         },
     }
+
+
+def _define_name(define: str) -> str:
+    """``Expression.name`` (an ``id``: letters, digits, ``-`` and ``.``, up to 64)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", define)[:64]
+
+
+def _stated(rule: RuleExpr) -> str:
+    stated = json.dumps(rule.model_dump(by_alias=True, exclude_none=True), separators=(",", ":"))
+    return f"fhir-tailor rule {stated}."
+
+
+def _library(
+    catalog: Catalog, name: str, version: str, description: str, defines: list[tuple[str, str]]
+) -> Definition:
+    """A logic Library holding ``defines`` as CQL text, with its one parameter, ``%asOf``."""
+    text = cql.library(name, version, defines)
+    return Definition(
+        {
+            "resourceType": "Library",
+            "meta": {"tag": [GENERATED_TAG]},
+            "url": _library_url(catalog, name),
+            "version": version,
+            "name": name,
+            **AWAITING_VALIDATION,
+            "type": {"coding": [{"system": LIBRARY_TYPE, "code": "logic-library"}]},
+            "publisher": catalog.info.publisher,
+            "description": description,
+            "parameter": [{"name": cql.AS_OF, "use": "in", "min": 1, "max": "1", "type": "date"}],
+            "content": [
+                {"contentType": "text/cql", "data": base64.b64encode(text.encode()).decode()}
+            ],
+        }
+    )
+
+
+def _module_library(catalog: Catalog, module: Module, translator: _Translators) -> Definition:
+    defines = [
+        (APPLIES, translator.cql.expression(module.applies_when)),
+        (ALIVE, cql.NOT_DECEASED),
+    ]
+    description = f"When the module {module.title!r} applies, in CQL."
+    return _library(catalog, _pascal(module.id), module.version, description, defines)
+
+
+def _personalization_library(catalog: Catalog, translator: _Translators) -> Definition:
+    defines = [
+        (variant.id, translator.cql.expression(variant.when)) for variant in catalog.variants
+    ]
+    description = "When each personalization variant applies, in CQL."
+    return _library(catalog, _pascal(PERSONALIZATION), catalog.info.version, description, defines)
 
 
 def _goal(goal: GoalTemplate) -> Resource:
@@ -300,7 +401,7 @@ def _goal(goal: GoalTemplate) -> Resource:
     return resource
 
 
-def _module_plan(catalog: Catalog, module: Module, translator: Translator) -> Definition:
+def _module_plan(catalog: Catalog, module: Module, translator: _Translators) -> Definition:
     goal_ids = [goal.id for goal in module.goals]
     steps = [
         {
@@ -322,26 +423,34 @@ def _module_plan(catalog: Catalog, module: Module, translator: Translator) -> De
         **AWAITING_VALIDATION,
         "publisher": catalog.info.publisher,
         "description": module.description,
+        "library": [f"{_library_url(catalog, _pascal(module.id))}|{module.version}"],
     }
     if module.goals:
         resource["goal"] = [_goal(goal) for goal in module.goals]
+    library = f"{_library_url(catalog, _pascal(module.id))}|{module.version}"
+    rule = module.applies_when
     resource["action"] = [
         {
             "title": module.title,
-            "condition": [_applicability(translator, module.applies_when), _ALIVE],
+            "condition": [
+                _condition(APPLIES, library, _stated(rule), translator.fhirpath.expression(rule)),
+                _condition(ALIVE, library, _NOT_DECEASED_TEXT, NOT_DECEASED),
+            ],
             "action": steps,
         }
     ]
     return Definition(resource)
 
 
-def _variant_action(catalog: Catalog, variant: Variant, translator: Translator) -> Resource:
+def _variant_action(catalog: Catalog, variant: Variant, translator: _Translators) -> Resource:
+    library = f"{_library_url(catalog, _pascal(PERSONALIZATION))}|{catalog.info.version}"
+    fhirpath = translator.fhirpath.expression(variant.when)
     action: Resource = {
         "id": variant.id,
         "title": variant.label,
         "description": f"{variant.label}: {variant.reason}",
         "textEquivalent": _change(variant),
-        "condition": [_applicability(translator, variant.when)],
+        "condition": [_condition(variant.id, library, _stated(variant.when), fhirpath)],
     }
     if variant.add_activity is not None:
         url = _activity_url(catalog, variant.add_activity.id)
@@ -373,7 +482,7 @@ def _change(variant: Variant) -> str:
     return f"Goal {', '.join(goal.goals)} becomes: {goal.description} (target {target})"
 
 
-def _personalization_plan(catalog: Catalog, translator: Translator) -> Definition:
+def _personalization_plan(catalog: Catalog, translator: _Translators) -> Definition:
     return Definition(
         {
             "resourceType": "PlanDefinition",
@@ -390,6 +499,9 @@ def _personalization_plan(catalog: Catalog, translator: Translator) -> Definitio
                 "applies when its condition holds and is recorded, with its reason and evidence, "
                 "on every activity or goal it changes or adds."
             ),
+            "library": [
+                f"{_library_url(catalog, _pascal(PERSONALIZATION))}|{catalog.info.version}"
+            ],
             "action": [_variant_action(catalog, v, translator) for v in catalog.variants],
         }
     )

@@ -3,11 +3,13 @@ respx-mocked server."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import json
 import re
 import shutil
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from fhir.resources.R4B.activitydefinition import ActivityDefinition
 from fhir.resources.R4B.plandefinition import PlanDefinition
 from fhir.resources.R4B.valueset import ValueSet
 
+from fhir_tailor import cql
 from fhir_tailor.catalog import ActivityTemplate
 from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
@@ -85,10 +88,21 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
                 assert target["detailCodeableConcept"] == {"text": aim.text}
         (action,) = plan["action"]
         condition, alive = action["condition"]
-        assert alive["expression"]["expression"] == NOT_DECEASED
-        assert condition["kind"] == "applicability"
-        assert condition["expression"]["language"] == "text/fhirpath"
-        assert "%asOf" in condition["expression"]["description"]
+        library = resources[condition["expression"]["reference"]]
+        assert plan["library"] == [condition["expression"]["reference"]]
+        assert library["resourceType"] == "Library"
+        cql_text = base64.b64decode(library["content"][0]["data"]).decode()
+        applies = cql.Translator(definitions.rules).expression(module.applies_when)
+        assert f'define "Applies":\n{textwrap.indent(applies, "  ")}' in cql_text
+        assert f'define "Alive":\n  {cql.NOT_DECEASED}' in cql_text
+        assert [c["expression"]["expression"] for c in (condition, alive)] == ["Applies", "Alive"]
+        assert alternative(alive)["expression"] == NOT_DECEASED
+        assert alternative(condition)["language"] == "text/fhirpath"
+        for test in (condition, alive):
+            assert test["kind"] == "applicability"
+            assert test["expression"]["language"] == "text/cql-identifier"
+            assert "%asOf" in test["expression"]["description"]
+            assert "%asOf" in alternative(test)["description"]
         steps = action["action"]
         assert [s["id"] for s in steps] == [a.id for a in module.activities]
         for step in steps:
@@ -141,7 +155,7 @@ def test_every_catalog_definition_says_it_awaits_clinical_validation(
     """PlanDefinitions and ActivityDefinitions are drafts and experimental: a CDS engine or a
     reader sees at once that the content is not clinically validated."""
     ours = [d.resource for d in published if d.resource_type != "ValueSet"]
-    assert {r["resourceType"] for r in ours} == {"PlanDefinition", "ActivityDefinition"}
+    assert {r["resourceType"] for r in ours} == {"PlanDefinition", "ActivityDefinition", "Library"}
     for resource in ours:
         assert (resource["status"], resource["experimental"]) == ("draft", True), resource["url"]
         assert "validate locally before use" in resource["usage"]
@@ -234,6 +248,14 @@ def test_a_value_set_without_a_version_is_refused(tmp_path: Path) -> None:
         catalog_definitions(definitions)
 
 
+def alternative(condition: dict[str, Any]) -> dict[str, Any]:
+    """The FHIRPath beside a condition's CQL (cqf-alternativeExpression)."""
+    (extension,) = condition["expression"]["extension"]
+    assert extension["url"] == "http://hl7.org/fhir/StructureDefinition/cqf-alternativeExpression"
+    expression: dict[str, Any] = extension["valueExpression"]
+    return expression
+
+
 def member_of(expression: str) -> set[str]:
     return set(re.findall(r"memberOf\('([^']*)'\)", expression))
 
@@ -249,7 +271,7 @@ def test_plans_depend_on_exactly_the_value_sets_their_conditions_test(
             canonical
             for action in plan.resource["action"]
             for condition in action.get("condition", [])
-            for canonical in member_of(condition["expression"]["expression"])
+            for canonical in member_of(alternative(condition)["expression"])
         }
         artifacts = plan.resource.get("relatedArtifact", [])
         named = [artifact["resource"] for artifact in artifacts]
@@ -515,7 +537,8 @@ def test_catalog_publish_to_a_folder_writes_valid_definitions(
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
         types[resource["resourceType"]] += 1
     assert types["ValueSet"] == len(definitions.rules.index.valuesets())
-    assert types.keys() == {"ValueSet", "ActivityDefinition", "PlanDefinition"}
+    assert types.keys() == {"ValueSet", "ActivityDefinition", "PlanDefinition", "Library"}
+    assert types["Library"] == types["PlanDefinition"], "a library of conditions per plan"
 
 
 def test_catalog_publish_needs_a_destination() -> None:
