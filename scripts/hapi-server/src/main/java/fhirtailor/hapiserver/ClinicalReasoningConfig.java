@@ -1,5 +1,7 @@
 package fhirtailor.hapiserver;
 
+import org.cqframework.cql.cql2elm.CqlCompilerOptions;
+import org.cqframework.cql.cql2elm.LibraryBuilder;
 import org.opencds.cqf.fhir.cql.EvaluationSettings;
 import org.opencds.cqf.fhir.cql.engine.terminology.TerminologySettings;
 import org.opencds.cqf.fhir.cr.hapi.config.RepositoryConfig;
@@ -42,6 +44,14 @@ public class ClinicalReasoningConfig {
     @Bean
     public EvaluationSettings evaluationSettings() {
         EvaluationSettings settings = EvaluationSettings.getDefault();
+        // Compiled for evaluation only: no annotations (the source narrative of every node),
+        // locators or overload signatures in the ELM. fhir-tailor's condition libraries hold
+        // defines of a few hundred kilobytes of CQL; with the defaults (all three on) compiling
+        // them exhausts a 2 GB heap.
+        CqlCompilerOptions compiler = settings.getCqlOptions().getCqlCompilerOptions();
+        compiler.getOptions().remove(CqlCompilerOptions.Options.EnableAnnotations);
+        compiler.getOptions().remove(CqlCompilerOptions.Options.EnableLocators);
+        compiler.setSignatureLevel(LibraryBuilder.SignatureLevel.None);
         TerminologySettings terminology = settings.getTerminologySettings();
         terminology.setValuesetExpansionMode(
                 TerminologySettings.VALUESET_EXPANSION_MODE.PERFORM_NAIVE_EXPANSION);
