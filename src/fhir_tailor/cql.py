@@ -803,10 +803,43 @@ class Translator:
     def __init__(self, rules: ProfileRules) -> None:
         self._rules = rules
         self._gaps = {gap.id: gap for gap in rules.gaps}
+        #: While :meth:`defines` runs: the feature and gap defines met so far, by name.
+        self._shared: dict[str, str] | None = None
 
     def expression(self, rule: RuleExpr) -> str:
-        """The CQL expression that is true exactly when ``rule.evaluate(profile).holds``."""
+        """The CQL expression that is true exactly when ``rule.evaluate(profile).holds``, on its
+        own (every feature written out where it is tested)."""
         return _render(self._node(rule, gaps_known=True))
+
+    def defines(self, rules: Sequence[tuple[str, RuleExpr]]) -> list[tuple[str, str]]:
+        """The defines of a library holding ``rules`` (name, rule): one per feature (at a
+        severity) and per gap they test, then one per rule, which names those.
+
+        Many rules test the same features (every ``need`` rule a whole dimension), so a library
+        of self-contained expressions repeats them: the variants' would be 1.8 MB of CQL, which
+        HAPI's engine takes minutes to compile. A define is compiled once and, in Patient
+        context, evaluated once per patient."""
+        self._shared = {}
+        try:
+            named = [(name, _render(self._node(rule, gaps_known=True))) for name, rule in rules]
+            return [*self._shared.items(), *named]
+        finally:
+            self._shared = None
+
+    def _share_list(self, name: str, expression: str) -> str:
+        """A list expression as a reference to a define of its own, while :meth:`defines`
+        runs (a feature confirmed over time reads its observations three times)."""
+        if self._shared is None:
+            return f"(\n{_indent(expression)}\n)"
+        self._shared.setdefault(name, expression)
+        return f'"{name}"'
+
+    def _share(self, name: str, node: _Node) -> _Node:
+        """``node`` as a reference to a define of its own, while :meth:`defines` runs."""
+        if self._shared is None or node in (_TRUE, _FALSE):
+            return node
+        self._shared.setdefault(name, _render(node))
+        return _Text(f'"{name}"')
 
     def _node(self, rule: RuleExpr, *, gaps_known: bool) -> _Node:
         if isinstance(rule, FeatureRule):
@@ -844,8 +877,8 @@ class Translator:
             return _FALSE
         feature = entry[0]
         label = f"feature {feature_id}" + (f", {severity} or graver" if severity else "")
-        observed = _observed(feature, self._rules.index.codes, severity)
-        return _junction("or", (_diagnosed(feature, severity), observed), label)
+        observed = _observed(feature, self._rules.index.codes, severity, self._share_list)
+        return self._share(label, _junction("or", (_diagnosed(feature, severity), observed), label))
 
     def _need(self, dimension: Dimension, at_least: NeedLevel) -> _Node:
         rank = NEED_RANK[at_least]
@@ -878,7 +911,7 @@ class Translator:
             recent = _Text(
                 f"not exists ((\n{_indent(days)}\n) D where {within})", "no recent screening"
             )
-        return _junction("and", (when, recent), f"gap {gap.id}")
+        return self._share(f"gap {gap.id}", _junction("and", (when, recent), f"gap {gap.id}"))
 
 
 def _diagnosed(feature: Feature, severity: Severity | None) -> _Node:
@@ -903,7 +936,11 @@ def _diagnosed(feature: Feature, severity: Severity | None) -> _Node:
     )
 
 
-def _observed(feature: Feature, codes: CodesOf, severity: Severity | None) -> _Node:
+Share = Callable[[str, str], str]
+"""Names a list expression (a define of a library) or writes it out in parentheses."""
+
+
+def _observed(feature: Feature, codes: CodesOf, severity: Severity | None, share: Share) -> _Node:
     """The newest readable observation of the feature reads present with at least
     ``severity``, and is current; per Observation rule, each confirmed, for a feature with
     ``confirmed_after_days``."""
@@ -913,7 +950,7 @@ def _observed(feature: Feature, codes: CodesOf, severity: Severity | None) -> _N
     for rule in feature.rules:
         if rule.resource == "Observation":
             single = feature.model_copy(update={"rules": [rule]})
-            confirmed = _confirmed(single, codes, feature.confirmed_after_days)
+            confirmed = _confirmed(single, codes, feature.confirmed_after_days, share)
             criteria.append(
                 _newest_present(single, codes, _and_also(_present(severity), confirmed))
             )
@@ -933,14 +970,14 @@ def _newest_present(
     return _Text(f"exists (({{{newest}}}) D\n  where {' and '.join(tests)})")
 
 
-def _confirmed(feature: Feature, codes: CodesOf, days: int) -> str | None:
+def _confirmed(feature: Feature, codes: CodesOf, days: int, share: Share) -> str | None:
     """A Boolean: the feature's one Observation rule has read present without a break for at
     least ``days`` (as :func:`fhir_tailor.fhirpath._confirmed`). ``None`` when the rule reads
     nothing."""
     marked = _Observations(feature, codes, _present(None)).days()
     if not marked:
         return None
-    readings = f"(\n{_indent(marked)}\n)"
+    readings = share(f"readings {feature.id} {feature.rules[0].id}", marked)
     last_absent = (
         f"Max(({readings} D1 where EndsWith(D1, '|0') return Substring(D1, 0, 10))"
         " union {'0000-00-00'})"

@@ -353,18 +353,13 @@ def _library(
 
 
 def _module_library(catalog: Catalog, module: Module, translator: _Translators) -> Definition:
-    defines = [
-        (APPLIES, translator.cql.expression(module.applies_when)),
-        (ALIVE, cql.NOT_DECEASED),
-    ]
+    defines = [*translator.cql.defines([(APPLIES, module.applies_when)]), (ALIVE, cql.NOT_DECEASED)]
     description = f"When the module {module.title!r} applies, in CQL."
     return _library(catalog, _pascal(module.id), module.version, description, defines)
 
 
 def _personalization_library(catalog: Catalog, translator: _Translators) -> Definition:
-    defines = [
-        (variant.id, translator.cql.expression(variant.when)) for variant in catalog.variants
-    ]
+    defines = translator.cql.defines([(v.id, v.when) for v in catalog.variants])
     description = "When each personalization variant applies, in CQL."
     return _library(catalog, _pascal(PERSONALIZATION), catalog.info.version, description, defines)
 

@@ -179,3 +179,19 @@ def test_every_condition_of_the_catalog_is_well_formed() -> None:
         assert "%context" not in expression and "memberOf" not in expression, name
     assert balanced(cql.NOT_DECEASED)
     assert not balanced("exists ((R.code) X where X.code = 'a')) ")
+
+
+def test_a_library_shares_each_feature_once_and_names_only_what_it_defines() -> None:
+    translator = cql.Translator(definitions().rules)
+    rules = [(name, rule) for name, rule in all_rules()]
+    defines = translator.defines(rules)  # type: ignore[arg-type]
+    names = [name for name, _ in defines]
+    assert len(names) == len(set(names))
+    assert names[-len(rules) :] == [name for name, _ in rules]
+    assert any(name.startswith("feature ") for name in names)
+    for name, expression in defines:
+        without_comments = re.sub(r"/\*.*?\*/", "", expression, flags=re.S)
+        for referenced in re.findall(r'"([^"]+)"', without_comments):
+            assert referenced in names or referenced == "end", (name, referenced)
+        assert balanced(expression), name
+    assert sum(len(e) for _, e in defines) < sum(len(translator.expression(r)) for _, r in rules)  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import re
 import shutil
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -92,9 +91,10 @@ def test_one_plan_definition_per_module_named_as_careplans_name_it(
         assert plan["library"] == [condition["expression"]["reference"]]
         assert library["resourceType"] == "Library"
         cql_text = base64.b64decode(library["content"][0]["data"]).decode()
-        applies = cql.Translator(definitions.rules).expression(module.applies_when)
-        assert f'define "Applies":\n{textwrap.indent(applies, "  ")}' in cql_text
-        assert f'define "Alive":\n  {cql.NOT_DECEASED}' in cql_text
+        defines = cql.Translator(definitions.rules).defines([("Applies", module.applies_when)])
+        defines.append(("Alive", cql.NOT_DECEASED))
+        assert cql_text == cql.library(library["name"], module.version, defines)
+        assert library["url"].endswith(f"/Library/{library['name']}"), "named as CQL names it"
         assert [c["expression"]["expression"] for c in (condition, alive)] == ["Applies", "Alive"]
         assert alternative(alive)["expression"] == NOT_DECEASED
         assert alternative(condition)["language"] == "text/fhirpath"
