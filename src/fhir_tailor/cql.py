@@ -6,14 +6,17 @@ Bundle: it evaluates a condition in the patient's context and reads the record f
 server. FHIRPath cannot search a server, but CQL can (a *retrieve*, ``[Observation]``, is the
 patient's Observations), and ``text/cql-expression`` is the language those engines evaluate
 (HL7 Using CQL with FHIR, Expression languages; CPG ``cpg-computablePlanDefinition``). So each
-condition is published twice, equivalently (:mod:`fhir_tailor.publish`): CQL as the expression,
-the FHIRPath beside it in the ``cqf-alternativeExpression`` extension.
+condition is published twice, equivalently (:mod:`fhir_tailor.publish`): a define of a CQL
+Library (:func:`library`, :meth:`Translator.defines`) named by the condition, the FHIRPath beside
+it in the ``cqf-alternativeExpression`` extension.
 
 **Evaluation context.** ``context Patient`` (a retrieve is the patient's resources of that type,
-``Patient`` the patient) with FHIRHelpers, as an engine wraps an inline expression, and one
-parameter: ``%asOf``, a ``Date``, the day the plan is made for (given to ``$apply`` in its
-``parameters`` as ``%asOf``). The result is a single Boolean, never null: every test that may
-meet a missing element is made inside ``exists``/``where`` or with ``is true``/``is false``.
+``Patient`` the patient) with FHIRHelpers, and one parameter: ``%asOf``, a ``Date``, the day the
+plan is made for (given to ``$apply`` in its ``parameters`` as ``%asOf``). HAPI FHIR 8.8.0 with
+cqf-fhir-cr 4.4.0 agrees with the Python evaluation on every module for the 237 patients of
+scripts/compare-apply (docs/benchmarks.md). The result is a single Boolean, never null: every
+test that may meet a missing element is made inside ``exists``/``where`` or with ``is true``/
+``is false``.
 
 **Translation.** The semantics are those of :mod:`fhir_tailor.fhirpath`, read there: active
 Conditions by value set (``X in System.ValueSet { id, version }`` on each Coding), the newest
