@@ -1,0 +1,26 @@
+"""Exit codes of the ``fhir-tailor`` command and the way a command stops when it cannot start.
+
+0 every patient succeeded; 1 at least one patient failed (see the report); 2 usage error
+(click's own); 3 the run could not start (bad definitions, server unreachable or not R4);
+4 the run stopped part-way (reading the patient list failed after some patients were done;
+--state resumes it).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from ..logs import notice
+
+#: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
+EXIT_PARTIAL_FAILURE = 1
+EXIT_CANNOT_START = 3
+#: The run stopped part-way (the patient list failed after some patients were done).
+EXIT_STOPPED = 4
+
+
+def fail(message: str) -> NoReturn:
+    """Say why the command cannot start, and exit with :data:`EXIT_CANNOT_START`."""
+    notice(f"error: {message}")
+    sys.exit(EXIT_CANNOT_START)

@@ -1,0 +1,36 @@
+"""How a run over patients ends: its report written, summarized on stderr, and the exit code
+that tells the truth about it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..logs import notice
+from ..report import RunReport
+from .exits import EXIT_CANNOT_START, EXIT_PARTIAL_FAILURE, EXIT_STOPPED
+
+
+def finish(report: RunReport, report_path: Path | None, stopped: str | None = None) -> None:
+    """Write the report, summarize it on stderr and exit with the run's status: ``stopped``
+    says why a run ended early: part-way (exit 4; with --state the same command resumes it),
+    or before any patient (exit 3, as for a server refusing us at the start)."""
+    if report_path is not None:
+        report.write(report_path)
+    if stopped is not None:
+        notice(f"error: {stopped}")
+        notice(f"stopped after {report.summary()}")
+        sys.exit(EXIT_STOPPED if report.patients else EXIT_CANNOT_START)
+    notice(report.summary())
+    for issue in report.read_issues[:20]:
+        notice(f"  skipped: {issue}")
+    if len(report.read_issues) > 20:
+        notice(f"  ... and {len(report.read_issues) - 20} more (see --report)")
+    for outcome in report.patients:
+        # A deceased patient's line only when something was, or was not, done to a stored plan.
+        if outcome.outcome in ("failed", "skipped-edited") or (
+            outcome.outcome == "skipped-deceased" and outcome.detail
+        ):
+            notice(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}")
+    if report.failed:
+        sys.exit(EXIT_PARTIAL_FAILURE)

@@ -1,0 +1,226 @@
+"""Option decorators shared by several commands, so each command module declares only its own.
+
+What they produce is read by :mod:`.connect` (server and auth options) and :mod:`.sources`
+(source and bulk options).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..requester import RequesterError, parse_requester
+
+SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
+#: What SMART auth asks a terminology server for: reading value sets (SMART v1 syntax).
+TERMINOLOGY_SCOPE = "system/ValueSet.read"
+
+
+def _apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """Decorate ``func`` with ``options`` so they show in ``--help`` in list order."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def auth_options(prefix: str, default_scope: str) -> list[Callable[..., Any]]:
+    """The options saying how to authenticate to a server: a bearer token, HTTP basic, or SMART
+    Backend Services. ``prefix`` names another server's set (``terminology-`` gives
+    ``--terminology-token`` and ``FHIR_TAILOR_TERMINOLOGY_TOKEN``); :func:`.connect.auth` reads
+    them."""
+    env = "FHIR_TAILOR_" + prefix.upper().replace("-", "_")
+    return [
+        click.option(f"--{prefix}token", envvar=f"{env}TOKEN", help="Static bearer token."),
+        click.option(f"--{prefix}username", envvar=f"{env}USERNAME", help="HTTP basic user."),
+        click.option(f"--{prefix}password", envvar=f"{env}PASSWORD", help="HTTP basic password."),
+        click.option(
+            f"--{prefix}client-id",
+            envvar=f"{env}CLIENT_ID",
+            help="SMART Backend Services client id.",
+        ),
+        click.option(
+            f"--{prefix}private-key",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            envvar=f"{env}PRIVATE_KEY",
+            help="SMART signing key: PEM private key or JWKS file (private_key_jwt).",
+        ),
+        click.option(f"--{prefix}kid", envvar=f"{env}KID", help="Key id of the signing key."),
+        click.option(
+            f"--{prefix}client-secret",
+            envvar=f"{env}CLIENT_SECRET",
+            help="SMART client secret (client_secret_basic), instead of a private key.",
+        ),
+        click.option(
+            f"--{prefix}token-url",
+            help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
+        ),
+        click.option(
+            f"--{prefix}scope",
+            envvar=f"{env}SCOPE",
+            help=f"SMART scopes to request (v1 or v2 syntax). Default: {default_scope}.",
+        ),
+    ]
+
+
+def terminology_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options naming the terminology server that expands value sets shipped without an
+    expansion, how to reach it, and where expansions are cached (what
+    :func:`.connect.expander` reads).
+
+    They are the group's, next to ``--profiles``, because definitions load before any command
+    runs: ``fhir-tailor --terminology URL sync ...``."""
+    return _apply(
+        func,
+        [
+            click.option(
+                "--terminology",
+                envvar="FHIR_TAILOR_TERMINOLOGY",
+                help="FHIR terminology server (base URL) that expands value sets shipped without "
+                "an expansion (ValueSet/$expand). Default: none; such value sets are an error.",
+            ),
+            *auth_options("terminology-", TERMINOLOGY_SCOPE),
+            click.option(
+                "--terminology-cache",
+                type=click.Path(file_okay=False, path_type=Path),
+                envvar="FHIR_TAILOR_TERMINOLOGY_CACHE",
+                help="Folder of cached expansions, one per url|version. "
+                "Default: $XDG_CACHE_HOME/fhir-tailor/valuesets (~/.cache/...).",
+            ),
+        ],
+    )
+
+
+def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that name a FHIR server and how to reach it (what :func:`.connect.connect`
+    reads)."""
+    return _apply(
+        func,
+        [
+            click.option("--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL."),
+            *auth_options("", "read all, write plans"),
+            click.option(
+                "--timeout",
+                type=float,
+                default=30.0,
+                envvar="FHIR_TAILOR_TIMEOUT",
+                show_default=True,
+                help="HTTP timeout in seconds.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, 64),
+                default=4,
+                envvar="FHIR_TAILOR_CONCURRENCY",
+                show_default=True,
+                help="Patients read and written at a time (one connection pool, bounded queue).",
+            ),
+            click.option(
+                "--retry-budget",
+                type=float,
+                default=120.0,
+                envvar="FHIR_TAILOR_RETRY_BUDGET",
+                show_default=True,
+                help="Total seconds one request may spend retrying before it fails.",
+            ),
+        ],
+    )
+
+
+class SinceType(click.ParamType):  # type: ignore[type-arg]
+    """A date or date-time, or ``auto`` (resolved from the run state by ``sync --state``)."""
+
+    name = "since"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime) or value == "auto":
+            return value
+        return click.DateTime(formats=SINCE_FORMATS).convert(value, param, ctx)
+
+
+def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that choose where patients are read from (``--server`` reads and writes)."""
+    func = _apply(
+        func,
+        [
+            click.option(
+                "--input",
+                "input_path",
+                type=click.Path(exists=True, path_type=Path),
+                help="Bundle JSON file, folder of Bundles, or folder of Bulk NDJSON files.",
+            ),
+            click.option(
+                "--patient", "patient_ids", multiple=True, help="Patient id (repeatable)."
+            ),
+            click.option("--all", "everyone", is_flag=True, help="Every patient on the server."),
+            click.option(
+                "--since",
+                type=SinceType(),
+                help=(
+                    "Patients whose data changed since this time (server _lastUpdated); 'auto' "
+                    "(sync with --state): since the last complete run."
+                ),
+            ),
+        ],
+    )
+    return server_options(func)
+
+
+def bulk_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of ``sync --bulk`` (what :func:`.sources.open_bulk_source` reads)."""
+    return _apply(
+        func,
+        [
+            click.option(
+                "--bulk", is_flag=True, help="Read every patient with one Bulk Data $export."
+            ),
+            click.option("--group", help="With --bulk: export only this Group's members."),
+            click.option(
+                "--bulk-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="With --bulk: download the export here. Default: a temporary folder.",
+            ),
+            click.option(
+                "--keep-bulk-files", is_flag=True, help="With --bulk: keep the temporary folder."
+            ),
+        ],
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A ``--recorded`` time; one given without an offset is read as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+report_option = click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON run report here.",
+)
+
+
+def _requester(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return parse_requester(value) if value else None
+    except RequesterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+requester_option = click.option(
+    "--requester",
+    envvar="FHIR_TAILOR_REQUESTER",
+    callback=_requester,
+    help="Who requests the referrals: Organization/<id> or PractitionerRole/<id> (relative "
+    "reference). Default: none, and referrals are written without a requester.",
+)
+recorded_option = click.option(
+    "--recorded",
+    type=click.DateTime(formats=SINCE_FORMATS[1:]),
+    callback=lambda _ctx, _param, value: _utc(value),
+    help="Provenance recorded time (ISO date-time, UTC unless it has an offset), so a rerun "
+    "writes the same bytes. Default: now.",
+)

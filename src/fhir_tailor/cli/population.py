@@ -1,0 +1,99 @@
+"""``fhir-tailor segments`` and ``fhir-tailor report``: counts over a source's population,
+no PHI."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import FhirTailorError
+from ..logs import notice
+from ..pipeline import assess
+from ..population import PopulationSummary
+from ..population_report import render_html, report_data, require_plotting
+from ..report import RunReport
+from .exits import fail
+from .options import source_options
+from .progress import Progress
+from .settings import Settings
+from .sources import open_source
+
+
+@click.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
+    """Count the patients of a source per segment, dimension need and plan variant."""
+    summary, _ = _summarize_population(settings, params)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        click.echo(summary.table(), nl=False)
+
+
+def _summarize_population(
+    settings: Settings, params: dict[str, Any]
+) -> tuple[PopulationSummary, int]:
+    """One pass over the source's patients: the summary and how many resources were unreadable."""
+    definitions = settings.definitions
+    summary = PopulationSummary.over(definitions.segments)
+    report = RunReport()
+    progress = Progress()
+    with ExitStack() as stack:
+        choice = open_source(stack, params)
+        for record in choice.records(report.read_issue):
+            summary.add(*assess(record, definitions, settings.as_of, report))
+            progress()
+    progress.done()
+    if report.read_issues:
+        notice(f"{len(report.read_issues)} unreadable resources skipped")
+    return summary, len(report.read_issues)
+
+
+@click.command("report")
+@source_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write the report to this file (HTML: required; JSON: default stdout).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["html", "json"]),
+    default="html",
+    show_default=True,
+    help="A self-contained HTML page with plots, or the same numbers as JSON.",
+)
+@click.pass_obj
+def population_report(
+    settings: Settings, /, out: Path | None, output_format: str, **params: Any
+) -> None:
+    """Report on a source's population: segments, needs per dimension and feature, data gaps,
+    and how many distinct personalized plans the catalog produced. Counts only, no PHI.
+
+    The HTML page embeds its plots (needs the 'report' extra: pip install 'fhir-tailor[report]').
+    """
+    if output_format == "html":
+        if out is None:
+            raise click.UsageError("give --out FILE.html, or --format json")
+        try:
+            require_plotting()
+        except FhirTailorError as exc:
+            fail(str(exc))
+    summary, unreadable = _summarize_population(settings, params)
+    data = report_data(summary, settings.definitions, settings.as_of, unreadable)
+    text = render_html(data) if output_format == "html" else json.dumps(data, indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc.strerror}")
+    notice(f"wrote {out} ({summary.patients} patients)")
