@@ -35,7 +35,7 @@ from .errors import CrossOriginLinkError, FhirServerError, FhirTailorError, pars
 from .fhirdata import subject_patient_id
 from .record import IssueHandler, PatientRecord, ReadIssue
 from .retry import parse_retry_after
-from .sources.files import NdjsonSource
+from .sources.files import TOO_DEEP, NdjsonSource
 from .sources.server import (
     OPTIONAL_DATA_TYPES,
     PATIENT_DATA_TYPES,
@@ -348,7 +348,7 @@ def _instant(when: datetime) -> str:
 def _manifest(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply to read
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("output"), list):
         raise BulkExportError(
@@ -386,7 +386,7 @@ def _error_issues(path: Path, number: int) -> list[ReadIssue]:
             location = f"$export error file {number}:{line_number}"
             try:
                 parsed = parse_outcome_issues(json.loads(line))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 issues.append(ReadIssue(location, "unreadable OperationOutcome line"))
                 continue
             for issue in parsed:
@@ -430,6 +430,9 @@ def _patient_ids(ndjson: NdjsonSource, on_issue: IssueHandler) -> tuple[str, ...
                     resource = json.loads(line) if line.strip() else None
                 except json.JSONDecodeError:
                     on_issue(ReadIssue(f"{path.name}:{number}", "invalid JSON"))
+                    continue
+                except RecursionError:
+                    on_issue(ReadIssue(f"{path.name}:{number}", TOO_DEEP))
                     continue
                 pid = subject_patient_id(resource) if isinstance(resource, dict) else None
                 if pid:

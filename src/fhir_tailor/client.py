@@ -577,6 +577,8 @@ def _resource_body(response: httpx.Response, resource_type: str | None = None) -
         body = load_json(response.content)  # FHIR JSON is UTF-8 (orjson, as files are read)
     except ValueError:
         body = None
+    except RecursionError:  # past orjson's 1,024 levels, Python's reader runs out of stack
+        raise InvalidResponseError(method, path, "the body is JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidResponseError(method, path, "the body is not a JSON object")
     if resource_type is not None and body.get("resourceType") != resource_type:

@@ -107,7 +107,7 @@ class FhirServerError(FhirTailorError):
         """The most specific error class for ``response``, with its OperationOutcome parsed."""
         try:
             issues = parse_outcome_issues(response.json())
-        except ValueError:  # not JSON, or not decodable
+        except (ValueError, RecursionError):  # not JSON, not decodable, or nested too deeply
             issues = []
         error_class = _ERRORS_BY_STATUS.get(response.status_code, FhirServerError)
         return error_class(

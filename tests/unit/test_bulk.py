@@ -360,6 +360,38 @@ def test_status_error_carries_the_operation_outcome(
         export(client, tmp_path, clock).run()
 
 
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+def test_a_manifest_nested_too_deeply_fails_the_export_cleanly(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(200, content=b'{"output":' + DEEP + b"}")
+    router.delete(STATUS).respond(202)
+    with pytest.raises(BulkExportError, match=r"manifest .* is not a JSON object"):
+        export(client, tmp_path, clock).run()
+
+
+def test_lines_nested_too_deeply_are_issues_not_crashes(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    """In the server's error file, and in a ``_since`` file read for the changed patients."""
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(errors=1))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/errors0.ndjson").respond(content=DEEP + b"\n")
+    result = export(client, tmp_path, clock).run()
+    assert [i.reason for i in result.issues] == ["unreadable OperationOutcome line"]
+
+    changed = tmp_path / "Observation.1.ndjson"
+    changed.write_bytes(b'{"resourceType":"Observation","subject":' + DEEP + b"}\n")
+    issues: list[ReadIssue] = []
+    since = BulkSource(client, tmp_path, ExportResult(files=[changed]), since=datetime.now(UTC))
+    assert list(since.records(issues.append)) == []
+    assert [i.location for i in issues] == ["Observation.1.ndjson:1"]
+
+
 def test_group_export_with_since(
     client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
 ) -> None:

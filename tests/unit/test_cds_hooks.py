@@ -478,6 +478,15 @@ def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
     assert "not JSON" in response.json()["error"]
 
 
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_body_nested_too_deeply_is_refused(client: TestClient, depth: int) -> None:
+    body = json.dumps(hook_call("ft-01")).encode()[:-1] + b', "x": '
+    body += b"[" * depth + b"]" * depth + b"}"
+    response = client.post(SERVICE, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["error"]
+
+
 def test_an_unknown_service_is_404(client: TestClient) -> None:
     response = client.post("/cds-services/other", json=hook_call("ft-01"))
     assert response.status_code == 404

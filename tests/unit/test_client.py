@@ -29,7 +29,9 @@ from fhir_tailor.errors import (
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
 )
+from fhir_tailor.record import ReadIssue
 from fhir_tailor.retry import RetryPolicy
+from fhir_tailor.sources.server import PatientSelection, ServerSource
 
 BASE = "http://fhir.test/fhir"
 FHIR_JSON = "application/fhir+json"
@@ -310,6 +312,57 @@ def test_search_response_must_be_a_bundle(client: FhirClient, router: respx.Rout
     router.get(f"{BASE}/Patient").respond(200, json=patient("1"))
     with pytest.raises(InvalidResponseError, match="expected a Bundle, got 'Patient'"):
         list(client.search("Patient"))
+
+
+def nested(depth: int) -> bytes:
+    """A searchset whose one Observation holds arrays nested ``depth`` deep."""
+    head = b'{"resourceType":"Bundle","type":"searchset","entry":[{"resource":'
+    head += b'{"resourceType":"Observation","id":"o1","valueString":'
+    return head + b"[" * depth + b"]" * depth + b"}}]}"
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_a_body_nested_too_deeply_is_an_invalid_response(
+    client: FhirClient, router: respx.Router, depth: int
+) -> None:
+    router.get(f"{BASE}/Observation").respond(200, content=nested(depth))
+    with pytest.raises(InvalidResponseError, match="nested too deeply"):
+        list(client.search("Observation", {"patient": "p1"}))
+
+
+def test_an_error_body_nested_too_deeply_is_still_the_servers_error(
+    client: FhirClient, router: respx.Router
+) -> None:
+    router.get(f"{BASE}/Patient/1").respond(400, content=nested(100_000))
+    with pytest.raises(FhirServerError, match="HTTP 400 from GET /fhir/Patient/1"):
+        client.read("Patient", "1")
+
+
+def test_a_patient_whose_search_is_nested_too_deeply_fails_alone(
+    router: respx.Router, sleeps: list[float]
+) -> None:
+    """The run-level symptom: p1's unreadable search is an issue for p1, and p2 is read."""
+    capabilities = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"mode": "server", "resource": []}],
+    }
+    router.get(f"{BASE}/metadata").respond(200, json=capabilities)
+    for pid in ("p1", "p2"):
+        router.get(f"{BASE}/Patient/{pid}").respond(200, json=patient(pid))
+        router.get(f"{BASE}/Condition", params={"patient": pid}).respond(200, json=bundle())
+    router.get(f"{BASE}/Observation", params={"patient": "p1"}).respond(
+        200, content=nested(100_000)
+    )
+    router.get(f"{BASE}/Observation", params={"patient": "p2"}).respond(200, json=bundle())
+    issues: list[ReadIssue] = []
+    with make_client(router, sleeps) as fhir:
+        source = ServerSource(fhir, PatientSelection(ids=("p1", "p2")))
+        records = list(source.records(issues.append))
+    assert [r.patient_id for r in records] == ["p2"]
+    [issue] = issues
+    assert issue.unread_patient == "p1"
+    assert "nested too deeply" in issue.reason
 
 
 # --- retries ----------------------------------------------------------------------------------

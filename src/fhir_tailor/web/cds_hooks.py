@@ -585,6 +585,8 @@ def cds_routes(
             body = await request.json()
         except ValueError:
             return _error(400, "the request body is not JSON")
+        except RecursionError:  # Python's JSON reader, past about 1,000 levels
+            return _error(400, "the request body is JSON nested too deeply")
         try:
             cards = await service.cards(parse_request(body))
         except HookError as exc:
