@@ -52,10 +52,15 @@ class _Handler(logging.StreamHandler[TextIO]):
 
 #: The format :func:`configure` chose last, which :func:`notice` follows too.
 _format: LogFormat = "text"
+#: ``--quiet``: :func:`notice` prints errors only.
+_quiet = False
 
 
-def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
-    """Send ``fhir_tailor`` logs at ``level`` and above to ``stream`` (stderr) in a format.
+def configure(
+    level: str, log_format: LogFormat, stream: TextIO | None = None, *, quiet: bool = False
+) -> None:
+    """Send ``fhir_tailor`` logs at ``level`` and above to ``stream`` (stderr) in a format;
+    ``quiet`` keeps the operator's lines (:func:`notice`) to errors.
 
     Calling it again replaces the handler it installed before (each command line run in one
     process, as tests do, writes to the stderr of its own run).
@@ -67,15 +72,19 @@ def configure(level: str, log_format: LogFormat, stream: TextIO | None = None) -
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
     logger.addHandler(handler)
     logger.setLevel(level)
-    global _format
-    _format = log_format
+    global _format, _quiet
+    _format, _quiet = log_format, quiet
 
 
-def notice(message: str) -> None:
-    """A line for the operator on stderr (a run summary, a fatal error), whatever the level.
+def notice(message: str, *, error: bool = False) -> None:
+    """A line for the operator on stderr (a run summary, a fatal error), whatever the level;
+    with ``--quiet`` only an ``error`` (the run could not do what was asked) is printed, so a
+    scheduled job's mail holds nothing but what needs a human.
 
     With JSON logs it is a JSON object like the log lines, so stderr stays one object per line.
     """
+    if _quiet and not error:
+        return
     if _format == "json":
         fields = {"name": "fhir_tailor.cli", "levelname": "NOTICE", "msg": message}
         message = JsonFormatter().format(logging.makeLogRecord(fields))

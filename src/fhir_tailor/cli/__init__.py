@@ -9,6 +9,8 @@ R4); 4 the run stopped part-way (reading the patient list failed after some pati
 
 from __future__ import annotations
 
+import click
+
 from .catalog import catalog
 from .exits import EXIT_CANNOT_START, EXIT_PARTIAL_FAILURE, EXIT_STOPPED
 from .group import main
@@ -31,5 +33,19 @@ for _command in (
     catalog,
 ):
     main.add_command(_command)
+
+
+def _show_envvars(command: click.Command) -> None:
+    """Make ``--help`` name the environment variable of every option that reads one, here in
+    one place, so an option added later cannot forget it."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar:
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _show_envvars(subcommand)
+
+
+_show_envvars(main)
 
 __all__ = ["EXIT_CANNOT_START", "EXIT_PARTIAL_FAILURE", "EXIT_STOPPED", "main"]

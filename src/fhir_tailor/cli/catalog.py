@@ -14,6 +14,7 @@ from ..logs import notice
 from ..publish import Definition, Publisher, catalog_definitions, write_files
 from .connect import connect
 from .exits import EXIT_PARTIAL_FAILURE, fail
+from .group import TailorCommand, pass_settings
 from .options import server_options
 from .settings import Settings
 
@@ -23,8 +24,8 @@ def catalog() -> None:
     """The care-module catalog as FHIR PlanDefinitions, ActivityDefinitions and ValueSets."""
 
 
-@catalog.command("show")
-@click.pass_obj
+@catalog.command("show", cls=TailorCommand)
+@pass_settings
 def catalog_show(settings: Settings) -> None:
     """List the PlanDefinitions publish writes (one per module, then the personalization
     variants) by the canonical url|version that CarePlans name them by."""
@@ -35,7 +36,7 @@ def catalog_show(settings: Settings) -> None:
             click.echo(f"{definition.canonical}  {definition.resource['title']}")
 
 
-@catalog.command("publish")
+@catalog.command("publish", cls=TailorCommand)
 @server_options
 @click.option(
     "--out",
@@ -43,7 +44,7 @@ def catalog_show(settings: Settings) -> None:
     help="Write the definitions as JSON files to this folder instead of to --server.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be written; write nothing.")
-@click.pass_obj
+@pass_settings
 def catalog_publish(settings: Settings, /, out: Path | None, dry_run: bool, **params: Any) -> None:
     """Publish the catalog: the ValueSets the feature rules name (with their expansions), a
     PlanDefinition per module, an ActivityDefinition per activity and a PlanDefinition of the

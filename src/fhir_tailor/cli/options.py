@@ -6,6 +6,7 @@ What they produce is read by :mod:`.connect` (server and auth options) and :mod:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,45 +21,48 @@ SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-
 TERMINOLOGY_SCOPE = "system/ValueSet.read"
 
 
-def _apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+def apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
     """Decorate ``func`` with ``options`` so they show in ``--help`` in list order."""
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def auth_options(prefix: str, default_scope: str) -> list[Callable[..., Any]]:
+def auth_options(
+    prefix: str, default_scope: str, cls: type[click.Option] = click.Option
+) -> list[Callable[..., Any]]:
     """The options saying how to authenticate to a server: a bearer token, HTTP basic, or SMART
     Backend Services. ``prefix`` names another server's set (``terminology-`` gives
     ``--terminology-token`` and ``FHIR_TAILOR_TERMINOLOGY_TOKEN``); :func:`.connect.auth` reads
-    them."""
+    them. ``cls`` is the class of the options made."""
     env = "FHIR_TAILOR_" + prefix.upper().replace("-", "_")
+    option = functools.partial(click.option, cls=cls)
     return [
-        click.option(f"--{prefix}token", envvar=f"{env}TOKEN", help="Static bearer token."),
-        click.option(f"--{prefix}username", envvar=f"{env}USERNAME", help="HTTP basic user."),
-        click.option(f"--{prefix}password", envvar=f"{env}PASSWORD", help="HTTP basic password."),
-        click.option(
+        option(f"--{prefix}token", envvar=f"{env}TOKEN", help="Static bearer token."),
+        option(f"--{prefix}username", envvar=f"{env}USERNAME", help="HTTP basic user."),
+        option(f"--{prefix}password", envvar=f"{env}PASSWORD", help="HTTP basic password."),
+        option(
             f"--{prefix}client-id",
             envvar=f"{env}CLIENT_ID",
             help="SMART Backend Services client id.",
         ),
-        click.option(
+        option(
             f"--{prefix}private-key",
             type=click.Path(exists=True, dir_okay=False, path_type=Path),
             envvar=f"{env}PRIVATE_KEY",
             help="SMART signing key: PEM private key or JWKS file (private_key_jwt).",
         ),
-        click.option(f"--{prefix}kid", envvar=f"{env}KID", help="Key id of the signing key."),
-        click.option(
+        option(f"--{prefix}kid", envvar=f"{env}KID", help="Key id of the signing key."),
+        option(
             f"--{prefix}client-secret",
             envvar=f"{env}CLIENT_SECRET",
             help="SMART client secret (client_secret_basic), instead of a private key.",
         ),
-        click.option(
+        option(
             f"--{prefix}token-url",
             help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
         ),
-        click.option(
+        option(
             f"--{prefix}scope",
             envvar=f"{env}SCOPE",
             help=f"SMART scopes to request (v1 or v2 syntax). Default: {default_scope}.",
@@ -66,24 +70,28 @@ def auth_options(prefix: str, default_scope: str) -> list[Callable[..., Any]]:
     ]
 
 
-def terminology_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def terminology_options(
+    func: Callable[..., Any], cls: type[click.Option] = click.Option
+) -> Callable[..., Any]:
     """Options naming the terminology server that expands value sets shipped without an
     expansion, how to reach it, and where expansions are cached (what
-    :func:`.connect.expander` reads).
+    :func:`.connect.expander` reads); ``cls`` is the class of the options made.
 
-    They are the group's, next to ``--profiles``, because definitions load before any command
-    runs: ``fhir-tailor --terminology URL sync ...``."""
-    return _apply(
+    They are shared by every command, next to ``--profiles``, because definitions are loaded
+    with them: ``fhir-tailor --terminology URL sync ...`` or ``fhir-tailor sync --terminology URL``.
+    """
+    option = functools.partial(click.option, cls=cls)
+    return apply(
         func,
         [
-            click.option(
+            option(
                 "--terminology",
                 envvar="FHIR_TAILOR_TERMINOLOGY",
                 help="FHIR terminology server (base URL) that expands value sets shipped without "
                 "an expansion (ValueSet/$expand). Default: none; such value sets are an error.",
             ),
-            *auth_options("terminology-", TERMINOLOGY_SCOPE),
-            click.option(
+            *auth_options("terminology-", TERMINOLOGY_SCOPE, cls),
+            option(
                 "--terminology-cache",
                 type=click.Path(file_okay=False, path_type=Path),
                 envvar="FHIR_TAILOR_TERMINOLOGY_CACHE",
@@ -97,7 +105,7 @@ def terminology_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that name a FHIR server and how to reach it (what :func:`.connect.connect`
     reads)."""
-    return _apply(
+    return apply(
         func,
         [
             click.option("--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL."),
@@ -143,7 +151,7 @@ class SinceType(click.ParamType):  # type: ignore[type-arg]
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that choose where patients are read from (``--server`` reads and writes)."""
-    func = _apply(
+    func = apply(
         func,
         [
             click.option(
@@ -171,7 +179,7 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def bulk_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options of ``sync --bulk`` (what :func:`.sources.open_bulk_source` reads)."""
-    return _apply(
+    return apply(
         func,
         [
             click.option(

@@ -10,15 +10,16 @@ import click
 
 from ..pipeline import profile_and_plan
 from ..sinks.files import summarize
+from .group import command, pass_settings
 from .options import source_options
 from .settings import Settings
 from .sources import one_record
 
 
-@click.command()
+@command()
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
-@click.pass_obj
+@pass_settings
 def profile(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Print one patient's four-dimension profile."""
     with ExitStack() as stack:
@@ -53,10 +54,10 @@ def profile(settings: Settings, /, as_json: bool, **params: Any) -> None:
         click.echo(f"data gap: {gap.label}")
 
 
-@click.command()
+@command()
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-@click.pass_obj
+@pass_settings
 def plan(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Print one patient's personalized plan without writing anything."""
     with ExitStack() as stack:

@@ -17,16 +17,17 @@ from ..population import PopulationSummary
 from ..population_report import render_html, report_data, require_plotting
 from ..report import RunReport
 from .exits import fail
+from .group import command, pass_settings
 from .options import source_options
-from .progress import Progress
+from .progress import start_progress
 from .settings import Settings
 from .sources import open_source
 
 
-@click.command()
+@command()
 @source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.pass_obj
+@pass_settings
 def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Count the patients of a source per segment, dimension need and plan variant."""
     summary, _ = _summarize_population(settings, params)
@@ -43,19 +44,18 @@ def _summarize_population(
     definitions = settings.definitions
     summary = PopulationSummary.over(definitions.segments)
     report = RunReport()
-    progress = Progress()
     with ExitStack() as stack:
         choice = open_source(stack, params)
-        for record in choice.records(report.read_issue):
+        progress = stack.enter_context(start_progress(choice, quiet=settings.quiet))
+        for record in choice.patients(report.read_issue):
             summary.add(*assess(record, definitions, settings.as_of, report))
             progress()
-    progress.done()
     if report.read_issues:
         notice(f"{len(report.read_issues)} unreadable resources skipped")
     return summary, len(report.read_issues)
 
 
-@click.command("report")
+@command("report")
 @source_options
 @click.option(
     "--out",
@@ -70,7 +70,7 @@ def _summarize_population(
     show_default=True,
     help="A self-contained HTML page with plots, or the same numbers as JSON.",
 )
-@click.pass_obj
+@pass_settings
 def population_report(
     settings: Settings, /, out: Path | None, output_format: str, **params: Any
 ) -> None:

@@ -9,11 +9,12 @@ import click
 from ..errors import FhirTailorError
 from ..logs import notice
 from .exits import fail
+from .group import command, pass_settings
 from .options import requester_option
 from .settings import Settings
 
 
-@click.command()
+@command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, type=int, show_default=True, help="Port to listen on.")
 @click.option("--client-id", required=True, envvar="FHIR_TAILOR_CLIENT_ID", help="OAuth client id.")
@@ -37,9 +38,10 @@ from .settings import Settings
     help="SMART scope syntax: v1 (patient/*.read) or v2 (patient/*.rs).",
 )
 @requester_option
-@click.pass_context
+@pass_settings
 def serve(
-    ctx: click.Context,
+    settings: Settings,
+    /,
     host: str,
     port: int,
     client_id: str,
@@ -57,8 +59,6 @@ def serve(
         from ..web.app import AppConfig, create_app
     except ImportError:
         fail("the app needs the serve extra: pip install 'fhir-tailor[serve]'")
-    settings: Settings = ctx.obj
-    pinned = ctx.find_root().params.get("as_of") is not None
     config = AppConfig(
         client_id=client_id,
         definitions=settings.definitions,
@@ -67,7 +67,7 @@ def serve(
         client_secret=client_secret,
         scope_syntax=scope_syntax,
         allowed_issuers=frozenset(allow_iss),
-        as_of=settings.as_of if pinned else None,
+        as_of=settings.as_of if settings.as_of_given else None,
         requester=requester,
     )
     if not config.issuers:

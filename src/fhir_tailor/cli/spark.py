@@ -16,11 +16,12 @@ from ..smart import load_signing_key
 from .connect import connect
 from .exits import fail
 from .finish import finish
+from .group import command, pass_settings
 from .options import recorded_option, report_option, requester_option, server_options
 from .settings import Settings
 
 
-@click.command("spark-sync")
+@command("spark-sync")
 @server_options
 @click.option(
     "--input",
@@ -58,7 +59,7 @@ from .settings import Settings
 @report_option
 @recorded_option
 @requester_option
-@click.pass_obj
+@pass_settings
 def spark_sync_command(
     settings: Settings,
     /,

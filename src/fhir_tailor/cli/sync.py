@@ -22,6 +22,7 @@ from ..sinks.server import ServerSink
 from ..state import RunState
 from .exits import fail
 from .finish import finish
+from .group import command, pass_settings
 from .options import (
     bulk_options,
     recorded_option,
@@ -29,12 +30,12 @@ from .options import (
     requester_option,
     source_options,
 )
-from .progress import Progress
+from .progress import start_progress
 from .settings import Settings
 from .sources import SourceChoice, open_bulk_source, open_source
 
 
-@click.command()
+@command()
 @source_options
 @bulk_options
 @click.option(
@@ -62,7 +63,7 @@ from .sources import SourceChoice, open_bulk_source, open_source
 )
 @recorded_option
 @requester_option
-@click.pass_obj
+@pass_settings
 def sync(
     settings: Settings,
     /,
@@ -80,7 +81,6 @@ def sync(
     With no --server and no --input, runs on the bundled fixture patients and prints each plan.
     """
     report = RunReport()
-    progress = Progress()
     now = datetime.now(UTC).replace(microsecond=0)
     state = _begin_state(state_path, params, now) if state_path and not dry_run else None
     with ExitStack() as stack:
@@ -90,6 +90,7 @@ def sync(
             open_bulk_source(stack, params, state) if params["bulk"] else open_source(stack, params)
         )
         sink = _open_sink(stack, choice, out, out_format, dry_run)
+        progress = stack.enter_context(start_progress(choice, quiet=settings.quiet))
         try:
             run(
                 choice,
@@ -104,6 +105,7 @@ def sync(
                 requester=requester,
             )
         except FhirTailorError as exc:  # the source failed (one patient's failure never gets here)
+            progress.close()
             report.finish()
             report.retries = choice.client.retries if choice.client else 0
             finish(report, report_path, stopped=f"reading patients failed: {exc}")
@@ -112,7 +114,6 @@ def sync(
             report.bulk = choice.source.result.summary()
         elif params["bulk"]:
             report.bulk = {"level": None, "fallback": "the server declares no $export"}
-    progress.done()
     finish(report, report_path)
 
 

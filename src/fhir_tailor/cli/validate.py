@@ -7,11 +7,12 @@ import json
 import click
 
 from ..exclusions import exclusion_pairs
+from .group import command, pass_settings
 from .settings import Settings
 
 
-@click.command("validate-profiles")
-@click.pass_obj
+@command("validate-profiles")
+@pass_settings
 def validate_profiles(settings: Settings) -> None:
     """Check the definitions folder: every file against its schema, every reference, every value
     set the rules name (present and expanded), and that features declared to exclude each other
