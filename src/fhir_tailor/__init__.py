@@ -4,9 +4,7 @@ The public API (see :mod:`fhir_tailor.api` and the README's "Embedding" section)
 package exports; everything else may change between versions.
 """
 
-__version__ = "0.1.0"
-
-from .api import (  # after __version__: modules below import it from here
+from .api import (
     NotOnePatientError,
     build_profile,
     definitions,
@@ -17,10 +15,11 @@ from .api import (  # after __version__: modules below import it from here
 from .client import AsyncFhirClient, FhirClient
 from .definitions import Definitions
 from .plan import Plan
-from .profile import Profile
+from .profile_model import Profile
 from .record import PatientRecord, ReadIssue
 from .resources import PlanResources
 from .sinks.server import ServerSink
+from .version import __version__
 
 __all__ = [
     "AsyncFhirClient",

@@ -31,7 +31,7 @@ from . import resources as resources_module
 from .definitions import Definitions, bundled_path, load_definitions
 from .errors import FhirTailorError
 from .plan import Plan
-from .profile import Profile
+from .profile_model import Profile
 from .record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_patient
 from .resources import PlanResources
 from .segments import segment

@@ -12,16 +12,14 @@ URL and version.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, model_validator
 
-from .mapping import Dimension, Strict
+from .mapping import Code, Dimension, Strict
 from .rules import RuleExpr
 from .sdoh import SdohCategory
-
-if TYPE_CHECKING:
-    from .urgent import UrgentRule
+from .urgent import UrgentRule
 
 _KEBAB = r"^[a-z][a-z0-9-]*$"
 
@@ -48,12 +46,6 @@ CarePath = Literal[
 GoalCategory = Literal["dietary", "safety", "behavioral", "nursing", "physiotherapy"]
 #: What a variant adapts the plan to: one of the four dimensions, or a stated preference.
 VariantScope = Literal["medical", "cognitive_behavioral", "social", "functional", "preference"]
-
-
-class Code(Strict):
-    system: str
-    code: str
-    display: str | None = None
 
 
 class CatalogInfo(Strict):

@@ -35,7 +35,6 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from fhir_tailor import __version__
 from fhir_tailor.concurrency import EventLoop
 from fhir_tailor.errors import (
     CrossOriginLinkError,
@@ -47,6 +46,7 @@ from fhir_tailor.errors import (
 )
 from fhir_tailor.fhirdata import load_json
 from fhir_tailor.retry import RetryBudget, RetryPolicy, describe_failure, parse_retry_after
+from fhir_tailor.version import __version__
 
 logger = logging.getLogger("fhir_tailor.client")
 

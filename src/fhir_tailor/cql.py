@@ -63,9 +63,9 @@ from .profile import (
     GapDefinition,
     ProfileRules,
 )
+from .profile_model import NEED_RANK, NeedLevel
 from .questionnaire import LOINC, USABLE_STATUSES
 from .rules import (
-    NEED_RANK,
     AgeAtLeast,
     AgeBelow,
     AllOf,
@@ -75,7 +75,6 @@ from .rules import (
     FeatureRule,
     GapRule,
     LanguageNot,
-    NeedLevel,
     NeedRule,
     Not,
     RuleExpr,

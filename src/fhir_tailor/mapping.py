@@ -41,6 +41,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Code(Strict):
+    """A coded concept as definition files write it (a module's goal measure, an urgent
+    finding's request): here, below the catalog and the urgent rules, which both name codes."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+
 class Band(Strict):
     min: float | None = None
     status: Status

@@ -20,7 +20,8 @@ from .concurrency import done, in_order
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .plan import Plan, plan_for
-from .profile import Profile, build_profile
+from .profile import build_profile
+from .profile_model import Profile
 from .record import PatientRecord
 from .report import PatientOutcome, RunReport
 from .resources import PlanResources, to_fhir

@@ -29,13 +29,13 @@ from .catalog import (
     ActivityKind,
     ActivityTemplate,
     Catalog,
-    Code,
     GoalCategory,
     GoalTarget,
     Module,
     Variant,
 )
-from .profile import Profile
+from .mapping import Code
+from .profile_model import Profile
 from .requester import parse_requester
 from .rules import Evidence
 from .sdoh import SdohCategory

@@ -18,7 +18,7 @@ from typing import Any
 
 from .mapping import DIMENSIONS
 from .plan import Plan
-from .profile import Profile
+from .profile_model import Profile
 from .segments import SegmentDefinition, SegmentMatch
 
 #: How many of the largest plan groups (patients sharing one plan shape) are reported.

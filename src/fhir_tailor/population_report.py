@@ -28,7 +28,7 @@ from .definitions import Definitions
 from .errors import FhirTailorError
 from .mapping import DIMENSIONS
 from .population import PopulationSummary
-from .rules import NeedLevel
+from .profile_model import NeedLevel
 
 NEED_LEVELS: tuple[str, ...] = get_args(NeedLevel)
 #: Colours by need level: grey for no need, then light to dark (readable in greyscale too).

@@ -26,9 +26,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from functools import cached_property, partial
+from functools import partial
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .fhirdata import (
     UCUM,
@@ -55,9 +55,19 @@ from .mapping import (
     Status,
     Strict,
 )
+from .profile_model import (
+    NEED_RANK,
+    Coding,
+    DataGap,
+    DimensionProfile,
+    Finding,
+    NeedLevel,
+    PatientFacts,
+    Profile,
+)
 from .questionnaire import answered_items
 from .record import PatientRecord
-from .rules import NEED_RANK, NeedLevel, RuleExpr
+from .rules import RuleExpr
 from .sdoh import SdohCategory, category_code, decisive_category
 from .shape import ADMINISTRATIVE_GENDER, shape_problems
 from .terminology.units import express
@@ -114,95 +124,6 @@ class ProfileRules:
     index: CodeIndex
     dimensions: dict[Dimension, DimensionDefinition]
     gaps: tuple[GapDefinition, ...]
-
-
-# -- the profile -----------------------------------------------------------------------------
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Coding(Model):
-    system: str
-    code: str
-    display: str | None = None
-
-
-class Finding(Model):
-    """One feature of the patient, with the evidence that decided it."""
-
-    feature: str
-    label: str
-    status: Status
-    severity: Severity | None = None
-    value: float | None = None
-    unit: str | None = None
-    answer: str | None = None
-    effective: date | None = None
-    stale: bool = False
-    code: Coding
-    rule: str
-    sources: tuple[str, ...]
-    #: The SDOH Clinical Care IG domain of a present social finding, from the evidence that
-    #: decided it (:mod:`fhir_tailor.sdoh`): homelessness and housing instability are one feature
-    #: but two domains.
-    sdoh_category: SdohCategory | None = None
-
-    @property
-    def current_present(self) -> bool:
-        return self.status == "present" and not self.stale
-
-
-class DimensionProfile(Model):
-    need: NeedLevel
-    findings: tuple[Finding, ...]
-
-    def current_present(self) -> Iterator[Finding]:
-        return (f for f in self.findings if f.current_present)
-
-
-class PatientFacts(Model):
-    age: int | None = None
-    gender: str | None = None
-    preferred_language: str | None = None
-    contact_preference: str | None = None
-    #: The record says the patient has died (:mod:`fhir_tailor.life_state`): no plan is made.
-    deceased: bool = False
-
-
-class DataGap(Model):
-    id: str
-    label: str
-
-
-class Profile(Model):
-    """A patient's standardized profile: facts, four dimensions and data gaps."""
-
-    patient: str
-    as_of: date
-    facts: PatientFacts
-    medical: DimensionProfile
-    cognitive_behavioral: DimensionProfile
-    social: DimensionProfile
-    functional: DimensionProfile
-    data_gaps: tuple[DataGap, ...]
-
-    def dimension(self, name: Dimension) -> DimensionProfile:
-        profile: DimensionProfile = getattr(self, name)
-        return profile
-
-    def findings(self) -> Iterator[tuple[Dimension, Finding]]:
-        for name in DIMENSIONS:
-            for finding in self.dimension(name).findings:
-                yield name, finding
-
-    @cached_property
-    def _by_feature(self) -> dict[str, Finding]:
-        return {finding.feature: finding for _, finding in self.findings()}
-
-    def finding(self, feature: str) -> Finding | None:
-        return self._by_feature.get(feature)
 
 
 # -- building --------------------------------------------------------------------------------

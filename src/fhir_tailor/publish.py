@@ -54,13 +54,14 @@ from typing import Literal
 from urllib.parse import urlencode
 
 from . import cql
-from .catalog import ActivityTemplate, Catalog, Code, GoalTemplate, Module, Variant
+from .catalog import ActivityTemplate, Catalog, GoalTemplate, Module, Variant
 from .client import FhirClient
 from .conformance import GOAL_CATEGORY, SDOH_CATEGORY
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .fhirdata import Resource
 from .fhirpath import LANGUAGE, NOT_DECEASED, Translator
+from .mapping import Code
 from .resources import GENERATED_TAG, UCUM, numbers_as_floats
 from .rules import RuleExpr
 from .terminology.valuesets import ValueSet

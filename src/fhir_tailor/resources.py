@@ -33,8 +33,6 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from . import __version__
-from .catalog import Code
 from .conformance import (
     CAREPLAN_CATEGORY,
     CONTACTING_SUBJECT_PROHIBITED,
@@ -47,11 +45,13 @@ from .conformance import (
     referral_profiles,
 )
 from .fhirdata import Resource
+from .mapping import Code
 from .plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
 from .rules import Evidence
 from .sdoh import CATEGORY_DISPLAY
 from .urgent import UrgentFinding
 from .validation import ShapeValidator
+from .version import __version__
 
 TAILOR = "https://fhir-tailor.dev/fhir"
 CAREPLAN_ID_SYSTEM = f"{TAILOR}/id/careplan"

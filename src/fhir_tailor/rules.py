@@ -21,17 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from .mapping import SEVERITY_RANK, Dimension, Severity
-
-if TYPE_CHECKING:
-    from .profile import Profile
-
-NeedLevel = Literal["none", "low", "moderate", "high"]
-NEED_RANK: dict[str, int] = {"none": 0, "low": 1, "moderate": 2, "high": 3}
+from .profile_model import NEED_RANK, NeedLevel, Profile
 
 
 @dataclass(frozen=True, slots=True)

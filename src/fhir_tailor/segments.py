@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from .mapping import Strict
-from .profile import Profile
+from .profile_model import Profile
 from .rules import Evidence, RuleExpr
 
 

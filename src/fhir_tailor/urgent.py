@@ -16,16 +16,13 @@ applies; :mod:`fhir_tailor.resources` writes each as a ``Task`` a clinician's wo
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .catalog import Code
-from .mapping import Strict
+from .mapping import Code, Strict
+from .profile_model import Profile
 from .rules import Evidence, RuleExpr
-
-if TYPE_CHECKING:
-    from .profile import Profile
 
 #: FHIR request priorities (http://hl7.org/fhir/request-priority) above ``routine``.
 Priority = Literal["urgent", "asap", "stat"]

@@ -11,7 +11,8 @@ from fhir_tailor.definitions import Definitions
 from fhir_tailor.mapping import CodeIndex, FeatureFile
 from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
-from fhir_tailor.profile import Finding, Profile, build_profile
+from fhir_tailor.profile import build_profile
+from fhir_tailor.profile_model import Finding, Profile
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.terminology.valuesets import ValueSetLibrary, parse_valueset
 

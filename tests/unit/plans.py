@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from fhir_tailor.catalog import Code, GoalTarget
+from fhir_tailor.catalog import GoalTarget
+from fhir_tailor.mapping import Code
 from fhir_tailor.plan import (
     EvidenceRef,
     Plan,

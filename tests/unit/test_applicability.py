@@ -38,7 +38,7 @@ from fhir_tailor.definitions import Definitions
 from fhir_tailor.mapping import AppliesTo, Feature
 from fhir_tailor.pipeline import assess
 from fhir_tailor.plan import Plan
-from fhir_tailor.profile import Finding
+from fhir_tailor.profile_model import Finding
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.resources import content_digest, to_fhir
 from fhir_tailor.sinks.files import summarize

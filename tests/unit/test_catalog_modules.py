@@ -22,7 +22,7 @@ from fhir_tailor.definitions import Definitions
 from fhir_tailor.mapping import SEVERITY_RANK
 from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan, PlannedActivity, PlannedGoal, plan_for
-from fhir_tailor.profile import (
+from fhir_tailor.profile_model import (
     Coding,
     DataGap,
     DimensionProfile,

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.pipeline import assess
-from fhir_tailor.profile import Finding, Profile
+from fhir_tailor.profile_model import Finding, Profile
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.resources import to_fhir
 from fhir_tailor.sources import BundleSource

@@ -26,7 +26,7 @@ from builders import (
 )
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Finding
+from fhir_tailor.profile_model import Finding
 from fhir_tailor.record import PatientRecord
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"

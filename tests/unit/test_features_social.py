@@ -26,7 +26,7 @@ from builders import (
 )
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Profile
+from fhir_tailor.profile_model import Profile
 
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 US_CORE_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"

@@ -19,7 +19,8 @@ import pytest
 from builders import AS_OF
 
 from fhir_tailor.definitions import Definitions, bundled_path
-from fhir_tailor.profile import Finding, Profile, build_profile
+from fhir_tailor.profile import build_profile
+from fhir_tailor.profile_model import Finding, Profile
 from fhir_tailor.sources import file_source
 
 FIXTURES = bundled_path("fixtures")

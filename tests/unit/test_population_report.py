@@ -23,7 +23,7 @@ from fhir_tailor.pipeline import assess
 from fhir_tailor.plan import Plan
 from fhir_tailor.population import PopulationSummary, plan_shape
 from fhir_tailor.population_report import render_html, report_data
-from fhir_tailor.profile import Profile
+from fhir_tailor.profile_model import Profile
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.sources import file_source
 

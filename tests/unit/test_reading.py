@@ -23,7 +23,8 @@ from builders import (
     record,
 )
 
-from fhir_tailor.profile import Profile, ProfileRules, build_profile
+from fhir_tailor.profile import ProfileRules, build_profile
+from fhir_tailor.profile_model import Profile
 from fhir_tailor.questionnaire import item_code
 from fhir_tailor.record import PatientRecord
 

@@ -41,10 +41,11 @@ from fhir.resources.R4B.servicerequest import ServiceRequest
 from pydantic import ValidationError
 
 from fhir_tailor.approval import activate, approve
-from fhir_tailor.catalog import ActivityTemplate, Code, GoalTarget
+from fhir_tailor.catalog import ActivityTemplate, GoalTarget
 from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
 from fhir_tailor.definitions import DefinitionError, Definitions, bundled_path, load_definitions
+from fhir_tailor.mapping import Code
 from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
 from fhir_tailor.record import PatientRecord

@@ -12,7 +12,7 @@ import pytest
 from test_catalog_modules import make_profile
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.profile import Profile
+from fhir_tailor.profile_model import Profile
 from fhir_tailor.segments import segment
 
 

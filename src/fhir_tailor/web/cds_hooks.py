@@ -53,11 +53,10 @@ from ..fhirdata import Resource, is_fhir_id
 from ..mapping import DIMENSIONS, SEVERITY_RANK, Dimension
 from ..pipeline import assess
 from ..plan import Plan
-from ..profile import Finding, Profile
+from ..profile_model import NEED_RANK, Finding, Profile
 from ..record import Located, PatientRecord, ReadIssue, group_by_patient
 from ..resources import PlanResources, to_fhir
 from ..retry import RetryPolicy
-from ..rules import NEED_RANK
 
 log = logging.getLogger("fhir_tailor.web.cds_hooks")
 

@@ -16,8 +16,7 @@ from html import escape
 from ..fhirdata import Resource
 from ..mapping import DIMENSIONS, Dimension
 from ..plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
-from ..profile import Finding, Profile
-from ..rules import NEED_RANK
+from ..profile_model import NEED_RANK, Finding, Profile
 from ..segments import SegmentMatch
 from ..urgent import UrgentFinding
 
