@@ -16,6 +16,11 @@ ServiceRequests ``active`` with intent ``order`` (a clinician authorized them, a
 Clinical Care IG's active referral example) and the requester of the plan approved, which is the
 approving deployment's (``serve --requester``); their content digests are recomputed so a later
 sync still tells our writing from a person's edit.
+
+The approving clinician (``Practitioner/<id>`` or ``PractitionerRole/<id>``, from the signed-in
+user's ``fhirUser``) is the CarePlan's ``author`` and an ``author`` agent of the Provenance,
+beside fhir-tailor as ``assembler``. The author is part of the CarePlan's content digest: what
+was approved, and by whom, is what a later edit is measured against.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from .resources import (
     PLAN_FINGERPRINT_URL,
     Entry,
     PlanResources,
+    approver_agent,
     content_digest,
     create_transaction,
     extension_value,
@@ -73,13 +79,21 @@ class Approval:
     activities: int
 
 
-def approve(client: FhirClient, plan: Plan, dropped: set[str], recorded: datetime) -> Approval:
-    """Write ``plan`` without the ``dropped`` activities as the patient's active CarePlan."""
+def approve(
+    client: FhirClient,
+    plan: Plan,
+    dropped: set[str],
+    recorded: datetime,
+    *,
+    approver: str | None = None,
+) -> Approval:
+    """Write ``plan`` without the ``dropped`` activities as the patient's active CarePlan,
+    authored by ``approver`` (a Practitioner or PractitionerRole reference) when given."""
     try:
         approved = plan.without_activities(dropped)
     except ValueError as exc:
         raise ApprovalError(f"{plan.patient}: {exc}; reload the page") from None
-    resources = activate(to_fhir(approved, recorded))
+    resources = activate(to_fhir(approved, recorded), approver=approver)
     current = _stored_careplan(client, resources)
     if current is None:
         unconditional = [t for t in PART_TYPES if not client.supports_search(t, "identifier")]
@@ -112,21 +126,30 @@ def approve(client: FhirClient, plan: Plan, dropped: set[str], recorded: datetim
     return Approval(outcome, ref, len(approved.activities))
 
 
-def activate(resources: PlanResources) -> PlanResources:
-    """The plan's resources in their approved status, digests recomputed and validated."""
+def activate(resources: PlanResources, *, approver: str | None = None) -> PlanResources:
+    """The plan's resources in their approved status, digests recomputed and validated; the
+    CarePlan authored by ``approver`` and the Provenance naming them, when given."""
 
-    def approved(entry: Entry) -> Entry:
+    def approved(entry: Entry, extra: Resource | None = None) -> Entry:
         rtype = entry.resource["resourceType"]
         field, status = APPROVED_STATUS[rtype]
-        resource = with_digest({**entry.resource, field: status, **APPROVED_FIELDS.get(rtype, {})})
+        changes = {field: status, **APPROVED_FIELDS.get(rtype, {}), **(extra or {})}
+        resource = with_digest({**entry.resource, **changes})
         validate(resource)
         return replace(entry, resource=resource)
 
+    provenance = resources.provenance
+    if approver is not None:
+        agents = [*provenance.resource["agent"], approver_agent(approver)]
+        provenance = replace(provenance, resource={**provenance.resource, "agent": agents})
+        validate(provenance.resource)
+    author = {"author": {"reference": approver}} if approver is not None else None
     return replace(
         resources,
-        careplan=approved(resources.careplan),
+        careplan=approved(resources.careplan, author),
         goals=tuple(approved(e) for e in resources.goals),
         service_requests=tuple(approved(e) for e in resources.service_requests),
+        provenance=provenance,
     )
 
 

@@ -195,6 +195,8 @@ def content_digest(resource: Resource) -> str:
         ]
         if "note" in resource:  # withheld goals
             content.append(resource["note"])
+        if "author" in resource:  # the approving clinician (approval), part of what they approved
+            content.append({"author": resource["author"]})
     else:
         content = [resource.get(key) for key in EDITABLE[rtype]]
         # added later: digested only when present, so the digests of resources written
@@ -587,6 +589,20 @@ def software_agent() -> Resource:
             "identifier": {"system": SOFTWARE_ID_SYSTEM, "value": f"fhir-tailor/{__version__}"},
             "display": f"fhir-tailor {__version__}",
         },
+    }
+
+
+def approver_agent(reference: str) -> Resource:
+    """``Provenance.agent``: the clinician who approved the plan, by a ``Practitioner`` or
+    ``PractitionerRole`` reference. Type ``author`` of the code system
+    http://terminology.hl7.org/CodeSystem/provenance-participant-type (FHIR R4 4.0.1,
+    Provenance.agent.type): the party that originates the resource and so has responsibility
+    for its content and owns it. Approving, the clinician chose the activities and took the
+    plan over (it is no longer fhir-tailor's to change), so they are its author, as in
+    ``CarePlan.author``; fhir-tailor stays the ``assembler``."""
+    return {
+        "type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author", "display": "Author"}]},
+        "who": _ref(reference),
     }
 
 

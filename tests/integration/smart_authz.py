@@ -9,25 +9,36 @@ so this one is written for the purpose. It is an EHR in miniature:
   token this server issued (so the test proves the app uses the token it was given);
 - ``/authorize`` auto-approves one registered client for one patient, checking the request as a
   strict server would (redirect URI, PKCE S256 challenge, ``aud``, ``launch``, ``state``);
-- ``/token`` checks the code once, with its redirect URI and PKCE verifier (authlib's S256).
+- ``/token`` checks the code once, with its redirect URI and PKCE verifier (authlib's S256), and
+  when ``openid`` was asked for answers an OpenID Connect id_token signed RS256 with its own
+  RSA key, naming the ``practitioner`` as ``fhirUser`` and echoing the request's ``nonce``;
+- ``/jwks`` publishes that key, announced as ``jwks_uri`` with the ``issuer`` (its root) in the
+  SMART configuration;
+- ``/ehr`` is the EHR's page: it embeds the app's launch URL in an iframe, as EHRs do.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 import uvicorn
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 FORWARDED_REQUEST_HEADERS = ("accept", "content-type", "if-match", "if-none-exist", "prefer")
@@ -41,10 +52,19 @@ class SmartAuthServer:
     client_id: str
     redirect_uri: str
     patient: str
+    #: ``Practitioner/<id>`` (or any reference) the id_token names as fhirUser.
+    practitioner: str | None = None
     launch_token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     issued: list[str] = field(default_factory=list)
     codes: dict[str, dict[str, str]] = field(default_factory=dict)
     authorize_params: list[dict[str, str]] = field(default_factory=list)
+    #: The app's launch URL the EHR page frames (set by the test).
+    app_launch_url: str = ""
+    key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        repr=False,
+    )
+    kid: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def fhir_base(self) -> str:
@@ -56,6 +76,8 @@ class SmartAuthServer:
                 Route("/fhir/.well-known/smart-configuration", self.smart_configuration),
                 Route("/authorize", self.authorize),
                 Route("/token", self.token, methods=["POST"]),
+                Route("/jwks", self.jwks),
+                Route("/ehr", self.ehr_page),
                 Route("/fhir", self.proxy, methods=["POST"]),  # transactions and batches
                 Route("/fhir/{path:path}", self.proxy, methods=["GET", "POST", "PUT", "DELETE"]),
             ]
@@ -64,6 +86,8 @@ class SmartAuthServer:
     async def smart_configuration(self, request: Request) -> Response:
         return JSONResponse(
             {
+                "issuer": self.root,
+                "jwks_uri": f"{self.root}/jwks",
                 "authorization_endpoint": f"{self.root}/authorize",
                 "token_endpoint": f"{self.root}/token",
                 "grant_types_supported": ["authorization_code"],
@@ -78,9 +102,36 @@ class SmartAuthServer:
                     "permission-patient",
                     "permission-v1",
                     "permission-v2",
+                    "sso-openid-connect",
                 ],
             }
         )
+
+    async def jwks(self, request: Request) -> Response:
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        return JSONResponse({"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]})
+
+    async def ehr_page(self, request: Request) -> Response:
+        """The EHR's page with the app in an iframe (the launch URL set by the test)."""
+        return HTMLResponse(
+            '<!DOCTYPE html><html lang="en"><head><title>EHR</title></head><body>'
+            "<h1>EHR</h1>"
+            f'<iframe id="app" title="fhir-tailor" src="{escape(self.app_launch_url)}" '
+            'width="1200" height="900"></iframe></body></html>'
+        )
+
+    def id_token(self, nonce: str | None) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.root,
+            "sub": "clinician-1",
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + 300,
+            **({"nonce": nonce} if nonce else {}),
+            **({"fhirUser": self.practitioner} if self.practitioner else {}),
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
     async def authorize(self, request: Request) -> Response:
         params = dict(request.query_params)
@@ -106,7 +157,11 @@ class SmartAuthServer:
         if problems:  # never redirect to an unchecked redirect_uri: answer here
             return JSONResponse({"error": "invalid_request", "problems": problems}, 400)
         code = secrets.token_urlsafe(24)
-        self.codes[code] = {"challenge": params["code_challenge"], "scope": params["scope"]}
+        self.codes[code] = {
+            "challenge": params["code_challenge"],
+            "scope": params["scope"],
+            "nonce": params.get("nonce", ""),
+        }
         query = urlencode({"code": code, "state": params["state"]})
         return RedirectResponse(f"{self.redirect_uri}?{query}", 302)
 
@@ -124,6 +179,11 @@ class SmartAuthServer:
             return JSONResponse({"error": "invalid_grant"}, 400)
         access_token = secrets.token_urlsafe(32)
         self.issued.append(access_token)
+        identity = (
+            {"id_token": self.id_token(grant["nonce"])}
+            if "openid" in grant["scope"].split()
+            else {}
+        )
         return JSONResponse(
             {
                 "access_token": access_token,
@@ -131,6 +191,7 @@ class SmartAuthServer:
                 "expires_in": 3600,
                 "scope": grant["scope"],
                 "patient": self.patient,
+                **identity,
             },
             headers={"Cache-Control": "no-store"},
         )
@@ -160,10 +221,23 @@ class SmartAuthServer:
 
 
 @contextmanager
-def serving(app: Starlette, port: int) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1:``port`` in a thread; yields its base URL."""
+def serving(app: Any, port: int, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1:``port`` in a thread; yields its base URL.
+
+    ``tls`` (certificate, key) serves HTTPS, with the options ``fhir-tailor serve`` gives
+    uvicorn for ``--tls-cert`` and ``--tls-key``.
+    """
+    certfile, keyfile = tls if tls else (None, None)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            ssl_certfile=certfile,
+            ssl_keyfile=keyfile,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -173,7 +247,7 @@ def serving(app: Starlette, port: int) -> Iterator[str]:
             raise RuntimeError(f"the server on port {port} did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

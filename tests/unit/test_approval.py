@@ -15,6 +15,7 @@ from fhir_tailor.approval import ApprovalError, activate, approve
 from fhir_tailor.client import FhirClient
 from fhir_tailor.plan import Plan
 from fhir_tailor.resources import content_digest, to_fhir
+from fhir_tailor.sinks.server import foreign_change
 
 BASE = "http://fhir.test/fhir"
 RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
@@ -199,3 +200,42 @@ def test_activated_resources_carry_fresh_digests(plan: Plan) -> None:
         )
         assert digest == content_digest(entry.resource)
     assert resources.service_requests[0].resource["status"] == "active"
+
+
+APPROVER = "PractitionerRole/role-7"
+
+
+def test_the_approver_authors_the_careplan_and_is_named_in_the_provenance(plan: Plan) -> None:
+    resources = activate(to_fhir(plan, RECORDED), approver=APPROVER)
+    careplan = resources.careplan.resource
+    assert careplan["author"] == {"reference": APPROVER}
+    agents = resources.provenance.resource["agent"]
+    assert [a["type"]["coding"][0]["code"] for a in agents] == ["assembler", "author"]
+    assert agents[1]["who"] == {"reference": APPROVER}
+    assert agents[1]["type"]["coding"][0]["system"] == (
+        "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+    )
+    # without an approver, nothing claims one
+    anonymous = activate(to_fhir(plan, RECORDED))
+    assert "author" not in anonymous.careplan.resource
+    assert len(anonymous.provenance.resource["agent"]) == 1
+
+
+@respx.mock
+def test_an_authored_approval_stays_ours_unedited_and_approving_again_writes_nothing(
+    client: FhirClient, plan: Plan
+) -> None:
+    server = FakeServer()
+    approve(client, plan, {KEPT_KEY}, RECORDED, approver=APPROVER)
+    (provenance,) = by_type(server.sent[0], "Provenance")
+    assert provenance["resource"]["agent"][-1]["who"] == {"reference": APPROVER}
+    stored_plan = server.careplans["new1"]
+    # the digest covers the author: the stored plan is ours and unedited, only no longer draft
+    assert foreign_change(stored_plan) == "status is 'active', no longer 'draft'"
+    # another clinician approving the same choice finds it approved already
+    again = approve(client, plan, {KEPT_KEY}, RECORDED, approver="Practitioner/other")
+    assert again.outcome == "unchanged"
+    assert server.post.call_count == 1
+    # changing the author afterwards is an edit like any other
+    edited = {**stored_plan, "author": {"reference": "Practitioner/other"}}
+    assert content_digest(edited) != content_digest(stored_plan)

@@ -9,7 +9,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,18 +17,28 @@ import httpx
 import pytest
 import respx
 from builders import SNOMED, condition, observation, patient, quantity
+from idtokens import ISSUER, JWKS_URI, id_token, serve_jwks
 from starlette.testclient import TestClient
 
 from fhir_tailor.definitions import Definitions
-from fhir_tailor.web.app import AppConfig, create_app
+from fhir_tailor.resources import (
+    CONTENT_DIGEST_URL,
+    PARTICIPANT_TYPE,
+    content_digest,
+    extension_value,
+)
+from fhir_tailor.web.app import AppConfig, ConfigError, create_app
+from fhir_tailor.web.identity import Clinician
 from fhir_tailor.web.launch import Grant
 from fhir_tailor.web.sessions import COOKIE_NAME, SessionStore
 
 ISS = "https://ehr.test/fhir"
-AUTHORIZE = "https://auth.test/authorize"
-TOKEN_URL = "https://auth.test/token"
+AUTHORIZE = f"{ISSUER}/authorize"
+TOKEN_URL = f"{ISSUER}/token"
 TOKEN = "SECRET-ACCESS-TOKEN-123"
 APP = "http://localhost"
+CLIENT_ID = "tailor-app"
+PRACTITIONER = "Practitioner/pr-1"
 
 
 @pytest.fixture
@@ -38,12 +48,12 @@ def store() -> SessionStore:
 
 def make_client(definitions: Definitions, store: SessionStore, **options: Any) -> TestClient:
     config = AppConfig(
-        client_id="tailor-app",
+        client_id=CLIENT_ID,
         definitions=definitions,
-        public_url=APP,
-        **{"allowed_issuers": frozenset({ISS}), **options},
+        **{"public_url": APP, "allowed_issuers": frozenset({ISS}), **options},
     )
-    return TestClient(create_app(config, store), base_url=APP, follow_redirects=False)
+    base = config.public_url
+    return TestClient(create_app(config, store), base_url=base, follow_redirects=False)
 
 
 @pytest.fixture
@@ -53,12 +63,15 @@ def mocked() -> Iterator[respx.MockRouter]:
             return_value=httpx.Response(
                 200,
                 json={
+                    "issuer": ISSUER,
+                    "jwks_uri": JWKS_URI,
                     "authorization_endpoint": AUTHORIZE,
                     "token_endpoint": TOKEN_URL,
                     "code_challenge_methods_supported": ["S256"],
                 },
             )
         )
+        serve_jwks(router)
         yield router
 
 
@@ -84,8 +97,10 @@ def test_ehr_launch_redirects_with_pkce_s256_aud_and_launch(
     assert params["scope"].split()[:3] == ["launch", "openid", "fhirUser"]
     assert "patient/*.read" in params["scope"] and "patient/CarePlan.write" in params["scope"]
     assert len(params["state"]) >= 32
-    cookie = response.headers["set-cookie"]
-    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+    assert len(params["nonce"]) >= 32
+    cookie = response.headers["set-cookie"].lower()
+    # plain HTTP on loopback: Lax, the only SameSite a cookie without Secure may have
+    assert "httponly" in cookie and "samesite=lax" in cookie and "secure" not in cookie
 
 
 def test_standalone_launch_uses_the_configured_server_and_v2_scopes(
@@ -149,7 +164,9 @@ def test_a_callback_with_a_foreign_state_is_rejected(
     assert fresh.get("/callback", params={"code": "c", "state": "x"}).status_code == 400
 
 
-def fhir_routes(router: respx.MockRouter, name: str = "Ana") -> None:
+def fhir_routes(
+    router: respx.MockRouter, name: str = "Ana", clinician: str = "Grace Hopper"
+) -> None:
     """The patient's data on the mocked FHIR server, served only with the launch's token."""
 
     def guarded(payload: dict[str, Any]) -> Any:
@@ -178,14 +195,35 @@ def fhir_routes(router: respx.MockRouter, name: str = "Ana") -> None:
     router.get(f"{ISS}/Observation").mock(
         side_effect=guarded(bundle(observation("o1", "4548-4", **quantity(9.6, "%"))))
     )
+    router.get(f"{ISS}/{PRACTITIONER}").mock(
+        side_effect=guarded(
+            {"resourceType": "Practitioner", "id": "pr-1", "name": [{"text": clinician}]}
+        )
+    )
+
+
+def valid_identity(launch_nonce: str, **claims: Any) -> dict[str, Any]:
+    """The token response's id_token for a launch's nonce; ``claims`` change it."""
+    fields: dict[str, Any] = {"nonce": launch_nonce, "fhir_user": PRACTITIONER, **claims}
+    return {"id_token": id_token(client_id=CLIENT_ID, **fields)}
 
 
 def signed_in(
-    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+    definitions: Definitions,
+    store: SessionStore,
+    mocked: respx.MockRouter,
+    *,
+    identity: Callable[[str], dict[str, Any]] | None = None,
+    expected: int = 303,
+    **options: Any,
 ) -> TestClient:
-    client = make_client(definitions, store)
+    """A browser that launched and signed in. ``identity`` makes, from the launch's nonce,
+    what the token response says about the user (by default a valid id_token naming the
+    Practitioner); ``expected`` is the callback's status."""
+    client = make_client(definitions, store, **options)
     params = query(client.get("/launch", params={"iss": ISS, "launch": "L-1"}).headers["location"])
     challenge = params["code_challenge"]
+    claims = (identity or valid_identity)(params["nonce"])
 
     def token(request: httpx.Request) -> httpx.Response:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
@@ -201,13 +239,17 @@ def signed_in(
                 "expires_in": 300,
                 "scope": params["scope"],
                 "patient": "p1",
+                **claims,
             },
         )
 
     mocked.post(TOKEN_URL).mock(side_effect=token)
     before = client.cookies.get(COOKIE_NAME)
     response = client.get("/callback", params={"code": "the-code", "state": params["state"]})
-    assert response.status_code == 303 and response.headers["location"] == "/app"
+    assert response.status_code == expected, response.text
+    if expected != 303:
+        return client
+    assert response.headers["location"] == "/app"
     assert TOKEN not in json.dumps(dict(response.headers))
     assert client.cookies.get(COOKIE_NAME) not in (None, before)  # rotated at sign-in
     return client
@@ -261,17 +303,22 @@ def test_approve_needs_the_session_csrf_token(
     assert not write.called
 
 
+def approve_form(page: str) -> tuple[str, str, list[str]]:
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    shown = re.search(r'name="plan" value="([0-9a-f]+)"', page)
+    keys = re.findall(r'name="drop" value="([^"]+)"', page)
+    assert csrf and shown and len(keys) > 1
+    return csrf.group(1), shown.group(1), keys
+
+
 def test_approve_writes_and_reports_the_active_careplan(
     definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
 ) -> None:
     fhir_routes(mocked)
     client = signed_in(definitions, store, mocked)
-    page = client.get("/app").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-    shown = re.search(r'name="plan" value="([0-9a-f]+)"', page)
-    keys = re.findall(r'name="drop" value="([^"]+)"', page)
-    assert csrf and shown and len(keys) > 1
+    csrf, shown, keys = approve_form(client.get("/app").text)
     written: list[dict[str, Any]] = []
+    bundles: list[dict[str, Any]] = []
 
     def careplans(request: httpx.Request) -> httpx.Response:
         entries = (
@@ -293,27 +340,203 @@ def test_approve_writes_and_reports_the_active_careplan(
 
     def transaction(request: httpx.Request) -> httpx.Response:
         assert request.headers["authorization"] == f"Bearer {TOKEN}"
-        written.append(json.loads(request.content)["entry"][0]["resource"])
+        bundles.append(json.loads(request.content))
+        written.append(bundles[-1]["entry"][0]["resource"])
         return httpx.Response(
             200, json={"resourceType": "Bundle", "type": "transaction-response", "entry": []}
         )
 
     mocked.get(f"{ISS}/CarePlan").mock(side_effect=careplans)
     mocked.post(ISS).mock(side_effect=transaction)
-    response = client.post(
-        "/approve",
-        data={"csrf": csrf.group(1), "plan": shown.group(1), "drop": [keys[0]]},
-    )
+    response = client.post("/approve", data={"csrf": csrf, "plan": shown, "drop": [keys[0]]})
     assert response.status_code == 303
-    assert written[0]["status"] == "active"
-    assert len(written[0]["activity"]) == len(keys) - 1
+    careplan = written[0]
+    assert careplan["status"] == "active"
+    assert len(careplan["activity"]) == len(keys) - 1
+    # the signed-in clinician authored the approved plan, which is part of its digest
+    assert careplan["author"] == {"reference": PRACTITIONER}
+    assert extension_value(careplan, CONTENT_DIGEST_URL) == content_digest(careplan)
+    edited = {**careplan, "author": {"reference": "Practitioner/someone-else"}}
+    assert content_digest(edited) != content_digest(careplan)
+    (provenance,) = [
+        e["resource"] for e in bundles[0]["entry"] if e["resource"]["resourceType"] == "Provenance"
+    ]
+    agents = {
+        a["type"]["coding"][0]["code"]: a["who"]
+        for a in provenance["agent"]
+        if a["type"]["coding"][0]["system"] == PARTICIPANT_TYPE
+    }
+    assert agents["author"] == {"reference": PRACTITIONER}
+    assert agents["assembler"]["type"] == "Device"
     after = client.get("/app").text
     assert "Approved: CarePlan/cp9 is active" in after
 
 
-def test_the_cds_hooks_service_is_mounted_and_links_to_the_launch(
+def test_the_page_says_who_is_signed_in_and_logs_only_the_type(
+    definitions: Definitions,
+    store: SessionStore,
+    mocked: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fhir_routes(mocked, clinician="Dr. Grace Hopper")
+    caplog.set_level("DEBUG")
+    client = signed_in(definitions, store, mocked)
+    session = store.get(client.cookies.get(COOKIE_NAME))
+    assert session is not None
+    assert session.clinician == Clinician(PRACTITIONER, "Dr. Grace Hopper")
+    page = client.get("/app").text
+    assert "Signed in as Dr. Grace Hopper (Practitioner/pr-1)" in page
+    ours = " ".join(r.getMessage() for r in caplog.records if r.name.startswith("fhir_tailor"))
+    assert "signed in as Practitioner" in ours and "pr-1" not in ours
+    assert "Grace Hopper" not in caplog.text
+
+
+def test_an_unreadable_practitioner_still_signs_in_by_reference(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    fhir_routes(mocked)
+    mocked.get(f"{ISS}/{PRACTITIONER}").mock(return_value=httpx.Response(403))
+    page = signed_in(definitions, store, mocked).get("/app").text
+    assert "Signed in as Practitioner/pr-1" in page
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"aud": "another-app"}, "another client"),
+        ({"nonce": "the-nonce-of-another-launch"}, "nonce"),
+        ({"exp": 1_000_000, "iat": 999_000}, "expired"),
+        ({"fhir_user": "https://elsewhere.test/fhir/Practitioner/pr-1"}, "another FHIR server"),
+    ],
+)
+def test_an_invalid_id_token_refuses_the_sign_in(
+    definitions: Definitions,
+    store: SessionStore,
+    mocked: respx.MockRouter,
+    claims: dict[str, Any],
+    reason: str,
+) -> None:
+    fhir_routes(mocked)
+    client = signed_in(
+        definitions,
+        store,
+        mocked,
+        identity=lambda nonce: valid_identity(nonce, **claims),
+        expected=403,
+    )
+    assert client.get("/app").status_code == 401  # nobody was signed in
+    session = store.get(client.cookies.get(COOKIE_NAME))
+    assert session is not None and session.grant is None
+
+
+def test_the_refusal_says_why(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    client = make_client(definitions, store)
+    params = query(client.get("/launch", params={"iss": ISS, "launch": "L-1"}).headers["location"])
+    mocked.post(TOKEN_URL).mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "access_token": TOKEN,
+                "token_type": "Bearer",
+                "scope": params["scope"],
+                "patient": "p1",
+                **valid_identity(params["nonce"], aud="another-app"),
+            },
+        )
+    )
+    response = client.get("/callback", params={"code": "c", "state": params["state"]})
+    assert response.status_code == 403
+    assert "Sign-in refused: the id_token is for another client" in response.text
+    assert TOKEN not in response.text
+
+
+def test_a_token_response_without_id_token_refuses_the_sign_in_when_openid_was_granted(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    client = signed_in(definitions, store, mocked, identity=lambda _: {}, expected=403)
+    assert client.get("/app").status_code == 401
+
+
+def test_without_openid_granted_the_plan_shows_but_cannot_be_approved(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    fhir_routes(mocked)
+    client = signed_in(
+        definitions, store, mocked, identity=lambda _: {"scope": "launch patient/*.read"}
+    )
+    page = client.get("/app").text
+    assert "Signed in without a clinician identity" in page
+    csrf, shown, _ = approve_form(page)
+    write = mocked.post(ISS)
+    response = client.post("/approve", data={"csrf": csrf, "plan": shown})
+    assert response.status_code == 403
+    assert "must name the clinician who approved it" in response.text
+    assert not write.called
+
+
+# -- iframe launch: cookie and frame-ancestors --------------------------------------------------
+
+
+def test_over_https_the_cookie_survives_a_cross_site_iframe(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    client = make_client(definitions, store, public_url="https://app.test")
+    response = client.get("/launch", params={"iss": ISS, "launch": "L-1"})
+    attributes = {a.strip().lower() for a in response.headers["set-cookie"].split(";")}
+    assert {"httponly", "secure", "samesite=none", "path=/"} <= attributes
+
+
+def test_pages_may_be_framed_only_by_the_trusted_ehrs(
     definitions: Definitions, store: SessionStore
 ) -> None:
-    response = make_client(definitions, store).get("/cds-services")
-    assert response.status_code == 200
-    assert response.json()["services"]
+    def ancestors(**options: Any) -> str:
+        policy = (
+            make_client(definitions, store, **options).get("/").headers["content-security-policy"]
+        )
+        (directive,) = [d.strip() for d in policy.split(";") if "frame-ancestors" in d]
+        return directive
+
+    # by default the origins of the FHIR servers allowed to launch the app
+    assert ancestors() == "frame-ancestors https://ehr.test"
+    assert (
+        ancestors(
+            allowed_issuers=frozenset({ISS, "http://127.0.0.1:8080/fhir/"}),
+            fhir_server="https://ehr.test:443/other",
+        )
+        == "frame-ancestors http://127.0.0.1:8080 https://ehr.test"
+    )
+    # or the ones configured
+    configured = frozenset({"https://portal.ehr.test", "https://ehr2.test:8443/page"})
+    assert (
+        ancestors(frame_ancestors=configured)
+        == "frame-ancestors https://ehr2.test:8443 https://portal.ehr.test"
+    )
+    # any server may launch it, no embedder named: no page may frame it
+    assert ancestors(allowed_issuers=frozenset(), allow_any_issuer=True) == "frame-ancestors 'none'"
+
+
+def test_an_insecure_frame_ancestor_is_a_configuration_error(
+    definitions: Definitions, store: SessionStore
+) -> None:
+    with pytest.raises(ConfigError, match="https"):
+        make_client(definitions, store, frame_ancestors=frozenset({"http://ehr.example.org"}))
+
+
+# -- the EHR allow-list -------------------------------------------------------------------------
+
+
+def test_the_app_needs_an_allow_list_or_an_explicit_any(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    with pytest.raises(ConfigError, match="allow_any_issuer"):
+        make_client(definitions, store, allowed_issuers=frozenset())
+    client = make_client(definitions, store, allowed_issuers=frozenset(), allow_any_issuer=True)
+    other = "https://other-ehr.test/fhir"
+    mocked.get(f"{other}/.well-known/smart-configuration").mock(
+        return_value=httpx.Response(
+            200, json={"authorization_endpoint": AUTHORIZE, "token_endpoint": TOKEN_URL}
+        )
+    )
+    assert client.get("/launch", params={"iss": other, "launch": "x"}).status_code == 302

@@ -4,14 +4,22 @@ Routes:
 
 - ``GET /launch``: EHR launch (``iss`` and ``launch``) or, without them, a standalone launch
   against the configured FHIR server; redirects to the authorization server.
-- ``GET /callback``: checks ``state``, exchanges the code, keeps the token in the session.
-- ``GET /app``: the launched patient's profile and proposed plan.
-- ``POST /approve``: writes the plan, less the dropped activities, as the active CarePlan.
+- ``GET /callback``: checks ``state``, exchanges the code, verifies the id_token, keeps the
+  token and the signed-in clinician in the session.
+- ``GET /app``: the launched patient's profile and proposed plan, and who is signed in.
+- ``POST /approve``: writes the plan, less the dropped activities, as the active CarePlan,
+  authored by the signed-in clinician.
 - ``/static``: the stylesheet, served from the package (nothing is loaded from elsewhere).
 - the CDS Hooks service of :mod:`fhir_tailor.web.cds_hooks`, whose cards link to ``/launch``.
 
 FHIR calls use the synchronous client in Starlette's thread pool, so a slow server holds a
 worker thread, never the event loop.
+
+EHRs show apps in an iframe. Pages may be framed only by the EHRs the app trusts
+(``Content-Security-Policy: frame-ancestors``): the origins given, or else those of the FHIR
+servers allowed to launch it, so no other site can frame the Approve button (clickjacking). The
+session cookie is made for a cross-site iframe when the app is served over HTTPS
+(:func:`~fhir_tailor.web.sessions.set_session_cookie`).
 """
 
 from __future__ import annotations
@@ -35,22 +43,23 @@ from ..errors import FhirTailorError
 from ..pipeline import assess
 from ..plan import Plan
 from .cds_hooks import cds_routes
-from .launch import Grant, LaunchError, ScopeSyntax, begin, check_url, complete
+from .identity import Clinician, IdentityError, KeySets, display_name, identify
+from .launch import Grant, LaunchError, ScopeSyntax, begin, check_url, complete, origin
 from .page import PageView, message_page, plan_page
 from .patient_data import fhir_client, read_record
-from .sessions import COOKIE_NAME, DEFAULT_TTL, Session, SessionStore
+from .sessions import COOKIE_NAME, DEFAULT_TTL, Session, SessionStore, set_session_cookie
 
 log = logging.getLogger("fhir_tailor.web")
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: Launches a session may have under way at once (tabs, retries); older ones are forgotten.
 MAX_PENDING = 5
+_CONTENT_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "base-uri 'none'"
+)
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-        "base-uri 'none'"
-    ),
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
@@ -61,10 +70,13 @@ class AppConfig:
     """How the app is reached and whom it trusts.
 
     ``public_url`` is where browsers reach the app; the redirect URI registered with the
-    authorization server is ``{public_url}/callback``. ``fhir_server`` is the server a
-    standalone launch uses. Launches name their ``iss``: only ``allowed_issuers`` (plus
-    ``fhir_server``) are accepted, or any if both are unset. ``as_of`` pins the profile date
-    (tests, demos); by default it is the day of the request. ``requester``
+    authorization server is ``{public_url}/callback``; an ``https`` one makes the session
+    cookie fit for an EHR's iframe. ``fhir_server`` is the server a standalone launch uses.
+    Launches name their ``iss``: only ``allowed_issuers`` (plus ``fhir_server``) are accepted,
+    and one of them must be given unless ``allow_any_issuer`` says, explicitly, that any FHIR
+    server may launch the app. ``frame_ancestors`` are the origins whose pages may embed the
+    app; by default the origins of the allowed servers (none with ``allow_any_issuer``). ``as_of``
+    pins the profile date (tests, demos); by default it is the day of the request. ``requester``
     (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals of the plans
     shown, and so of the plans approved here.
     """
@@ -79,33 +91,61 @@ class AppConfig:
     as_of: date | None = None
     session_ttl: float = DEFAULT_TTL
     requester: str | None = None
+    allow_any_issuer: bool = False
+    frame_ancestors: frozenset[str] = frozenset()
 
     @property
     def issuers(self) -> frozenset[str]:
         given = {*self.allowed_issuers, *([self.fhir_server] if self.fhir_server else [])}
         return frozenset(url.rstrip("/") for url in given)
 
+    def embedders(self) -> list[str]:
+        """The origins allowed to frame the app, sorted; a :class:`LaunchError` for a bad one."""
+        given = self.frame_ancestors or self.issuers
+        return sorted({origin(url, "origin allowed to embed the app") for url in given})
+
+
+class ConfigError(FhirTailorError):
+    """The app cannot start as configured (no EHR allow-list, a malformed URL)."""
+
 
 def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starlette:
-    """The ASGI app for ``config``; ``sessions`` lets tests look into the session store."""
+    """The ASGI app for ``config``; ``sessions`` lets tests look into the session store.
+
+    A :class:`ConfigError` when no FHIR server is allowed to launch it and
+    ``allow_any_issuer`` is not set, or a URL is malformed.
+    """
+    if not config.issuers and not config.allow_any_issuer:
+        raise ConfigError(
+            "no FHIR server is allowed to launch the app: name the EHRs' FHIR servers "
+            "(fhir_server, allowed_issuers), or accept any with allow_any_issuer"
+        )
     store = sessions if sessions is not None else SessionStore(config.session_ttl)
-    public_url = check_url(config.public_url, "public URL of the app")
+    key_sets = KeySets()
+    try:
+        public_url = check_url(config.public_url, "public URL of the app")
+        embedders = config.embedders()
+    except LaunchError as exc:
+        raise ConfigError(str(exc)) from None
     redirect_uri = f"{public_url}/callback"
-    secure_cookie = public_url.startswith("https://")
+    https = public_url.startswith("https://")
+    headers = {
+        **_SECURITY_HEADERS,
+        "Content-Security-Policy": f"{_CONTENT_POLICY}; frame-ancestors "
+        + (" ".join(embedders) or "'none'"),
+    }
 
     def session_of(request: Request) -> Session | None:
         return store.get(request.cookies.get(COOKIE_NAME))
 
     def with_cookie(response: Response, session: Session) -> Response:
-        response.set_cookie(
-            COOKIE_NAME,
-            session.id,
-            httponly=True,
-            samesite="lax",
-            secure=secure_cookie,
-            path="/",
-        )
-        return response
+        return set_session_cookie(response, session, https=https)
+
+    def html(content: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(content, status, headers=headers)
+
+    def error(status: int, message: str) -> HTMLResponse:
+        return html(message_page("Something went wrong", message), status)
 
     def relaunch_page(status: int, message: str) -> Response:
         link = ("/launch", "Launch again") if config.fhir_server else None
@@ -126,7 +166,7 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
             if launch_token is not None or config.fhir_server is None:
                 return error(400, "The launch has no iss: which FHIR server to use is unknown.")
             iss = config.fhir_server
-        if config.issuers and iss.rstrip("/") not in config.issuers:
+        if not config.allow_any_issuer and iss.rstrip("/") not in config.issuers:
             return error(400, "The launch names a FHIR server this app is not set up for.")
         try:
             url, state, pending = await begin(
@@ -162,11 +202,20 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
             grant = await complete(
                 pending, code, client_id=config.client_id, client_secret=config.client_secret
             )
+            clinician = await identify(
+                grant, pending, client_id=config.client_id, key_sets=key_sets
+            )
+        except IdentityError as exc:
+            log.warning("sign-in refused: %s", exc)
+            return error(403, f"Sign-in refused: {exc}.")
         except LaunchError as exc:
             log.warning("token exchange failed: %s", exc)
             return error(502, f"Sign-in failed: {exc}")
+        if clinician is not None:
+            clinician = await run_in_threadpool(named, grant, clinician)
+        log.info("signed in as %s", clinician.kind if clinician else "an unknown user")
         session.pending.clear()
-        session.grant, session.plan = grant, None
+        session.grant, session.clinician, session.plan = grant, clinician, None
         store.rotate(session)
         return with_cookie(RedirectResponse("/app", 303), session)
 
@@ -182,7 +231,7 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
             return error(502, f"The patient's data could not be read: {exc}")
         session.plan = view.plan
         notice, session.notice = session.notice, None
-        return html(plan_page(_with_notice(view, notice)))
+        return html(plan_page(replace(view, notice=notice, clinician=_signed_in(session))))
 
     async def approve_plan(request: Request) -> Response:
         session = session_of(request)
@@ -196,9 +245,12 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
         plan = session.plan
         if not isinstance(plan, Plan) or shown != plan.fingerprint():
             return error(409, "The plan changed since it was shown; reload and review it again.")
+        clinician = session.clinician
+        if not isinstance(clinician, Clinician):
+            return error(403, f"{_UNKNOWN_USER} Nothing was approved.")
         dropped = {value for value in form.getlist("drop") if isinstance(value, str)}
         try:
-            approval = await run_in_threadpool(write_approval, grant, plan, dropped)
+            approval = await run_in_threadpool(write_approval, grant, plan, dropped, clinician)
         except FhirTailorError as exc:
             log.warning("approval failed: %s", exc)
             return error(409, f"The plan was not approved: {exc}")
@@ -233,18 +285,39 @@ def load_view(config: AppConfig, grant: Grant, csrf: str) -> PageView:
     return PageView(record.patient, profile, labels, segments, plan, grant.iss, csrf, len(issues))
 
 
-def write_approval(grant: Grant, plan: Plan, dropped: set[str]) -> Approval:
+def write_approval(grant: Grant, plan: Plan, dropped: set[str], clinician: Clinician) -> Approval:
     """Write the approved plan with the user's token (in a worker thread)."""
     with fhir_client(grant.iss, grant.access_token) as client:
-        return approve(client, plan, dropped, datetime.now(UTC))
+        return approve(client, plan, dropped, datetime.now(UTC), approver=clinician.reference)
 
 
-def html(content: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(content, status, headers=_SECURITY_HEADERS)
+def named(grant: Grant, clinician: Clinician) -> Clinician:
+    """``clinician`` with the name the FHIR server gives (in a worker thread); as it was when
+    the resource cannot be read, since the reference alone identifies the approver."""
+    rtype, _, rid = clinician.reference.partition("/")
+    try:
+        with fhir_client(grant.iss, grant.access_token) as client:
+            resource = client.read(rtype, rid)
+    except FhirTailorError as exc:
+        log.info("the signed-in %s could not be read: %s", rtype, type(exc).__name__)
+        return clinician
+    return replace(clinician, display=display_name(resource))
 
 
-def error(status: int, message: str) -> HTMLResponse:
-    return html(message_page("Something went wrong", message), status)
+_UNKNOWN_USER = (
+    "The EHR did not say who you are (no id_token with fhirUser), and an approved plan must "
+    "name the clinician who approved it."
+)
+
+
+def _signed_in(session: Session) -> str:
+    """Who is signed in, for the page: the clinician's name and reference, or why unknown."""
+    clinician = session.clinician
+    if not isinstance(clinician, Clinician):
+        return f"Signed in without a clinician identity. {_UNKNOWN_USER} Review only."
+    if clinician.display:
+        return f"Signed in as {clinician.display} ({clinician.reference})"
+    return f"Signed in as {clinician.reference}"
 
 
 def _notice(approval: Approval) -> str:
@@ -254,7 +327,3 @@ def _notice(approval: Approval) -> str:
         "unchanged": "Already approved",
     }[approval.outcome]
     return f"{done}: {approval.careplan} is active with {approval.activities} activities."
-
-
-def _with_notice(view: PageView, notice: str | None) -> PageView:
-    return replace(view, notice=notice)

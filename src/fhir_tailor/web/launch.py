@@ -3,7 +3,8 @@
 The OAuth mechanics (PKCE S256 challenge, authorization URL, token request) are authlib's
 ``AsyncOAuth2Client``; this module adds what SMART asks on top: endpoints discovered from
 ``{iss}/.well-known/smart-configuration``, the ``aud`` and ``launch`` parameters, the scopes in
-SMART v1 or v2 syntax, and the launch context (``patient``) read from the token response.
+SMART v1 or v2 syntax, an OpenID Connect ``nonce``, and the launch context (``patient``) and
+id_token read from the token response (:mod:`fhir_tailor.web.identity` verifies the id_token).
 
 Credentials are guarded: endpoints must be HTTPS (or loopback, for tests and demos), the
 ``state`` must match a launch this session started, and a :class:`Grant` never shows its token
@@ -68,8 +69,13 @@ def scope_for(syntax: ScopeSyntax, *, standalone: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SmartEndpoints:
+    """What the SMART configuration announces: OAuth endpoints, and the OpenID Connect issuer
+    an id_token must name (``issuer``, the FHIR base when not given) and its key set URL."""
+
     authorize: str
     token: str
+    issuer: str
+    jwks_uri: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +85,26 @@ class PendingLaunch:
     iss: str
     endpoints: SmartEndpoints
     redirect_uri: str
+    scope: str
     code_verifier: str = field(repr=False)
+    nonce: str = field(repr=False)
     started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Grant:
-    """An access token and its launch context; the token never appears in ``repr``."""
+    """An access token, its launch context and the id_token; tokens never appear in ``repr``.
+
+    ``scope`` is what was granted: the token response's, or the scope requested when the
+    response names none (RFC 6749 section 5.1). ``id_token`` is still unverified here.
+    """
 
     iss: str
     access_token: str
     patient: str
     scope: str
     expires_at: float | None
+    id_token: str | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
@@ -114,6 +127,14 @@ def check_url(url: str, what: str) -> str:
     if not parsed.host or not secure or parsed.fragment:
         raise LaunchError(f"the {what} must be an https URL (http only on loopback): {url}")
     return url.rstrip("/")
+
+
+def origin(url: str, what: str) -> str:
+    """The origin of ``url`` (``scheme://host[:port]``, the default port left out), as a
+    Content-Security-Policy source; ``url`` must pass :func:`check_url`."""
+    parsed = httpx.URL(check_url(url, what))
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    return f"{parsed.scheme}://{host}" + (f":{parsed.port}" if parsed.port else "")
 
 
 async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
@@ -142,7 +163,14 @@ async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
         if not isinstance(value, str):
             raise LaunchError(f"SMART discovery at {url} has no {key}")
         endpoints.append(check_url(value, key.replace("_", " ")))
-    return SmartEndpoints(*endpoints)
+    issuer, jwks_uri = config.get("issuer"), config.get("jwks_uri")
+    authorize, token = endpoints
+    return SmartEndpoints(
+        authorize,
+        token,
+        issuer=issuer if isinstance(issuer, str) and issuer else iss,
+        jwks_uri=check_url(jwks_uri, "jwks_uri") if isinstance(jwks_uri, str) else None,
+    )
 
 
 def _oauth_client(
@@ -170,19 +198,20 @@ async def begin(
     """Start a launch: ``(authorization URL, state, pending launch)``.
 
     ``launch`` is the EHR's launch token (EHR launch); ``None`` means a standalone launch.
-    The code verifier is random per launch and stays in the pending launch, server-side.
+    The code verifier and the nonce are random per launch and stay in the pending launch,
+    server-side.
     """
     iss = check_url(iss, "FHIR server (iss)")
     scope = scope_for(scope_syntax, standalone=launch is None)
     async with _oauth_client(client_id, None, redirect_uri, scope) as client:
         endpoints = await discover(client, iss)
-        verifier = generate_token(64)
-        extra = {"aud": iss, **({"launch": launch} if launch is not None else {})}
+        verifier, nonce = generate_token(64), secrets.token_urlsafe(32)
+        extra = {"aud": iss, "nonce": nonce, **({"launch": launch} if launch is not None else {})}
         url, state = client.create_authorization_url(
             endpoints.authorize, state=secrets.token_urlsafe(32), code_verifier=verifier, **extra
         )
     log.info("launch started for %s (%s)", iss, "EHR" if launch is not None else "standalone")
-    return url, state, PendingLaunch(iss, endpoints, redirect_uri, verifier)
+    return url, state, PendingLaunch(iss, endpoints, redirect_uri, scope, verifier, nonce)
 
 
 async def complete(
@@ -209,5 +238,13 @@ async def complete(
         raise LaunchError("the token response has no patient in context: launch with a patient")
     expires_in = token.get("expires_in")
     expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+    granted, id_token = token.get("scope"), token.get("id_token")
     log.info("launch completed for %s", pending.iss)
-    return Grant(pending.iss, access_token, patient, str(token.get("scope", "")), expires_at)
+    return Grant(
+        pending.iss,
+        access_token,
+        patient,
+        granted if isinstance(granted, str) else pending.scope,
+        expires_at,
+        id_token if isinstance(id_token, str) and id_token else None,
+    )

@@ -38,6 +38,8 @@ class PageView:
     csrf: str
     unreadable: int = 0
     notice: str | None = None
+    #: Who is signed in, as a sentence (the app words it); shown above the patient banner.
+    clinician: str | None = None
 
 
 def _e(value: object) -> str:
@@ -67,6 +69,7 @@ def plan_page(view: PageView) -> str:
     patient the record says has died, the banner and that no plan is proposed, nothing to
     approve."""
     parts = [
+        f'<p class="signed-in">{_e(view.clinician)}</p>' if view.clinician else "",
         _banner(view.patient, view.profile.facts.deceased),
         '<h1 id="title">Personalized care plan proposal</h1>',
     ]

@@ -4,6 +4,13 @@ The access token must never reach the page, a URL or a cookie the browser could 
 cookie carries nothing but an unguessable id and the store keeps the token, the pending launch
 state and the plan shown. Sessions expire after ``ttl`` seconds without use; the store is in
 memory, which fits one ``fhir-tailor serve`` process (a restart simply means launching again).
+
+EHRs launch apps in an iframe, and there the app is a third party: a browser keeps or sends a
+``SameSite=Lax`` cookie only when the top-level page is of the app's own site, so the launch
+would lose its session between ``/launch`` and ``/callback``. Over HTTPS the cookie is therefore
+``SameSite=None; Secure`` (browsers accept ``None`` only with ``Secure``); what stops another site
+from using it is the CSRF token on every form and the app's ``frame-ancestors`` policy. Over
+plain HTTP (loopback only) it stays ``Lax``, the one way a non-secure cookie works at all.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from starlette.responses import Response
+
 COOKIE_NAME = "fhir_tailor_session"
 DEFAULT_TTL = 3600.0
 
@@ -23,8 +32,8 @@ DEFAULT_TTL = 3600.0
 class Session:
     """What one browser session holds: CSRF token, pending launches, grant, plan on screen.
 
-    ``pending`` maps an OAuth ``state`` to its launch; ``grant`` and ``plan`` are typed loosely
-    here so this module knows nothing of OAuth or plans.
+    ``pending`` maps an OAuth ``state`` to its launch; ``grant``, ``clinician`` (who signed in)
+    and ``plan`` are typed loosely here so this module knows nothing of OAuth or plans.
     """
 
     id: str
@@ -32,6 +41,7 @@ class Session:
     expires_at: float
     pending: dict[str, Any] = field(default_factory=dict)
     grant: Any = None
+    clinician: Any = None
     plan: Any = None
     notice: str | None = None
 
@@ -87,3 +97,17 @@ class SessionStore:
         expired = [sid for sid, s in self._sessions.items() if s.expires_at <= now]
         for sid in expired:
             del self._sessions[sid]
+
+
+def set_session_cookie(response: Response, session: Session, *, https: bool) -> Response:
+    """``response`` setting the session cookie: ``HttpOnly`` always; over HTTPS ``Secure`` and
+    ``SameSite=None``, so that it survives a launch in the EHR's iframe; ``Lax`` otherwise."""
+    response.set_cookie(
+        COOKIE_NAME,
+        session.id,
+        httponly=True,
+        samesite="none" if https else "lax",
+        secure=https,
+        path="/",
+    )
+    return response
