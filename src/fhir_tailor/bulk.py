@@ -9,6 +9,8 @@ then feeds the ordinary :class:`~fhir_tailor.sources.files.NdjsonSource`. Safety
 * the token is sent for files only when the manifest says ``requiresAccessToken``;
 * a refused or failed output file fails the whole export: plans made from part of a patient's
   data would silently overwrite good ones;
+* the files together are bounded in size (``max_bytes``) and in download time
+  (``download_budget``), so a runaway or hostile server cannot fill the disk or hold the run;
 * with ``_since`` the export holds only what changed, not whole records, so it is used only to
   find the changed patients, who are then read in full, one by one.
 
@@ -31,7 +33,15 @@ from typing import Any
 import httpx
 
 from .client import FhirClient
-from .errors import CrossOriginLinkError, FhirServerError, FhirTailorError, parse_outcome_issues
+from .errors import (
+    CrossOriginLinkError,
+    DeadlineExceededError,
+    FhirServerError,
+    FhirTailorError,
+    ResponseTooLargeError,
+    byte_size,
+    parse_outcome_issues,
+)
 from .fhirdata import subject_patient_id
 from .record import IssueHandler, PatientRecord, ReadIssue
 from .retry import parse_retry_after
@@ -53,6 +63,15 @@ NDJSON = "application/fhir+ndjson"
 DEFAULT_POLL_DELAY = 2.0
 #: The longest wait between polls when the server gives no ``Retry-After``.
 MAX_POLL_DELAY = 60.0
+#: The most one export downloads, in bytes, over all its files (output and error files, those
+#: an earlier attempt left included): it bounds the disk a runaway or hostile server can fill
+#: (one wrote 11 GB in two minutes before there was a limit). 10,000 generated patients with
+#: 90 days of history export as 418 MB (docs/benchmarks.md), about 42 kB each, so 32 GiB holds
+#: some 80 times that; a larger population sets it higher.
+DEFAULT_MAX_BYTES = 32 * 2**30
+#: Seconds for downloading all of one export's files, retries included: an hour moves the
+#: whole of DEFAULT_MAX_BYTES at about 10 MB/s, and ends a server that trickles its files.
+DEFAULT_DOWNLOAD_BUDGET = 3600.0
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 _PROGRESS_LIMIT = 80
 
@@ -169,8 +188,9 @@ def _poll_delay(polls: int, retry_after: float | None) -> float:
 class BulkExport:
     """One ``$export`` job from kick-off to downloaded files, deleted on the server afterwards.
 
-    ``budget`` bounds the whole wait for the manifest (seconds); ``sleep`` and ``clock`` exist
-    so tests can run without waiting.
+    ``budget`` bounds the whole wait for the manifest (seconds); ``max_bytes`` and
+    ``download_budget`` bound the files (see DEFAULT_MAX_BYTES and DEFAULT_DOWNLOAD_BUDGET).
+    ``sleep`` and ``clock`` exist so tests can run without waiting.
     """
 
     def __init__(
@@ -183,11 +203,15 @@ class BulkExport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         progress: ExportProgress | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        download_budget: float = DEFAULT_DOWNLOAD_BUDGET,
     ) -> None:
         self.client = client
         self.folder = folder
         self.request = request
         self.budget = budget
+        self.max_bytes = max_bytes
+        self.download_budget = download_budget
         self.progress = progress or ExportProgress()
         self._sleep = sleep
         self._clock = clock
@@ -291,6 +315,8 @@ class BulkExport:
     def _download(self, manifest: dict[str, Any]) -> ExportResult:
         result = ExportResult()
         token = manifest.get("requiresAccessToken") is not False
+        self._download_started = self._clock()
+        self._on_disk = 0
         outputs = _entries(manifest, "output")
         counters: dict[str, int] = {}
         for number, (rtype, link) in enumerate(outputs):
@@ -303,6 +329,7 @@ class BulkExport:
             if self.progress.files.get(link) == path.name and path.is_file():
                 log.info("output file %d was downloaded by an earlier attempt", number + 1)
                 result.files_reused += 1
+                self._on_disk += path.stat().st_size
             else:
                 result.bytes += self._fetch(link, path, token, f"output file {number + 1}")
                 self.progress.files[link] = path.name
@@ -325,12 +352,40 @@ class BulkExport:
         return result
 
     def _fetch(self, link: str, path: Path, token: bool, what: str) -> int:
+        """Download one file within what is left of ``max_bytes`` and ``download_budget``."""
+        size_limit = f"the {byte_size(self.max_bytes)} limit on one export's files (max_bytes)"
+        time_limit = f"within {self.download_budget:g}s (download_budget)"
+        left_bytes = self.max_bytes - self._on_disk
+        left_seconds = self.download_budget - (self._clock() - self._download_started)
         try:
-            return self.client.download(link, path, authenticated=token, accept=NDJSON)
+            if left_bytes <= 0:
+                raise BulkExportError(f"could not download $export {what}: {size_limit} is used up")
+            if left_seconds <= 0:
+                raise BulkExportError(f"could not download $export {what}: not {time_limit}")
+            written = self.client.download(
+                link,
+                path,
+                authenticated=token,
+                accept=NDJSON,
+                max_bytes=left_bytes,
+                seconds=left_seconds,
+            )
         except CrossOriginLinkError:
+            raise
+        except ResponseTooLargeError as exc:
+            raise BulkExportError(
+                f"could not download $export {what}: it would pass {size_limit}"
+            ) from exc
+        except DeadlineExceededError as exc:
+            raise BulkExportError(
+                f"could not download $export {what}: the files were not downloaded {time_limit}"
+            ) from exc
+        except BulkExportError:
             raise
         except FhirTailorError as exc:
             raise BulkExportError(f"could not download $export {what}: {exc}") from exc
+        self._on_disk += written
+        return written
 
     def _delete(self, status_url: httpx.URL) -> None:
         """Ask the server to drop the job and its files; a failure here costs nothing."""
@@ -448,9 +503,12 @@ def bulk_source(
     budget: float = 3600.0,
     sleep: Callable[[float], None] = time.sleep,
     progress: ExportProgress | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    download_budget: float = DEFAULT_DOWNLOAD_BUDGET,
 ) -> ServerSource | BulkSource:
     """Run the export now (so failures stop the run before anything is written) and return
     its source; a server that does not declare the export gets the per-patient source.
+    ``max_bytes`` and ``download_budget`` bound its files (:class:`BulkExport`).
 
     Without a group, ``Patient/$export`` is preferred and the system-level export is the
     second choice: both carry every patient's data of the requested types.
@@ -463,7 +521,16 @@ def bulk_source(
         )
         return ServerSource(client, _fallback_selection(client, request))
     request = replace(request, level=level)
-    export = BulkExport(client, folder, request, budget=budget, sleep=sleep, progress=progress)
+    export = BulkExport(
+        client,
+        folder,
+        request,
+        budget=budget,
+        sleep=sleep,
+        progress=progress,
+        max_bytes=max_bytes,
+        download_budget=download_budget,
+    )
     result = export.run()
     return BulkSource(client, folder, result, request.since)
 

@@ -4,6 +4,9 @@ It does only what fhir-tailor needs (capabilities, read, search with paging, cre
 transaction) but does it defensively, because it talks to servers we do not control:
 
 * transient failures are retried under a :class:`~fhir_tailor.retry.RetryPolicy`;
+* every attempt is bounded as a whole: ``timeout`` covers connecting, sending and reading the
+  entire body (a server trickling a byte at a time is cut off), and a body past
+  ``max_response_bytes`` is refused, not retried, and never held whole in memory;
 * searches ask for strict handling, so a misspelt parameter fails loudly instead of
   silently widening the search to every resource of the type;
 * paging never follows a link off the server's origin, which would hand our credentials
@@ -38,9 +41,11 @@ import httpx
 from fhir_tailor.concurrency import EventLoop
 from fhir_tailor.errors import (
     CrossOriginLinkError,
+    DeadlineExceededError,
     FhirServerError,
     InvalidResponseError,
     PagingLoopError,
+    ResponseTooLargeError,
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
 )
@@ -63,14 +68,28 @@ _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK_BYTES = 64 * 1024
+# How a body was framed on the wire; a body read (and decoded) here is framed anew.
+_FRAMING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+#: The largest response body read into memory, in bytes. Searches ask for pages of ``_count``
+#: resources (100 by default), a few megabytes even for large QuestionnaireResponses, and a
+#: CapabilityStatement or ValueSet expansion page is of the same order; 64 MiB leaves room for
+#: servers that ignore ``_count`` while refusing the runaway or hostile answer (one claiming
+#: 2 GB was read whole, and retried, before this limit). Bodies are counted after decoding,
+#: so a compressed answer is held to the same limit. Bulk Data files stream to disk instead,
+#: under limits of their own (:mod:`fhir_tailor.bulk`).
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
 
 
 class AsyncFhirClient:
     """A FHIR R4 REST client over one ``httpx.AsyncClient``; use it as an async context manager.
 
     ``retries`` counts every retry made so far, for the run report. ``max_connections`` bounds
-    the connection pool, and so how many requests are in flight at once. ``transport`` and
-    ``sleep`` exist so tests can run without a network and without waiting.
+    the connection pool, and so how many requests are in flight at once. ``timeout`` (seconds)
+    bounds each attempt of a request as a whole, not each read; the retry policy's budget
+    bounds the attempts together. ``max_response_bytes`` is the largest body read (see
+    DEFAULT_MAX_RESPONSE_BYTES). ``transport`` and ``sleep`` exist so tests can run without a
+    network and without waiting.
     """
 
     def __init__(
@@ -83,6 +102,7 @@ class AsyncFhirClient:
         strict_search: bool = True,
         verify: bool = True,
         max_connections: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -90,7 +110,11 @@ class AsyncFhirClient:
         url = httpx.URL(self.base_url)
         if url.scheme not in _DEFAULT_PORTS or not url.host or url.query or url.fragment:
             raise ValueError("the FHIR base URL must be an http(s) URL without query or fragment")
+        if timeout <= 0 or max_response_bytes <= 0:
+            raise ValueError("the timeout and the response size limit must be positive")
         self._origin = _origin(url)
+        self._timeout = timeout
+        self._max_response_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
         self._strict_search = strict_search
         self._sleep = sleep
@@ -260,16 +284,44 @@ class AsyncFhirClient:
             raise CrossOriginLinkError(self._origin, _origin(url))
         return url
 
-    async def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
+    async def download(
+        self,
+        link: str,
+        path: Path,
+        *,
+        authenticated: bool,
+        accept: str,
+        max_bytes: int | None = None,
+        seconds: float | None = None,
+    ) -> int:
         """Stream the file at ``link`` (same origin only) into ``path``; returns bytes written.
 
         The body goes to disk in chunks, never whole into memory. A failure part-way through
         (reset, timeout, 429/5xx) restarts the file from its start under the retry policy.
         ``authenticated=False`` sends the request without our credentials at all.
+
+        A file may be far larger and slower than any other response, so the client's
+        ``timeout`` bounds each read here, not the whole; the caller bounds the whole instead:
+        ``max_bytes`` (ResponseTooLargeError, checked against Content-Length first and counted
+        while writing) and ``seconds`` for all attempts together (DeadlineExceededError).
+        Neither is retried, and the partial file is removed.
         """
         url = self.resolve_link(link)
         request = self._http.build_request("GET", url, headers={"Accept": accept})
-        budget = RetryBudget(self._retry, "GET", url.path)
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._download(request, path, authenticated, max_bytes)
+        except TimeoutError:
+            path.unlink(missing_ok=True)
+            raise DeadlineExceededError("GET", url.path, seconds or 0.0) from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    async def _download(
+        self, request: httpx.Request, path: Path, authenticated: bool, max_bytes: int | None
+    ) -> int:
+        budget = RetryBudget(self._retry, "GET", request.url.path)
         while True:
             started = time.monotonic()
             outcome: httpx.Response | httpx.TransportError
@@ -280,11 +332,11 @@ class AsyncFhirClient:
                     response = await self._http.send(request, stream=True, auth=None)
                 try:
                     if response.is_success:
-                        return await _write_body(response, path)
-                    await response.aread()  # the error body, for its OperationOutcome
+                        return await _write_body(response, path, max_bytes)
+                    # the error body, for its OperationOutcome
+                    outcome = await _read_body(response, self._max_response_bytes)
                 finally:
                     await response.aclose()
-                outcome = response
             except httpx.TransportError as error:
                 outcome = error
             finally:
@@ -326,7 +378,7 @@ class AsyncFhirClient:
             started = time.monotonic()
             outcome: httpx.Response | httpx.TransportError
             try:
-                outcome = await self._http.send(request)
+                outcome = await self._attempt(request)
             except httpx.TransportError as error:
                 outcome = error
             finally:
@@ -334,6 +386,25 @@ class AsyncFhirClient:
             if isinstance(outcome, httpx.Response) and outcome.is_success:
                 return outcome
             await self._after_failure(outcome, budget, idempotent=idempotent)
+
+    async def _attempt(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` once and read its whole body, all within ``timeout``.
+
+        httpx applies its timeout to each read, so a server sending a byte every few seconds
+        would hold the request open for ever; the deadline here ends it as a ReadTimeout, which
+        the retry policy treats like any other (a plain POST is not repeated).
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.send(request, stream=True)
+                try:
+                    return await _read_body(response, self._max_response_bytes)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                f"the response was not complete within {self._timeout:g}s", request=request
+            ) from None
 
     async def _after_failure(
         self,
@@ -389,6 +460,7 @@ class FhirClient:
         strict_search: bool = True,
         verify: bool = True,
         max_connections: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -404,6 +476,7 @@ class FhirClient:
             strict_search=strict_search,
             verify=verify,
             max_connections=max_connections,
+            max_response_bytes=max_response_bytes,
             transport=transport,
             sleep=asyncio.sleep if sleep is None else pause,
         )
@@ -480,8 +553,26 @@ class FhirClient:
     def resolve_link(self, link: str) -> httpx.URL:
         return self.aio.resolve_link(link)
 
-    def download(self, link: str, path: Path, *, authenticated: bool, accept: str) -> int:
-        return self.call(self.aio.download(link, path, authenticated=authenticated, accept=accept))
+    def download(
+        self,
+        link: str,
+        path: Path,
+        *,
+        authenticated: bool,
+        accept: str,
+        max_bytes: int | None = None,
+        seconds: float | None = None,
+    ) -> int:
+        return self.call(
+            self.aio.download(
+                link,
+                path,
+                authenticated=authenticated,
+                accept=accept,
+                max_bytes=max_bytes,
+                seconds=seconds,
+            )
+        )
 
     def _iterate(self, items: AsyncIterator[T]) -> Iterator[T]:
         """A blocking iterator over an async one, one item per round trip to the loop."""
@@ -514,14 +605,52 @@ def weak_etag(version: str) -> str:
     return f"W/{version}" if version.startswith('"') else f'W/"{version}"'
 
 
-async def _write_body(response: httpx.Response, path: Path) -> int:
-    """Write a streamed body to ``path`` (truncating what an earlier attempt left)."""
+async def _write_body(response: httpx.Response, path: Path, limit: int | None) -> int:
+    """Write a streamed body to ``path`` (truncating what an earlier attempt left), stopping
+    with ResponseTooLargeError once it passes ``limit`` bytes."""
+    if limit is not None:
+        _check_declared_length(response, limit)
     written = 0
     with path.open("wb") as handle:
         async for chunk in response.aiter_bytes(chunk_size=_CHUNK_BYTES):
-            handle.write(chunk)
             written += len(chunk)
+            if limit is not None and written > limit:
+                raise ResponseTooLargeError("GET", response.request.url.path, limit)
+            handle.write(chunk)
     return written
+
+
+async def _read_body(response: httpx.Response, limit: int) -> httpx.Response:
+    """A streamed response with its body read, refused with ResponseTooLargeError past
+    ``limit`` bytes: by its Content-Length before reading, and by counting while reading
+    (a server may declare none, or lie). Counted after decoding, so a small compressed body
+    cannot unfold into gigabytes. The answer is a new, non-streaming Response."""
+    _check_declared_length(response, limit)
+    request = response.request
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLargeError(request.method, request.url.path, limit)
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in _FRAMING_HEADERS
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(body),
+        request=request,
+        extensions=response.extensions,
+    )
+
+
+def _check_declared_length(response: httpx.Response, limit: int) -> None:
+    declared = response.headers.get("Content-Length", "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        request = response.request
+        raise ResponseTooLargeError(request.method, request.url.path, limit, int(declared))
 
 
 def _origin(url: httpx.URL) -> str:

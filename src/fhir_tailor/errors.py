@@ -179,6 +179,43 @@ class UnsafeToRetryError(FhirTailorError):
         )
 
 
+def byte_size(count: int) -> str:
+    """``count`` bytes as an operator reads a limit: ``64 MiB``, ``4 GiB``, ``1 KiB``, ``900 B``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit}"
+    return f"{count} B"
+
+
+class ResponseTooLargeError(FhirTailorError):
+    """A response body was larger than the limit set for it; reading stopped at the limit.
+
+    Not retried: a server that sent too much once will send as much again. ``declared`` is the
+    Content-Length when the server declared one past the limit (the body was then not read).
+    """
+
+    def __init__(self, method: str, url_path: str, limit: int, declared: int | None = None) -> None:
+        self.method = method
+        self.url_path = url_path
+        self.limit = limit
+        self.declared = declared
+        claim = f" (Content-Length {declared})" if declared is not None else ""
+        super().__init__(
+            f"the response to {method} {url_path} is larger than the {byte_size(limit)} "
+            f"limit{claim}: refused and not retried"
+        )
+
+
+class DeadlineExceededError(FhirTailorError):
+    """A request, retries included, did not finish in the time it was given."""
+
+    def __init__(self, method: str, url_path: str, seconds: float) -> None:
+        self.method = method
+        self.url_path = url_path
+        self.seconds = seconds
+        super().__init__(f"{method} {url_path} did not finish within {seconds:.0f}s")
+
+
 class UnsupportedFhirVersionError(FhirTailorError):
     """The server does not speak FHIR R4 (4.0.x) or R4B (4.3.x)."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -142,7 +144,12 @@ def client(router: respx.Router, clock: Clock) -> Iterator[FhirClient]:
 
 
 def export(
-    client: FhirClient, tmp_path: Path, clock: Clock, budget: float = 600.0, **request: Any
+    client: FhirClient,
+    tmp_path: Path,
+    clock: Clock,
+    budget: float = 600.0,
+    limits: dict[str, Any] | None = None,
+    **request: Any,
 ) -> BulkExport:
     return BulkExport(
         client,
@@ -151,6 +158,7 @@ def export(
         budget=budget,
         sleep=clock.sleep,
         clock=clock,
+        **(limits or {}),
     )
 
 
@@ -317,6 +325,65 @@ def test_download_that_keeps_failing_fails_the_export(
         pytest.raises(BulkExportError, match="output file 1: gave up on GET"),
     ):
         export(client, tmp_path, clock).run()
+
+
+class Trickle(httpx.AsyncByteStream):
+    """A body without a Content-Length: ``count`` chunks, ``pause`` seconds apart."""
+
+    def __init__(self, chunk: bytes, count: int, pause: float = 0.0) -> None:
+        self.chunk, self.count, self.pause = chunk, count, pause
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            await asyncio.sleep(self.pause)
+            self.sent += len(self.chunk)
+            yield self.chunk
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_files_past_the_exports_size_limit_fail_it_and_leave_nothing_behind(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path, declared: bool
+) -> None:
+    """The limit is on the export's files together: the first (600 bytes) fits 1 MiB, the
+    second would pass it, by its Content-Length or counted as it streams."""
+    outputs = [("Patient", f"{FILES}/Patient.ndjson"), ("Observation", f"{FILES}/Obs.ndjson")]
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(*outputs))
+    deleted = router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").respond(content=b" " * 599 + b"\n")
+    trickle = Trickle(b" " * 2**16, 100)
+    second = (
+        httpx.Response(200, content=b" " * 2**21)
+        if declared
+        else httpx.Response(200, stream=trickle)
+    )
+    route = router.get(f"{FILES}/Obs.ndjson").mock(return_value=second)
+    limits = {"max_bytes": 2**20}
+    with pytest.raises(BulkExportError, match=r"output file 2: .*1 MiB limit on one export"):
+        export(client, tmp_path, clock, limits=limits).run()
+    assert route.call_count == 1, "not retried"
+    assert trickle.sent <= 2**20 + 2**17, "reading stopped at the limit"
+    assert not (tmp_path / "bulk" / "Observation.1.ndjson").exists(), "no partial file"
+    assert deleted.called
+
+
+def test_files_not_downloaded_within_the_time_budget_fail_the_export(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    """A file trickling in (each read quick, the whole slow) is cut off by the download
+    budget, which covers all the export's files and their retries."""
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", f"{FILES}/Patient.ndjson")))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").mock(
+        return_value=httpx.Response(200, stream=Trickle(b" ", 40, pause=0.05))
+    )
+    started = time.monotonic()
+    with pytest.raises(BulkExportError, match=r"output file 1: .*within 0.3s"):
+        export(client, tmp_path, clock, limits={"download_budget": 0.3}).run()
+    assert time.monotonic() - started < 1.5
+    assert not (tmp_path / "bulk" / "Patient.1.ndjson").exists()
 
 
 def test_429_with_retry_after_while_polling(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -25,6 +28,7 @@ from fhir_tailor.errors import (
     PagingLoopError,
     PreconditionFailedError,
     ResourceNotFoundError,
+    ResponseTooLargeError,
     RetryBudgetExceededError,
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
@@ -506,6 +510,135 @@ def test_conditional_create_is_retried_after_a_timeout(
     )
     assert client.create({"resourceType": "CarePlan"}, if_none_exist="identifier=x|1") == created
     assert route.call_count == 2
+
+
+# --- bounded responses: size and whole-request deadline ------------------------------------
+
+
+class HostileServer(BaseHTTPRequestHandler):
+    """A loopback server whose answers never end on their own: ``/claims`` declares 2 GiB,
+    ``/chunked`` streams without a length, ``/drip`` sends one byte every 50 ms (each read is
+    quick, the whole is slow). It counts requests and the bytes it managed to send."""
+
+    protocol_version = "HTTP/1.1"
+    requests = 0
+    sent = 0
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        self.answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.answer()
+
+    def answer(self) -> None:
+        cls = type(self)
+        cls.requests += 1
+        kind = self.path.rsplit("/", 1)[-1].split("?")[0].lower()
+        self.send_response(200)
+        self.send_header("Content-Type", FHIR_JSON)
+        if kind == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            length = 2 * 2**30 if kind == "claims" else 40
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        chunk, pause, limit = {
+            "claims": (b" " * 2**16, 0.0, 64 * 2**20),
+            "chunked": (b"%x\r\n%s\r\n" % (2**16, b" " * 2**16), 0.0, 64 * 2**20),
+            "drip": (b" ", 0.05, 40),
+        }[kind]
+        try:
+            while cls.sent < limit:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                cls.sent += len(chunk)
+                time.sleep(pause)
+        except OSError:  # the client hung up, as it should
+            return
+
+
+@pytest.fixture
+def hostile() -> Iterator[str]:
+    HostileServer.requests = HostileServer.sent = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileServer)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/fhir"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["claims", "chunked"])
+def test_a_response_over_the_size_cap_is_refused_early_and_not_retried(
+    hostile: str, kind: str
+) -> None:
+    """A declared length past the cap is refused before reading; a body without one is counted
+    while it streams, and reading stops at the cap. Either way one request, no retry."""
+    started = time.monotonic()
+    with (
+        FhirClient(hostile, max_response_bytes=2**20, timeout=5) as fhir,
+        pytest.raises(ResponseTooLargeError) as info,
+    ):
+        list(fhir.search(kind.title(), {"name": "Doe"}))
+    message = str(info.value)
+    assert f"GET /fhir/{kind.title()}" in message and "1 MiB" in message
+    assert "Doe" not in message and "name" not in message, "no query string (PHI)"
+    assert ("2147483648" in message) == (kind == "claims")
+    assert HostileServer.requests == 1, "an oversized response is not retried"
+    assert HostileServer.sent < 32 * 2**20, "reading stopped near the cap"
+    assert fhir.retries == 0
+    assert time.monotonic() - started < 2
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_read(hostile: str) -> None:
+    """A server that sends a byte every 50 ms never trips a 0.3 s read timeout; the request as a
+    whole must still end at 0.3 s, each attempt."""
+    started = time.monotonic()
+    retry = RetryPolicy(max_attempts=2, base_delay=0, max_delay=0)
+    with (
+        FhirClient(hostile, timeout=0.3, retry=retry) as fhir,
+        pytest.raises(RetryBudgetExceededError, match=r"not complete within 0\.3s") as info,
+    ):
+        fhir.read("Patient", "drip")
+    assert "after 2 attempts" in str(info.value)
+    assert HostileServer.requests == 2
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_plain_post_past_its_deadline_may_have_been_applied(hostile: str) -> None:
+    with (
+        FhirClient(hostile, timeout=0.3) as fhir,
+        pytest.raises(UnsafeToRetryError, match="may already have applied it"),
+    ):
+        fhir.create({"resourceType": "Drip"})
+    assert HostileServer.requests == 1
+
+
+def test_an_oversized_error_response_is_not_retried(
+    router: respx.Router, sleeps: list[float]
+) -> None:
+    route = router.get(f"{BASE}/Patient/1").respond(503, content=b"x" * 2048)
+    with (
+        make_client(router, sleeps, max_response_bytes=1024) as fhir,
+        pytest.raises(ResponseTooLargeError, match="larger than the 1 KiB limit"),
+    ):
+        fhir.read("Patient", "1")
+    assert route.call_count == 1
+    assert sleeps == []
+
+
+def test_a_response_at_the_cap_is_read(router: respx.Router, sleeps: list[float]) -> None:
+    body = json.dumps(patient("1")).encode()
+    router.get(f"{BASE}/Patient/1").respond(200, content=body)
+    with make_client(router, sleeps, max_response_bytes=len(body)) as fhir:
+        assert fhir.read("Patient", "1") == patient("1")
 
 
 # --- errors ---------------------------------------------------------------------------------
