@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from functools import cache
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,14 @@ class NotOnePatientError(FhirTailorError):
     """The resources given to :func:`build_profile` hold no patient, or several."""
 
 
-def definitions(profiles: Path | None = None) -> Definitions:
-    """The mapping, segment and catalog definitions in ``profiles`` (default: the bundled ones).
+def definitions(profiles: str | PathLike[str] | None = None) -> Definitions:
+    """The mapping, segment and catalog definitions in ``profiles`` (default: the bundled ones),
+    a folder named by a ``Path`` or a plain string, as callers write either.
 
     The bundled definitions are loaded once per process; a bad file raises DefinitionError
     naming it, its line and the field.
     """
-    return _bundled() if profiles is None else load_definitions(profiles)
+    return _bundled() if profiles is None else load_definitions(Path(profiles))
 
 
 @cache

@@ -125,3 +125,12 @@ def test_a_plan_goes_back_to_a_server_through_the_exported_client_and_sink() -> 
     sent = json.loads(posted.calls.last.request.content)
     assert sent["type"] == "transaction"
     assert sent["entry"][0]["resource"]["resourceType"] == "CarePlan"
+
+
+def test_definitions_take_a_folder_as_a_string_or_a_path() -> None:
+    folder = Path(__file__).resolve().parents[2] / "profiles"
+    for given in (str(folder), folder):
+        loaded = fhir_tailor.definitions(given)
+        assert loaded.catalog.info == fhir_tailor.definitions().catalog.info
+    with pytest.raises(Exception, match="nowhere: profiles folder not found"):
+        fhir_tailor.definitions("nowhere")
