@@ -1,7 +1,15 @@
-"""``fhir-tailor serve``: the SMART on FHIR app where a clinician reviews and approves a plan."""
+"""``fhir-tailor serve``: the SMART on FHIR app where a clinician reviews and approves a plan.
+
+It serves HTTPS itself (``--tls-cert``/``--tls-key``) or sits behind a TLS proxy
+(``--public-url https://...``): the public URL's scheme decides whether the session cookie is
+fit for an EHR's iframe. It refuses to start without the EHRs it trusts (``--fhir-server``,
+``--allow-iss``) unless told to accept any (``--allow-any-iss``).
+"""
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,7 +37,34 @@ from .settings import Settings
     multiple=True,
     help="Another FHIR server an EHR launch may name (repeatable). Default: --fhir-server only.",
 )
-@click.option("--public-url", help="URL browsers reach the app at. Default: http://HOST:PORT.")
+@click.option(
+    "--allow-any-iss",
+    is_flag=True,
+    help="Accept a launch from any FHIR server (local development only): without it, "
+    "--fhir-server or --allow-iss is required.",
+)
+@click.option(
+    "--frame-ancestor",
+    multiple=True,
+    metavar="ORIGIN",
+    help="An EHR origin whose pages may embed the app in an iframe (repeatable). "
+    "Default: the origins of --fhir-server and --allow-iss.",
+)
+@click.option(
+    "--public-url",
+    help="URL browsers reach the app at, https:// behind a TLS proxy. "
+    "Default: http://HOST:PORT, or https://HOST:PORT with --tls-cert.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Serve HTTPS with this PEM certificate (chain); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The PEM private key of --tls-cert.",
+)
 @click.option(
     "--scope-syntax",
     type=click.Choice(["v1", "v2"]),
@@ -48,7 +83,11 @@ def serve(
     client_secret: str | None,
     fhir_server: str | None,
     allow_iss: tuple[str, ...],
+    allow_any_iss: bool,
+    frame_ancestor: tuple[str, ...],
     public_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     scope_syntax: Any,
     requester: str | None,
 ) -> None:
@@ -56,24 +95,61 @@ def serve(
     try:
         import uvicorn
 
-        from ..web.app import AppConfig, create_app
+        from ..web.app import AppConfig, ConfigError, create_app
     except ImportError:
         fail("the app needs the serve extra: pip install 'fhir-tailor[serve]'")
+    if allow_any_iss and allow_iss:
+        raise click.UsageError("--allow-any-iss accepts any FHIR server: give no --allow-iss")
+    if not (fhir_server or allow_iss or allow_any_iss):
+        raise click.UsageError(
+            "name the EHRs' FHIR servers that may launch the app (--fhir-server, --allow-iss, "
+            "repeatable), or accept any with --allow-any-iss (local development only)"
+        )
+    _check_tls(tls_cert, tls_key)
+    scheme = "https" if tls_cert else "http"
     config = AppConfig(
         client_id=client_id,
         definitions=settings.definitions,
-        public_url=public_url or f"http://{host}:{port}",
+        public_url=public_url or f"{scheme}://{host}:{port}",
         fhir_server=fhir_server,
         client_secret=client_secret,
         scope_syntax=scope_syntax,
         allowed_issuers=frozenset(allow_iss),
         as_of=settings.as_of if settings.as_of_given else None,
         requester=requester,
+        allow_any_issuer=allow_any_iss,
+        frame_ancestors=frozenset(frame_ancestor),
     )
-    if not config.issuers:
-        notice("warning: no --fhir-server or --allow-iss: any FHIR server may launch this app")
+    if allow_any_iss:
+        notice("warning: --allow-any-iss: any FHIR server may launch this app")
     try:
         app = create_app(config)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     except FhirTailorError as exc:
         fail(str(exc))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )
+
+
+def _check_tls(cert: Path | None, key: Path | None) -> None:
+    """Both or neither of ``--tls-cert`` and ``--tls-key``, and a pair TLS can serve: checked
+    here, so a bad file is a usage error naming it instead of a traceback from the server."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if cert is None or key is None:
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise click.BadParameter(
+            f"{cert} and {key} are not a PEM certificate and its private key ({reason})",
+            param_hint="--tls-cert/--tls-key",
+        ) from None
