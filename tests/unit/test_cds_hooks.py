@@ -1,6 +1,9 @@
 """The CDS Hooks service: every answer checked against the specification's shapes (CDS Hooks 2.0,
-written below as pydantic models), cards checked against the pipeline run independently, and the
-fallback fetch checked with respx for where the token goes."""
+written below as pydantic models), cards checked against the pipeline run independently, the
+fallback fetch checked with respx for where the token goes, and each card's suggestion applied to
+a FHIR store as a client would (:class:`ClientStore`) to check it never makes a second plan.
+
+Client authentication, CORS and feedback: test_cds_security.py."""
 
 from __future__ import annotations
 
@@ -25,13 +28,20 @@ from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.pipeline import assess
 from fhir_tailor.profile_model import Finding, Profile
 from fhir_tailor.record import PatientRecord
-from fhir_tailor.resources import to_fhir
+from fhir_tailor.resources import (
+    CAREPLAN_ID_SYSTEM,
+    PLAN_FINGERPRINT_URL,
+    identifier_search,
+    to_fhir,
+)
 from fhir_tailor.sources import BundleSource
+from fhir_tailor.web.cds_auth import ClientAuth
 from fhir_tailor.web.cds_hooks import cds_routes
 
 AS_OF = date(2026, 11, 15)
 RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
-LAUNCH = "https://tailor.example/launch"
+PUBLIC = "https://tailor.example"
+LAUNCH = f"{PUBLIC}/launch"
 EHR = "https://ehr.example/fhir/r4"
 TOKEN = "secret-token-abc123"
 SERVICE = "/cds-services/fhir-tailor-care-plan"
@@ -141,6 +151,8 @@ def prefetch_for(path: Path) -> dict[str, Any]:
         for key, rtype in TYPES.items()
     }
     prefetch["patient"] = next(r for r in resources if r["resourceType"] == "Patient")
+    # Nothing of ours stored yet: null, as the specification has a client say "no data".
+    prefetch |= {"ourCarePlan": None, "goals": None, "tasks": searchset([])}
     return prefetch
 
 
@@ -175,10 +187,20 @@ def with_plan(definitions: Definitions) -> list[Path]:
     return [p for p in BUNDLES if assess(record_of(p), definitions, AS_OF)[2] is not None]
 
 
+def service(definitions: Definitions) -> TestClient:
+    """The service, without client authentication (test_cds_security.py tests that)."""
+    routes = cds_routes(
+        definitions,
+        public_url=PUBLIC,
+        auth=ClientAuth.insecure_no_client_auth(),
+        today=lambda: AS_OF,
+    )
+    return TestClient(Starlette(routes=routes))
+
+
 @pytest.fixture(scope="module")
 def client(definitions: Definitions) -> TestClient:
-    app = Starlette(routes=cds_routes(definitions, launch_url=LAUNCH, today=lambda: AS_OF))
-    return TestClient(app)
+    return service(definitions)
 
 
 def check_card(card: Card, path: Path, definitions: Definitions) -> None:
@@ -209,35 +231,46 @@ def check_card(card: Card, path: Path, definitions: Definitions) -> None:
     assert ranks == sorted(ranks, reverse=True)
     left_out = [f for f in needs if f not in shown]
     assert all(SEVERITY[f.severity] <= min(ranks, default=0) for f in left_out)
-    # One suggestion: create the CarePlan, its Goals and its referrals, linked by local ids.
+    # One suggestion: the CarePlan, its Goals, referrals and Tasks, each an update (PUT) at the
+    # id its identifier determines, referenced as Type/id, what is referenced listed first.
     assert card.suggestions is not None and card.selectionBehavior == "at-most-one"
     (suggestion,) = card.suggestions
     assert suggestion.actions is not None
-    actions = [a.resource for a in suggestion.actions if a.type == "create"]
-    assert len(actions) == len(suggestion.actions)
-    careplan = CarePlan.model_validate(actions[0]).model_dump(mode="json", exclude_none=True)
-    expected = to_fhir(plan, RECORDED).careplan.resource
+    assert {a.type for a in suggestion.actions} == {"update"}
+    written = [a.resource for a in suggestion.actions if a.resource]
+    assert len(written) == len(suggestion.actions)
+    assert [r["resourceType"] for r in written].count("CarePlan") == 1
+    assert written[-1]["resourceType"] == "CarePlan"
+    careplan = CarePlan.model_validate(written[-1]).model_dump(mode="json", exclude_none=True)
+    rendered = to_fhir(plan, RECORDED)
+    expected = rendered.careplan.resource
     assert careplan["title"] == expected["title"]
     assert careplan["subject"] == {"reference": f"Patient/{patient_id(path)}"}
     assert careplan["status"] == "draft"
-    goals = [Goal.model_validate(r) for r in actions[1:] if r and r["resourceType"] == "Goal"]
+    goals = [Goal.model_validate(r) for r in written if r["resourceType"] == "Goal"]
     referrals = [
-        ServiceRequest.model_validate(r)
-        for r in actions[1:]
-        if r and r["resourceType"] == "ServiceRequest"
+        ServiceRequest.model_validate(r) for r in written if r["resourceType"] == "ServiceRequest"
     ]
-    tasks = [Task.model_validate(r) for r in actions[1:] if r and r["resourceType"] == "Task"]
+    tasks = [Task.model_validate(r) for r in written if r["resourceType"] == "Task"]
     assert len(goals) == len(plan.goals) and len(referrals) == len(expected_referrals(plan))
     assert [t.priority for t in tasks] == [f.priority for f in plan.urgent]
-    parts = {f"Goal/{g.id}" for g in goals} | {f"ServiceRequest/{s.id}" for s in referrals}
-    parts |= {f"Task/{t.id}" for t in tasks}
+    ids = [f"{r['resourceType']}/{r['id']}" for r in written]
+    assert ids_of(rendered.entries[:-1]) == set(ids)  # all but the Provenance
+    for n, resource in enumerate(written):  # each refers only to what is listed before it
+        ours = {r for r in _references(resource) if r in ids}
+        assert ours <= set(ids[:n]), resource["resourceType"]
     references = set(_references(careplan))
     assert {
         r for r in references if not r.startswith(("Patient/", "Condition/", "Observation/"))
-    } == parts
+    } == set(ids[:-1])
     assert not any(r.startswith("urn:") for r in references)
     assert card.links is not None
     assert [(link.type, link.url) for link in card.links] == [("smart", LAUNCH)]
+
+
+def ids_of(entries: Any) -> set[str]:
+    """``Type/uuid`` of entries: the ids their business identifiers determine."""
+    return {f"{e.resource['resourceType']}/{e.full_url.removeprefix('urn:uuid:')}" for e in entries}
 
 
 def expected_referrals(plan: Any) -> list[Any]:
@@ -330,13 +363,15 @@ def mock_ehr(router: respx.MockRouter, path: Path) -> None:
     resources = resources_of(path)
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     searchable = [{"name": "patient", "type": "reference"}]
+    by_identifier = [{"name": "identifier", "type": "token"}]
     capabilities = {
         "resourceType": "CapabilityStatement",
         "fhirVersion": "4.0.1",
         "rest": [
             {
                 "mode": "server",
-                "resource": [{"type": t, "searchParam": searchable} for t in TYPES.values()],
+                "resource": [{"type": t, "searchParam": searchable} for t in TYPES.values()]
+                + [{"type": t, "searchParam": by_identifier} for t in ("CarePlan", "Task")],
             }
         ],
     }
@@ -356,6 +391,8 @@ def mock_ehr(router: respx.MockRouter, path: Path) -> None:
         router.get(f"{EHR}/{rtype}", params={"patient": patient["id"]}).mock(
             side_effect=authorized(searchset(matches))
         )
+    for rtype in ("CarePlan", "Task"):  # the plan already stored: none
+        router.get(f"{EHR}/{rtype}").mock(side_effect=authorized(searchset([])))
 
 
 def authorization() -> dict[str, Any]:
@@ -509,3 +546,216 @@ def test_prefetch_of_another_patient_is_412(client: TestClient) -> None:
     )
     assert response.status_code == 412
     assert "Patient/someone-else" in response.json()["error"]
+
+
+def test_a_null_prefetch_is_a_search_that_found_nothing(
+    client: TestClient, definitions: Definitions
+) -> None:
+    """CDS Hooks 2.0: a client with no data for a template sends null, not an empty Bundle."""
+    path = with_plan(definitions)[0]
+    prefetch = prefetch_for(path) | {"encounters": None, "medicationRequests": None}
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch)))
+    assert card.suggestions  # answered, no fhirServer needed
+    prefetch["patient"] = None  # the Patient read found nothing: nothing to profile
+    response = client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch))
+    assert response.status_code == 412
+
+
+# -- what the card suggests for the plan already stored ----------------------------------------
+
+
+class Conflict(Exception):
+    """The store refused a write whose If-Match names an older version."""
+
+
+class ClientStore:
+    """A CDS client's FHIR store, applying a suggestion as a client does: each action in order,
+    ``update`` as ``PUT`` (creating at the id when absent), with ``If-Match`` on the
+    ``meta.versionId`` the resource carries."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+
+    def apply(self, suggestion: Suggestion) -> None:
+        for action in suggestion.actions or ():
+            assert action.type == "update" and action.resource is not None
+            resource = action.resource
+            key = f"{resource['resourceType']}/{resource['id']}"
+            stored = self.resources.get(key)
+            if_match = resource.get("meta", {}).get("versionId")
+            if if_match is not None and (stored is None or stored["meta"]["versionId"] != if_match):
+                raise Conflict(key)
+            version = int(stored["meta"]["versionId"]) + 1 if stored else 1
+            self.resources[key] = resource | {
+                "meta": resource.get("meta", {}) | {"versionId": str(version)}
+            }
+
+    def of_type(self, rtype: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources.values() if r["resourceType"] == rtype]
+
+    def ours(self) -> list[dict[str, Any]]:
+        return [
+            c
+            for c in self.of_type("CarePlan")
+            if any(i["system"] == CAREPLAN_ID_SYSTEM for i in c["identifier"])
+        ]
+
+    def prefetch(self, path: Path) -> dict[str, Any]:
+        """What a client answers the service's templates with, this store included."""
+        prefetch = prefetch_for(path)
+        (careplan_search,) = {identifier_search(c) for c in self.ours()} or {None}
+        prefetch["ourCarePlan"] = searchset(
+            [c for c in self.ours() if identifier_search(c) == careplan_search]
+        )
+        prefetch["goals"] = searchset(self.of_type("Goal"))
+        prefetch["tasks"] = searchset(self.of_type("Task"))
+        prefetch["serviceRequests"]["entry"] += searchset(self.of_type("ServiceRequest"))["entry"]
+        return prefetch
+
+    def unresolved(self) -> list[str]:
+        """References between stored resources of ours that name nothing stored."""
+        types = ("CarePlan/", "Goal/", "ServiceRequest/", "Task/")
+        return [
+            ref
+            for resource in self.resources.values()
+            for ref in _references(resource)
+            if ref.startswith(types) and ref not in self.resources
+        ]
+
+
+def suggestion_of(card: Card) -> Suggestion:
+    assert card.suggestions is not None
+    (suggestion,) = card.suggestions
+    return suggestion
+
+
+@pytest.mark.parametrize("stem", ["01", "34"], ids=["referrals", "urgent-tasks"])
+def test_applying_a_card_twice_leaves_one_plan_and_then_nothing_is_suggested(
+    client: TestClient, definitions: Definitions, stem: str
+) -> None:
+    path = next(p for p in BUNDLES if p.stem.startswith(stem))
+    pid = patient_id(path)
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=prefetch_for(path))))
+    store = ClientStore()
+    store.apply(suggestion_of(card))
+    store.apply(suggestion_of(card))  # accepted twice (two clicks, two clinicians)
+    (careplan,) = store.ours()
+    assert careplan["meta"]["versionId"] == "2"  # the same resource, written again
+    assert not store.unresolved()
+    _, _, plan = assess(record_of(path), definitions, AS_OF)
+    assert plan is not None
+    assert len(store.of_type("Goal")) == len(plan.goals)
+    assert len(store.of_type("Task")) == len(plan.urgent)
+    # Called again, the stored draft is found and is current: no suggestion, the app's link.
+    again = hook_call(pid, prefetch=store.prefetch(path))
+    (second,) = cards_of(client.post(SERVICE, json=again))
+    assert second.suggestions is None and second.selectionBehavior is None
+    assert second.indicator == ("critical" if plan.urgent else "info")
+    assert second.detail is not None
+    assert f"**Stored draft:** CarePlan/{careplan['id']} is up to date" in second.detail
+    assert second.links is not None and second.links[0].url == LAUNCH
+    assert second.uuid != card.uuid
+
+
+def test_a_changed_plan_updates_the_stored_draft_under_its_version(
+    client: TestClient, definitions: Definitions
+) -> None:
+    path = next(p for p in BUNDLES if p.stem.startswith("01"))
+    pid = patient_id(path)
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=prefetch_for(path))))
+    store = ClientStore()
+    store.apply(suggestion_of(card))
+    (careplan,) = store.ours()
+    # The stored draft was made from other data (its fingerprint differs; nobody edited it).
+    key = f"CarePlan/{careplan['id']}"
+    store.resources[key]["extension"] = [
+        e | {"valueString": "older"} if e["url"] == PLAN_FINGERPRINT_URL else e
+        for e in careplan["extension"]
+    ]
+    before = {k: r["meta"]["versionId"] for k, r in store.resources.items()}
+    (update,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=store.prefetch(path))))
+    suggestion = suggestion_of(update)
+    assert suggestion.label == f"Update the draft care plan ({key}) to this assessment"
+    assert update.detail is not None and f"**Stored draft:** {key} differs" in update.detail
+    written = {
+        f"{a.resource['resourceType']}/{a.resource['id']}": a
+        for a in suggestion.actions or ()
+        if a.resource
+    }
+    assert set(written) == set(before)  # the same resources, no new ones
+    for ref, action in written.items():
+        assert action.resource is not None
+        assert action.resource["meta"]["versionId"] == before[ref]  # If-Match on what was read
+        assert action.description.startswith("Update ")
+    store.apply(suggestion)
+    assert len(store.ours()) == 1 and not store.unresolved()
+    with pytest.raises(Conflict):  # the same update again: the version moved on, refused
+        store.apply(suggestion)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["approved", "edited-goal", "untagged"],
+)
+def test_a_plan_a_clinician_changed_gets_an_information_card_without_suggestion(
+    client: TestClient, definitions: Definitions, change: str
+) -> None:
+    path = next(p for p in BUNDLES if p.stem.startswith("01"))
+    pid = patient_id(path)
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=prefetch_for(path))))
+    store = ClientStore()
+    store.apply(suggestion_of(card))
+    (careplan,) = store.ours()
+    key = f"CarePlan/{careplan['id']}"
+    if change == "approved":
+        store.resources[key]["status"] = "active"
+    elif change == "edited-goal":
+        goal = store.of_type("Goal")[0]
+        goal["description"] = {"text": "A goal the clinician rewrote"}
+    else:
+        store.resources[key]["meta"] = {"versionId": "1"}
+    (info,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=store.prefetch(path))))
+    assert info.suggestions is None and info.indicator == "info"
+    assert info.detail is not None and f"**Stored plan:** {key} is a clinician's now" in info.detail
+    assert "A goal the clinician rewrote" not in info.detail
+    assert info.links is not None and [link.type for link in info.links] == ["smart"]
+
+
+def test_several_careplans_with_our_identifier_get_no_suggestion(
+    client: TestClient, definitions: Definitions
+) -> None:
+    path = next(p for p in BUNDLES if p.stem.startswith("01"))
+    pid = patient_id(path)
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=prefetch_for(path))))
+    store = ClientStore()
+    store.apply(suggestion_of(card))
+    (careplan,) = store.ours()
+    store.resources["CarePlan/copy"] = careplan | {"id": "copy"}
+    (info,) = cards_of(client.post(SERVICE, json=hook_call(pid, prefetch=store.prefetch(path))))
+    assert info.suggestions is None
+    assert info.detail is not None and "several CarePlans share its identifier" in info.detail
+    assert "CarePlan/copy" in info.detail
+
+
+def test_without_the_plan_prefetch_or_a_server_the_card_suggests_nothing(
+    client: TestClient, definitions: Definitions
+) -> None:
+    """Whether the plan is stored cannot be told: creating could make a second one."""
+    path = with_plan(definitions)[0]
+    prefetch = {k: v for k, v in prefetch_for(path).items() if k != "ourCarePlan"}
+    (card,) = cards_of(client.post(SERVICE, json=hook_call(patient_id(path), prefetch=prefetch)))
+    assert card.suggestions is None
+    assert card.detail is not None and "**Not checked:**" in card.detail
+
+
+def test_card_and_suggestion_uuids_are_stable_for_a_hook_instance(
+    client: TestClient, definitions: Definitions
+) -> None:
+    path = with_plan(definitions)[0]
+    call = hook_call(patient_id(path), prefetch=prefetch_for(path))
+    (first,) = cards_of(client.post(SERVICE, json=call))
+    (retried,) = cards_of(client.post(SERVICE, json=call))
+    other = call | {"hookInstance": "0b7c5f3e-6a6e-4d8e-9a43-4d7d2f1f0c55"}
+    (elsewhere,) = cards_of(client.post(SERVICE, json=other))
+    assert first.uuid == retried.uuid != elsewhere.uuid
+    assert suggestion_of(first).uuid == suggestion_of(retried).uuid != suggestion_of(elsewhere).uuid

@@ -50,6 +50,7 @@ from fhir_tailor.sinks.files import FolderSink, StdoutSink
 from fhir_tailor.sinks.server import ServerSink, foreign_change
 from fhir_tailor.sources import file_source
 from fhir_tailor.spark import PartFiles
+from fhir_tailor.web.cds_auth import ClientAuth
 from fhir_tailor.web.cds_hooks import cds_routes
 from fhir_tailor.web.page import PageView, plan_page
 from fhir_tailor.withdrawal import REASON, Withdrawal
@@ -646,7 +647,12 @@ def test_cds_hooks_gives_no_card_for_the_deceased(
     definitions: Definitions, alive: bool, cards: int
 ) -> None:
     app = Starlette(
-        routes=cds_routes(definitions, launch_url="http://app/launch", today=lambda: AS_OF)
+        routes=cds_routes(
+            definitions,
+            public_url="http://app",
+            auth=ClientAuth.insecure_no_client_auth(),
+            today=lambda: AS_OF,
+        )
     )
     rec = ft29(alive=alive)
     call = {

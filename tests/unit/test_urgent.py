@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from fhir_tailor.sources import file_source
 from fhir_tailor.terminology.valuesets import normalize_code
 from fhir_tailor.urgent import urgent_findings
 from fhir_tailor.web.cds_hooks import SUMMARY_LIMIT, CarePlanCards
+from fhir_tailor.web.cds_suggestion import Stored, propose
 from fhir_tailor.web.page import PageView, plan_page
 
 RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
@@ -844,7 +846,8 @@ def card(definitions: Definitions, rec: PatientRecord) -> dict[str, Any]:
     profile, plan = profile_and_plan(rec, definitions, AS_OF)
     assert plan is not None
     cards = CarePlanCards(definitions, "https://app.example/launch")
-    return cards.card(profile, plan, to_fhir(plan, RECORDED))
+    nothing_stored = propose(to_fhir(plan, RECORDED), Stored((), (), {}))
+    return cards.card(profile, plan, nothing_stored, uuid.UUID(int=1))
 
 
 def test_cds_card_is_critical_and_names_the_finding_first(definitions: Definitions) -> None:
@@ -866,7 +869,7 @@ def test_cds_card_is_critical_and_names_the_finding_first(definitions: Definitio
         "Create asap task: Positive suicide risk screen",
         "Create urgent task: Severe blood pressure elevation (180/120 or above)",
     ]
-    careplan = actions[0]["resource"]
+    careplan = actions[-1]["resource"]  # listed after the Tasks it references
     assert careplan["activity"][0] == {
         "reference": {"reference": f"Task/{tasks[0]['resource']['id']}"}
     }

@@ -42,7 +42,8 @@ from ..definitions import Definitions
 from ..errors import FhirTailorError
 from ..pipeline import assess
 from ..plan import Plan
-from .cds_hooks import cds_routes
+from .cds_cors import cds_cors
+from .cds_hooks import CdsSettings, cds_routes
 from .identity import Clinician, IdentityError, KeySets, display_name, identify
 from .launch import Grant, LaunchError, ScopeSyntax, begin, check_url, complete, origin
 from .page import PageView, message_page, plan_page
@@ -78,7 +79,8 @@ class AppConfig:
     app; by default the origins of the allowed servers (none with ``allow_any_issuer``). ``as_of``
     pins the profile date (tests, demos); by default it is the day of the request. ``requester``
     (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals of the plans
-    shown, and so of the plans approved here.
+    shown, and so of the plans approved here. ``cds`` configures the CDS Hooks service: the
+    clients it trusts, CORS origins, where feedback goes.
     """
 
     client_id: str
@@ -93,6 +95,7 @@ class AppConfig:
     requester: str | None = None
     allow_any_issuer: bool = False
     frame_ancestors: frozenset[str] = frozenset()
+    cds: CdsSettings = field(default_factory=CdsSettings)
 
     @property
     def issuers(self) -> frozenset[str]:
@@ -266,11 +269,13 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         *cds_routes(
             config.definitions,
-            launch_url=f"{public_url}/launch",
+            public_url=public_url,
+            auth=config.cds.auth(),
+            feedback=config.cds.feedback_log(),
             fhir_servers=config.issuers or None,
         ),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[cds_cors(config.cds.cors_origins)])
 
 
 def load_view(config: AppConfig, grant: Grant, csrf: str) -> PageView:

@@ -12,13 +12,21 @@ Decisions worth knowing:
 - No plan (no care module applies), no card: ``patient-view`` fires on every chart opening, and a
   card with nothing to act on teaches clinicians to ignore the ones that matter. A patient the
   record says has died gets no plan (:mod:`fhir_tailor.life_state`), so no card either.
-- The card's one suggestion creates the draft CarePlan *and* its proposed Goals and draft referral
-  ServiceRequests, as actions of one suggestion. The specification processes a suggestion's
-  actions as one FHIR transaction whose entries' full URLs are inferred from ``fhirServer``, type
-  and id; so the parts carry a provisional id and the CarePlan references them as ``Goal/<id>``,
-  which the server rewrites to the ids it assigns. A CarePlan created alone would reference
-  nothing, and the goals are what make the plan measurable. The Provenance is left out: its
-  ``recorded`` time would be the hook call's, not the acceptance, which the client records.
+- The card never makes a second CarePlan of ours. The service first looks up what the client's
+  server holds of the plan (prefetch keys ``ourCarePlan``, ``goals``, ``tasks``, or
+  ``fhirServer``), and the card's one suggestion is what ``sync`` would do: create the draft
+  CarePlan with its Goals, referrals and urgent Tasks, or update our stored draft in place under
+  its version; a plan a clinician approved or changed gets an information card with no
+  suggestion. Every action is an ``update`` at an id the service chooses, so references between
+  the resources resolve however the client applies them, and applying twice writes nothing twice
+  (:mod:`fhir_tailor.web.cds_suggestion` says why).
+- Calls are answered only for CDS clients whose signed JWT verifies
+  (:mod:`fhir_tailor.web.cds_auth`), unless the service runs with client authentication off for
+  local development. Discovery is open: it tells nothing about any patient.
+- ``POST /cds-services/{id}/feedback`` records what clinicians did with the cards, ids and
+  outcomes only (:mod:`fhir_tailor.web.cds_feedback`); card and suggestion uuids are derived from
+  the hook instance and the plan, so a retried call names the same card.
+- Browser-based clients are served with CORS (:mod:`fhir_tailor.web.cds_cors`).
 - The card links to the SMART app (``type: smart``) served by the same process, to review the plan.
 - An urgent finding (:mod:`fhir_tailor.urgent`) makes the card ``critical``, whatever the need
   levels, and its summary names the most pressing finding first; the detail lists them all
@@ -34,8 +42,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -55,8 +64,20 @@ from ..pipeline import assess
 from ..plan import Plan
 from ..profile_model import NEED_RANK, Finding, Profile
 from ..record import Located, PatientRecord, ReadIssue, group_by_patient
-from ..resources import PlanResources, to_fhir
+from ..resources import TAILOR, PlanResources, to_fhir
 from ..retry import RetryPolicy
+from .cds_auth import WWW_AUTHENTICATE, ClientAuth, ClientAuthError, TrustedClient
+from .cds_cors import ANY_ORIGIN
+from .cds_feedback import FeedbackError, FeedbackLog, IssuedCard, parse_feedback
+from .cds_suggestion import (
+    SUGGESTING,
+    Proposal,
+    Stored,
+    completed,
+    from_prefetch,
+    plan_prefetch,
+    propose,
+)
 
 log = logging.getLogger("fhir_tailor.web.cds_hooks")
 
@@ -88,6 +109,8 @@ PREFETCH = {
 FETCH_RETRY = RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, total_budget=3.0)
 FETCH_TIMEOUT = 10.0
 Indicator = Literal["info", "warning", "critical"]
+#: Card and suggestion uuids are name-based (RFC 4122 version 5) in this namespace.
+CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{TAILOR}/cds-hooks/card")
 INDICATORS: dict[str, Indicator] = {
     "none": "info",
     "low": "info",
@@ -177,16 +200,21 @@ def prefetched(
 ) -> tuple[list[Located], list[str]]:
     """The usable prefetched resources, and the prefetch keys the client did not fulfil.
 
-    A key that is absent, null or an ``OperationOutcome`` (how a 2.0 client reports a failed
-    prefetch) is missing; so is a value of the wrong shape, which is reported as well.
+    A key that is absent or an ``OperationOutcome`` (how a 2.0 client reports a failed
+    prefetch) is missing; so is a value of the wrong shape, which is reported as well. A null
+    value is a search that found nothing (CDS Hooks 2.0, "Prefetch Template": "If the CDS Client
+    has no data to populate a template prefetch key, the prefetch template key MUST have a value
+    of null"), except for the Patient, which the service cannot do without: missing.
     """
     items: list[Located] = []
     missing: list[str] = []
     for key, (rtype, _) in PREFETCH_TYPES.items():
         value = prefetch.get(key)
         kind = value.get("resourceType") if isinstance(value, dict) else None
-        if value is None or kind == "OperationOutcome":
+        if key not in prefetch or kind == "OperationOutcome" or (value, rtype) == (None, "Patient"):
             missing.append(key)
+        elif value is None:
+            continue
         elif rtype == "Patient" and kind == "Patient":
             items.append(Located(value, f"prefetch.{key}"))
         elif rtype != "Patient" and kind == "Bundle" and isinstance(value, dict):
@@ -386,110 +414,109 @@ class CarePlanCards:
             lines.extend(["", f"**Data gaps:** {gaps}."])
         return "\n".join(lines)
 
-    def card(self, profile: Profile, plan: Plan, resources: PlanResources) -> dict[str, Any]:
+    def card(
+        self, profile: Profile, plan: Plan, proposal: Proposal, card_id: uuid.UUID
+    ) -> dict[str, Any]:
+        """The card; ``proposal`` says what it suggests for the stored plan, if anything."""
         top = profile.dimension(top_dimension(profile)).need
         catalog = self.definitions.catalog.info
-        return {
-            "uuid": str(uuid.uuid4()),
+        card: dict[str, Any] = {
+            "uuid": str(card_id),
             "summary": self.summary(profile, plan),
             "indicator": "critical" if plan.urgent else INDICATORS[top],
-            "detail": self.detail(profile, plan),
+            "detail": self.detail(profile, plan) + _stored_line(proposal),
             "source": {"label": f"fhir-tailor, catalog {catalog.id} {catalog.version}"},
-            "suggestions": [
+        }
+        if proposal.kind in SUGGESTING:
+            card["suggestions"] = [
                 {
-                    "label": "Create the draft care plan with its goals",
-                    "uuid": str(uuid.uuid4()),
+                    "label": (
+                        "Create the draft care plan with its goals"
+                        if proposal.kind == "create"
+                        else f"Update the draft care plan ({proposal.careplan}) to this assessment"
+                    ),
+                    "uuid": str(suggestion_uuid(card_id, proposal)),
                     "isRecommended": True,
-                    "actions": create_actions(resources),
+                    "actions": list(proposal.actions),
                 }
-            ],
-            "selectionBehavior": "at-most-one",
-            "links": [
-                {"label": "Review the plan in fhir-tailor", "url": self.launch_url, "type": "smart"}
-            ],
-        }
+            ]
+            card["selectionBehavior"] = "at-most-one"
+        elif not plan.urgent:
+            card["indicator"] = "info"  # nothing to accept: what is stored is to be reviewed
+        card["links"] = [
+            {"label": "Review the plan in fhir-tailor", "url": self.launch_url, "type": "smart"}
+        ]
+        return card
 
 
-def create_actions(resources: PlanResources) -> list[dict[str, Any]]:
-    """``create`` actions for the CarePlan, then its Goals, referrals and urgent Tasks, linked
-    by local ids.
-
-    Our ``urn:uuid`` full URLs cannot travel in an action, so each part gets the uuid as its
-    provisional id and every reference to it becomes relative (``Goal/<uuid>``): the client
-    infers the same full URL for the entry, and the server rewrites the reference on create.
-    """
-    local = {
-        e.full_url: (e.resource["resourceType"], e.full_url.removeprefix("urn:uuid:"))
-        for e in (*resources.parts, *resources.tasks)
-    }
-    refs = {url: f"{rtype}/{rid}" for url, (rtype, rid) in local.items()}
-
-    def action(entry_resource: Resource, full_url: str, what: str) -> dict[str, Any]:
-        resource = _relinked(entry_resource, refs)
-        if full_url in local:
-            resource = {
-                "resourceType": resource["resourceType"],
-                "id": local[full_url][1],
-            } | resource
-        return {"type": "create", "description": what, "resource": resource}
-
-    careplan = resources.careplan
-    actions = [
-        action(
-            careplan.resource,
-            careplan.full_url,
-            f"Create draft CarePlan: {careplan.resource['title']}",
-        )
-    ]
-    for goal in resources.goals:
-        actions.append(
-            action(
-                goal.resource,
-                goal.full_url,
-                f"Create proposed goal: {goal.resource['description']['text']}",
-            )
-        )
-    for referral in resources.service_requests:
-        actions.append(
-            action(
-                referral.resource,
-                referral.full_url,
-                f"Create draft referral: {referral.resource['code']['text']}",
-            )
-        )
-    for task in resources.tasks:
-        actions.append(
-            action(
-                task.resource,
-                task.full_url,
-                f"Create {task.resource['priority']} task: {task.resource['code']['text']}",
-            )
-        )
-    return actions
+def card_uuid(hook_instance: str, plan: Plan, proposal: Proposal) -> uuid.UUID:
+    """The card's uuid: the same for the same hook instance, plan and proposal (a client retrying
+    a call gets the card it may already have sent feedback on), different otherwise."""
+    name = f"{hook_instance}|{plan.patient}|{plan.fingerprint()}|{proposal.kind}"
+    return uuid.uuid5(CARD_NAMESPACE, f"{name}|{proposal.careplan or ''}")
 
 
-def _relinked(value: Any, refs: Mapping[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: refs.get(v, v) if k == "reference" and isinstance(v, str) else _relinked(v, refs)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_relinked(item, refs) for item in value]
-    return value
+def suggestion_uuid(card_id: uuid.UUID, proposal: Proposal) -> uuid.UUID:
+    return uuid.uuid5(card_id, f"suggestion/{proposal.kind}")
+
+
+def _stored_line(proposal: Proposal) -> str:
+    """What the card says of the stored plan (references and status codes: no PHI)."""
+    ref = _md(proposal.careplan or "")
+    reason = _md(proposal.reason or "")
+    text = {
+        "create": "",
+        "update": f"**Stored draft:** {ref} differs from this assessment; the suggestion updates "
+        "it, its goals and referrals in place.",
+        "current": f"**Stored draft:** {ref} is up to date; review and approve it in fhir-tailor.",
+        "clinician": f"**Stored plan:** {ref} is a clinician's now ({reason}); fhir-tailor "
+        "suggests no change to it. Compare it with this assessment in fhir-tailor.",
+        "conflict": f"**Stored plans:** {reason}; fhir-tailor suggests nothing until one is left.",
+        "unchecked": f"**Not checked:** {reason} could not be read (no prefetch, no fhirServer); "
+        "fhir-tailor suggests nothing. Review the plan in fhir-tailor.",
+    }[proposal.kind]
+    return f"\n\n{text}" if text else ""
 
 
 # -- the service -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class CdsSettings:
+    """How the CDS Hooks service trusts its callers and what it keeps.
+
+    ``clients`` are the CDS clients whose JWT is accepted; none and
+    ``insecure_no_client_auth`` unset means every call is refused (discovery stays open).
+    ``insecure_no_client_auth`` answers anyone, for local development only. ``cors_origins``
+    (default any) are the browser origins allowed to call. ``feedback_file``, when set, gets one
+    JSON line per feedback item.
+    """
+
+    clients: tuple[TrustedClient, ...] = ()
+    insecure_no_client_auth: bool = False
+    cors_origins: tuple[str, ...] = ANY_ORIGIN
+    feedback_file: Path | None = None
+
+    def auth(self) -> ClientAuth:
+        """The verifier (reads JWK Set files now: a bad one is a :class:`ConfigError`)."""
+        if self.insecure_no_client_auth:
+            return ClientAuth.insecure_no_client_auth()
+        return ClientAuth(self.clients)
+
+    def feedback_log(self) -> FeedbackLog:
+        return FeedbackLog(self.feedback_file)
+
+
+@dataclass(frozen=True, slots=True)
 class CarePlanService:
-    """The ``patient-view`` service: reads the record, assesses it, renders the card."""
+    """The ``patient-view`` service: reads the record, assesses it, looks up what is stored,
+    renders the card."""
 
     definitions: Definitions
     launch_url: str
     today: Callable[[], date] = date.today
     fhir_servers: frozenset[str] | None = None
+    feedback: FeedbackLog = field(default_factory=FeedbackLog)
 
     def descriptor(self) -> dict[str, Any]:
         return {
@@ -500,11 +527,12 @@ class CarePlanService:
                 "Profiles the patient in four dimensions (medical, cognitive and behavioral, "
                 "social, functional) and proposes a draft personalized CarePlan with its goals."
             ),
-            "prefetch": PREFETCH,
+            "prefetch": PREFETCH | plan_prefetch(self.definitions),
             "usageRequirements": (
                 "Without prefetch, needs fhirServer and a token that reads Patient, Condition "
                 "and Observation (and QuestionnaireResponse, Encounter, MedicationRequest, "
-                "ServiceRequest)."
+                "ServiceRequest, and CarePlan, Goal and Task to find the plan already stored). "
+                "Calls carry the client's signed JWT (CDS Hooks 2.0, Trusting CDS Clients)."
             ),
         }
 
@@ -512,10 +540,32 @@ class CarePlanService:
         """The cards for one hook call; the assessment runs in a worker thread."""
         issues: list[ReadIssue] = []
         record = await self.record(call, issues.append)
-        return await run_in_threadpool(self.assessed, record, len(issues))
+        assessed = await run_in_threadpool(self.assessed, record, len(issues))
+        if assessed is None:
+            return []
+        profile, plan, resources = assessed
+        proposal = propose(resources, await self.stored(call, plan, resources))
+        card_id = card_uuid(call.hookInstance, plan, proposal)
+        card = CarePlanCards(self.definitions, self.launch_url).card(
+            profile, plan, proposal, card_id
+        )
+        suggestions = tuple(s["uuid"] for s in card.get("suggestions", ()))
+        self.feedback.issued.add(str(card_id), IssuedCard(proposal.kind, suggestions))
+        log.info(
+            "%s: %s: card %s (%s%s)",
+            SERVICE_ID,
+            plan.patient,
+            card_id,
+            proposal.kind,
+            f" {proposal.careplan}" if proposal.careplan else "",
+            extra={"patient": plan.patient, "card": str(card_id), "card_kind": proposal.kind},
+        )
+        return [card]
 
-    def assessed(self, record: PatientRecord, read_issues: int) -> list[dict[str, Any]]:
-        """The card for a record: one if a plan applies, none otherwise."""
+    def assessed(
+        self, record: PatientRecord, read_issues: int
+    ) -> tuple[Profile, Plan, PlanResources] | None:
+        """The assessment of a record and its plan's resources; ``None`` when no plan applies."""
         profile, _, plan = assess(record, self.definitions, self.today())
         patient = f"Patient/{record.patient_id}"
         log.info(
@@ -527,9 +577,8 @@ class CarePlanService:
             extra={"patient": patient, "read_issues": read_issues},
         )
         if plan is None:
-            return []
-        cards = CarePlanCards(self.definitions, self.launch_url)
-        return [cards.card(profile, plan, to_fhir(plan, datetime.now(UTC)))]
+            return None
+        return profile, plan, to_fhir(plan, datetime.now(UTC))
 
     async def record(
         self, call: HookRequest, on_issue: Callable[[ReadIssue], None]
@@ -537,14 +586,10 @@ class CarePlanService:
         """The patient's record from the prefetch, completed from ``fhirServer`` if need be."""
         pid = call.context.patientId
         items, missing = prefetched(call.prefetch or {}, on_issue)
-        if missing and call.fhirServer is not None:
-            server = call.fhirServer.rstrip("/")
-            if self.fhir_servers is not None and server not in self.fhir_servers:
-                raise HookError(400, "field fhirServer: not a server this service may contact")
-            auth = call.fhirAuthorization
-            token = auth.access_token.get_secret_value() if auth else None
+        server = self.server(call) if missing else None
+        if server is not None:
             try:
-                items += await fetched(server, token, pid, missing, on_issue)
+                items += await fetched(*server, pid, missing, on_issue)
             except ValueError as exc:
                 raise HookError(400, f"field fhirServer: {exc}") from None
             except FhirTailorError as exc:
@@ -558,21 +603,74 @@ class CarePlanService:
             raise HookError(412, f"no usable Patient/{pid} in the prefetch or fhirServer data")
         return record
 
+    async def stored(self, call: HookRequest, plan: Plan, resources: PlanResources) -> Stored:
+        """What the client's server holds of the plan: the prefetch, then ``fhirServer``."""
+        stored = from_prefetch(call.prefetch or {}, resources)
+        server = None if stored.complete else self.server(call)
+        if server is None:
+            return stored
+        url, token = server
+        auth = BearerTokenAuth(token) if token else None
+        async with AsyncFhirClient(
+            url, auth=auth, timeout=FETCH_TIMEOUT, retry=FETCH_RETRY
+        ) as client:
+            return await completed(client, plan.patient, resources, stored)
+
+    def server(self, call: HookRequest) -> tuple[str, str | None] | None:
+        """``fhirServer`` and the token for it, if the call names a server this service may
+        contact; a :class:`HookError` if it names another."""
+        if call.fhirServer is None:
+            return None
+        server = call.fhirServer.rstrip("/")
+        if self.fhir_servers is not None and server not in self.fhir_servers:
+            raise HookError(400, "field fhirServer: not a server this service may contact")
+        auth = call.fhirAuthorization
+        return server, auth.access_token.get_secret_value() if auth else None
+
 
 def cds_routes(
     definitions: Definitions,
     *,
-    launch_url: str,
+    public_url: str,
+    auth: ClientAuth,
+    feedback: FeedbackLog | None = None,
     today: Callable[[], date] = date.today,
     fhir_servers: Collection[str] | None = None,
 ) -> list[BaseRoute]:
-    """The discovery endpoint and the ``patient-view`` service, to mount in a Starlette app.
+    """Discovery, the ``patient-view`` service and its feedback endpoint, to mount in a
+    Starlette app (with :func:`fhir_tailor.web.cds_cors.cds_cors` for browser clients).
 
-    ``launch_url`` is the SMART app's launch URL, which cards link to. ``fhir_servers``, when
-    given, lists the only ``fhirServer`` base URLs the service will call with a client's token.
+    ``public_url`` is where clients reach the app: the JWT audience is the endpoint's URL under
+    it, and cards link to the SMART app's ``{public_url}/launch``. ``auth`` checks each call's
+    client; ``feedback`` records feedback (a fresh in-memory log by default). ``fhir_servers``,
+    when given, lists the only ``fhirServer`` base URLs the service will call with a client's
+    token.
     """
+    base = public_url.rstrip("/")
+    service_url = f"{base}/cds-services/{SERVICE_ID}"
     allowed = None if fhir_servers is None else frozenset(s.rstrip("/") for s in fhir_servers)
-    service = CarePlanService(definitions, launch_url, today, allowed)
+    kept = feedback if feedback is not None else FeedbackLog()
+    service = CarePlanService(definitions, f"{base}/launch", today, allowed, kept)
+
+    async def client_of(request: Request, *audiences: str) -> str | None:
+        """The calling client's ``iss``, ``None`` without client authentication; a 401
+        :class:`HookError` for a client not trusted (the reason is logged, never answered)."""
+        if auth.insecure:
+            return None
+        try:
+            client = await auth.verify(request.headers, audiences)
+        except ClientAuthError as exc:
+            log.warning("%s: call refused: %s", SERVICE_ID, exc)
+            raise HookError(401, "the CDS client is not authenticated") from None
+        log.debug(
+            "%s: client %s (kid %s, jti %s, tenant %s)",
+            SERVICE_ID,
+            client.iss,
+            client.kid,
+            client.jti,
+            client.tenant,
+        )
+        return client.iss
 
     async def discovery(request: Request) -> JSONResponse:
         return JSONResponse({"services": [service.descriptor()]})
@@ -581,23 +679,47 @@ def cds_routes(
         if request.path_params["service_id"] != SERVICE_ID:
             return _error(404, f"no CDS service {request.path_params['service_id'][:64]!r}")
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the request body is not JSON")
-        except RecursionError:  # Python's JSON reader, past about 1,000 levels
-            return _error(400, "the request body is JSON nested too deeply")
-        try:
-            cards = await service.cards(parse_request(body))
+            await client_of(request, service_url)
+            cards = await service.cards(parse_request(await _json(request)))
         except HookError as exc:
             log.warning("%s: %d: %s", SERVICE_ID, exc.status, exc.message)
             return _error(exc.status, exc.message)
         return JSONResponse({"cards": cards})
 
+    async def feedback_call(request: Request) -> JSONResponse:
+        if request.path_params["service_id"] != SERVICE_ID:
+            return _error(404, f"no CDS service {request.path_params['service_id'][:64]!r}")
+        try:
+            # The audience is the endpoint called; the service's own URL is accepted too, for
+            # clients that sign feedback for the service it is about.
+            client = await client_of(request, f"{service_url}/feedback", service_url)
+            items = parse_feedback(await _json(request))
+        except HookError as exc:
+            log.warning("%s feedback: %d: %s", SERVICE_ID, exc.status, exc.message)
+            return _error(exc.status, exc.message)
+        except FeedbackError as exc:
+            log.warning("%s feedback: 400: %s", SERVICE_ID, exc)
+            return _error(400, str(exc))
+        await run_in_threadpool(kept.record, kept.records(SERVICE_ID, items, client))
+        return JSONResponse({"recorded": len(items)})
+
     return [
         Route("/cds-services", discovery, methods=["GET"]),
         Route("/cds-services/{service_id}", call, methods=["POST"]),
+        Route("/cds-services/{service_id}/feedback", feedback_call, methods=["POST"]),
     ]
 
 
+async def _json(request: Request) -> object:
+    """The request's JSON body; a 400 :class:`HookError` when it is none."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise HookError(400, "the request body is not JSON") from None
+    except RecursionError:  # Python's JSON reader, past about 1,000 levels
+        raise HookError(400, "the request body is JSON nested too deeply") from None
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = WWW_AUTHENTICATE if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
