@@ -8,7 +8,9 @@ only: no patient name, id or date can reach it.
 The HTML fetches nothing: plots are inline SVG drawn here by matplotlib with text as paths,
 styles are inline, there is no script, and a Content-Security-Policy forbids any load. It can
 be mailed, archived and opened offline. Each plot has a title for screen readers and is
-followed by a table of the same numbers.
+followed by a table of the same numbers, in the same order: largest first. Labels are wrapped,
+never cut, and every share of patients is drawn on one scale, 0 to 100%, so bars of different
+plots (one per dimension) compare at a glance.
 
 matplotlib is an optional extra (``fhir-tailor[report]``): it is only imported to draw.
 """
@@ -19,6 +21,7 @@ import html
 import importlib.util
 import io
 import re
+import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date
@@ -34,8 +37,9 @@ NEED_LEVELS: tuple[str, ...] = get_args(NeedLevel)
 #: Colours by need level: grey for no need, then light to dark (readable in greyscale too).
 LEVEL_COLOURS = {"none": "#c8c8c8", "low": "#fdcc8a", "moderate": "#f0703c", "high": "#a8190f"}
 BAR_COLOUR = "#2f6a9e"
-#: Plot labels longer than this are shortened (the table under the plot has them in full).
-LABEL_WIDTH = 56
+#: Plot labels are wrapped at this many characters a line (never shortened): the label area
+#: then grows with the longest label's lines rather than squeezing the bars out.
+LABEL_WRAP = 44
 
 
 class PlottingUnavailable(FhirTailorError):
@@ -249,7 +253,8 @@ class _Page:
         return f"{count} ({_percent(count, self.patients)})"
 
     def counts(self, title: str, rows: list[dict[str, Any]], head: str, label: str) -> None:
-        """A bar per row (patients), then the table of patients and shares."""
+        """A bar per row (patients), largest first, then the table of patients and shares."""
+        rows = sorted(rows, key=lambda row: -int(row["patients"]))  # stable: ties as defined
         labels = [row[label] for row in rows]
         values = [row["patients"] for row in rows]
         self.plot(title, labels, [("Patients", values, BAR_COLOUR)], "Patients")
@@ -271,7 +276,11 @@ class _Page:
         extra: tuple[str, list[int]],
         order: Sequence[str] = NEED_LEVELS,
     ) -> None:
-        """Stacked bars of the share of patients at each level, then the counts and shares."""
+        """Stacked bars of the share of patients at each level, then the counts and shares;
+        rows in descending order of ``extra`` (patients with a finding), ties as defined."""
+        extra_head, extra_values = extra
+        ranked = sorted(zip(rows, extra_values, strict=True), key=lambda pair: -pair[1])
+        rows, extra_values = [row for row, _ in ranked], [count for _, count in ranked]
         labels = [label for label, _ in rows]
         series = [
             (
@@ -282,7 +291,6 @@ class _Page:
             for level in order
         ]
         self.plot(title, labels, series, "Share of patients (%)", percent=True)
-        extra_head, extra_values = extra
         self.table(
             title,
             [head, extra_head, *(f"Need {level}" for level in order)],
@@ -307,22 +315,27 @@ class _Page:
             self.add("<p>No patient received a plan.</p>")
             return
         names = {m["id"]: m["title"] for m in modules} | {v["id"]: v["label"] for v in variants}
-        labels = [f"Plan {rank}" for rank in range(1, len(largest) + 1)]
+        # largest first already; named by their modules, with how many variants adapt them
+        # (groups with the same modules differ by their variants, which the table lists)
+        modules_of = ["; ".join(names.get(m, m) for m in group["modules"]) for group in largest]
+        labels = [
+            f"{text} ({_count(len(group['variants']), 'variant')})" if group["variants"] else text
+            for text, group in zip(modules_of, largest, strict=True)
+        ]
         self.plot(
             title, labels, [("Patients", [g["patients"] for g in largest], BAR_COLOUR)], "Patients"
         )
         self.table(
             title,
-            ["Plan", "Patients", "Share", "Modules", "Variants"],
+            ["Modules", "Patients", "Share", "Variants"],
             [
                 [
-                    label,
+                    text,
                     str(group["patients"]),
                     _percent(group["patients"], self.patients),
-                    "; ".join(names.get(m, m) for m in group["modules"]),
                     "; ".join(names.get(v, v) for v in group["variants"]) or "none",
                 ]
-                for label, group in zip(labels, largest, strict=True)
+                for text, group in zip(modules_of, largest, strict=True)
             ],
         )
 
@@ -361,6 +374,10 @@ def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _share(count: int, total: int) -> float:
     return count / total if total else 0.0
 
@@ -390,23 +407,29 @@ def _bar_chart(
     from matplotlib.ticker import MaxNLocator
 
     shown = [
-        label if len(label) <= LABEL_WIDTH else label[: LABEL_WIDTH - 1] + "…" for label in labels
+        textwrap.fill(label, LABEL_WRAP, break_long_words=False, break_on_hyphens=False)
+        for label in labels
     ]
+    lines = max((label.count("\n") + 1 for label in shown), default=1)
+    row = 0.14 + 0.14 * lines  # inches: a one-line label's row is 0.28, as tall as its bar needs
     with rc_context({"svg.fonttype": "path", "svg.hashsalt": "fhir-tailor", "font.size": 9}):
-        figure = Figure(figsize=(8, 0.8 + 0.28 * max(len(labels), 1)), layout="constrained")
+        # constrained layout widens the label area to the longest wrapped line
+        figure = Figure(figsize=(8, 0.8 + row * max(len(labels), 1)), layout="constrained")
         ax = figure.add_subplot()
         positions = range(len(labels))
         left = [0.0] * len(labels)
         for name, values, colour in series:
             bars = ax.barh(positions, values, left=left, color=colour, label=name, height=0.7)
-            if len(series) == 1:
-                ax.bar_label(bars, padding=3, fontsize=8)
             left = [a + b for a, b in zip(left, values, strict=True)]
+        if len(series) == 1 or (percent and any(round(total) != 100 for total in left)):
+            # the count, or a stack's total share (not when every stack is the whole 100%)
+            text = [f"{t:.1f}%" if percent else f"{t:g}" for t in left]
+            ax.bar_label(bars, text, padding=3, fontsize=8)
         ax.set_yticks(list(positions), shown)
         ax.invert_yaxis()
         ax.set_xlabel(axis)
-        if percent:  # whole dimensions fill the axis; rare features get room to be seen
-            ax.set_xlim(0, min(100.0, max([*left, 5.0]) * 1.12))
+        if percent:  # one scale for every share, so plots compare across dimensions
+            ax.set_xlim(0, 100)
         else:
             ax.set_xlim(0, max([*left, 1.0]) * 1.12)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

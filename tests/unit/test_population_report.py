@@ -4,6 +4,7 @@ a self-contained and accessible HTML page, the JSON shape, and the ``report`` co
 from __future__ import annotations
 
 import dataclasses
+import html
 import importlib.util
 import json
 import re
@@ -103,6 +104,33 @@ class Tree(HTMLParser):
             self._caption += text
         elif self._cell is not None:
             self._cell.append(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plot:
+    """What an inline SVG plot shows: its title and its text elements (tick and axis labels,
+    legend, bar values), each as its lines joined by a space, with where its first line
+    starts (x, in the SVG's units; left of 0 is cut off)."""
+
+    title: str
+    texts: list[tuple[str, float]]
+
+
+def plots(page: str) -> list[Plot]:
+    """The page's plots. matplotlib draws text as paths but writes each line of it in a
+    comment just before the line's glyphs, in a group of its own per text element."""
+    found = []
+    for figure in re.findall(r"<figure>(.*?)</figure>", page, flags=re.DOTALL):
+        title = re.search(r"<title[^>]*>(.*?)</title>", figure, flags=re.DOTALL)
+        assert title is not None
+        texts = []
+        for group in re.split(r'<g id="[^"]*text_\d+">', figure)[1:]:
+            lines = re.findall(r'<!-- (.*?) -->\s*<g transform="translate\(([-\d.e]+) ', group)
+            if lines:
+                text = " ".join(html.unescape(line) for line, _ in lines)
+                texts.append((text, min(float(x) for _, x in lines)))
+        found.append(Plot(html.unescape(title.group(1)), texts))
+    return found
 
 
 def count_of(cell: str) -> int:
@@ -210,40 +238,99 @@ def test_json_has_the_documented_keys(data: dict[str, Any], definitions: Definit
 # -- the HTML page ---------------------------------------------------------------------------
 
 
+def largest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The order of the page's plots and tables: most patients first, ties as defined."""
+    return sorted(rows, key=lambda row: -row["patients"])
+
+
 def test_html_tables_carry_the_same_numbers_as_the_json(page: str, data: dict[str, Any]) -> None:
     tables = Tree(page).tables
     segments = tables["Patients per segment"]
     assert [(row[0], int(row[1])) for row in segments] == [
-        (s["label"], s["patients"]) for s in data["segments"]
+        (s["label"], s["patients"]) for s in largest_first(data["segments"])
     ]
     needs = tables["Need level per dimension (share of patients)"]
-    for row, dimension in zip(needs, data["dimensions"], strict=True):
+    for row, dimension in zip(needs, largest_first(data["dimensions"]), strict=True):
         assert row[0] == dimension["label"]
         assert count_of(row[1]) == dimension["patients"]
         assert [count_of(cell) for cell in row[2:]] == list(dimension["needs"].values())
     for dimension in data["dimensions"]:
         rows = tables[f"{dimension['label']}: patients with a current finding, by need level"]
-        features = [f for f in data["features"] if f["dimension"] == dimension["id"]]
+        features = largest_first([f for f in data["features"] if f["dimension"] == dimension["id"]])
         assert [(row[0], count_of(row[1])) for row in rows] == [
             (f["label"], f["patients"]) for f in features
         ]
         assert [count_of(cell) for row in rows for cell in row[2:]] == [
             f["levels"][level] for f in features for level in ("low", "moderate", "high", "none")
         ]
-    assert [int(row[1]) for row in tables["Patients per data gap"]] == [
-        g["patients"] for g in data["data_gaps"]
-    ]
-    assert [int(row[1]) for row in tables["Largest groups of patients sharing one plan"]] == [
-        g["patients"] for g in data["plans"]["largest"]
-    ]
-    assert [int(row[1]) for row in tables["Patients per care module"]] == [
-        m["patients"] for m in data["modules"]
-    ]
-    assert [int(row[1]) for row in tables["Patients per variant"]] == [
-        v["patients"] for v in data["variants"]
-    ]
+    for caption, rows in (
+        ("Patients per data gap", data["data_gaps"]),
+        ("Largest groups of patients sharing one plan", data["plans"]["largest"]),
+        ("Patients per care module", data["modules"]),
+        ("Patients per variant", data["variants"]),
+    ):
+        assert [int(row[1]) for row in tables[caption]] == [
+            r["patients"] for r in largest_first(rows)
+        ]
     assert f"{data['catalog']['id']} {data['catalog']['version']}" in page
     assert data["as_of"] in page
+
+
+def test_plot_labels_are_whole_and_start_inside_the_plot(page: str, data: dict[str, Any]) -> None:
+    shown = [text for plot in plots(page) for text, _ in plot.texts]
+    labels = [
+        *(
+            row["label"]
+            for key in ("segments", "dimensions", "features", "data_gaps", "variants")
+            for row in data[key]
+        ),
+        *(module["title"] for module in data["modules"]),
+    ]
+    assert any(len(label) > 60 for label in labels), "a label long enough to need wrapping"
+    assert [label for label in labels if label not in shown] == []
+    assert "…" not in page
+    assert min(x for plot in plots(page) for _, x in plot.texts) >= 0
+
+
+def test_plan_groups_are_named_by_their_modules(page: str, data: dict[str, Any]) -> None:
+    titles = {m["id"]: m["title"] for m in data["modules"]}
+    largest = data["plans"]["largest"]
+    assert largest and any(group["variants"] for group in largest)
+    named = ["; ".join(titles[m] for m in group["modules"]) for group in largest]
+    counted = [
+        f" ({len(g['variants'])} variant{'s' if len(g['variants']) > 1 else ''})"
+        if g["variants"]
+        else ""
+        for g in largest
+    ]
+    title = "Largest groups of patients sharing one plan"
+    (plot,) = [plot for plot in plots(page) if plot.title == title]
+    expected = [name + suffix for name, suffix in zip(named, counted, strict=True)]
+    assert [text for text, _ in plot.texts if text in expected] == expected
+    assert not any(text.startswith("Plan ") for text, _ in plot.texts)
+    assert [row[0] for row in Tree(page).tables[title]] == named
+
+
+def test_bars_are_largest_first_in_plot_and_table(page: str, data: dict[str, Any]) -> None:
+    defined = [s["patients"] for s in data["segments"]]
+    assert defined != sorted(defined, reverse=True), "the definitions' order is not the sizes'"
+    tables = Tree(page).tables
+    for plot in plots(page):
+        rows = tables[plot.title]
+        counts = [count_of(row[1]) for row in rows]
+        assert counts == sorted(counts, reverse=True), plot.title
+        headers = [row[0] for row in rows]
+        names = [text for text, _ in plot.texts if text in headers]
+        if plot.title != "Largest groups of patients sharing one plan":  # named with variants
+            assert names == headers, plot.title
+
+
+def test_every_share_is_drawn_on_one_scale_from_0_to_100(page: str) -> None:
+    shares = [p for p in plots(page) if "Share of patients (%)" in (t for t, _ in p.texts)]
+    assert len(shares) == 1 + len(DIMENSIONS)  # needs by dimension, then features per dimension
+    for plot in shares:
+        ticks = [text for text, _ in plot.texts if text.isdigit()]
+        assert ticks == ["0", "20", "40", "60", "80", "100"], plot.title
 
 
 def test_html_is_self_contained_and_has_a_titled_svg_then_a_table_per_plot(page: str) -> None:
