@@ -537,3 +537,94 @@ def test_feedback_needs_a_trusted_client_and_a_known_service(
     assert secured.post(other, json=body, headers=bearer(token(ehr_key))).status_code == 404
     # Signed for the service itself rather than its feedback endpoint: accepted too.
     assert secured.post(FEEDBACK, json=body, headers=bearer(token(ehr_key))).status_code == 200
+
+
+# -- fhir-tailor serve's CDS options ---------------------------------------------------------
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The apps ``uvicorn.run`` would have served (nothing listens)."""
+    import uvicorn
+
+    apps: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: apps.append(app))
+    return apps
+
+
+def serve(*options: str) -> Any:
+    from click.testing import CliRunner
+
+    from fhir_tailor.cli import main
+
+    args = ["--as-of", AS_OF.isoformat(), "serve", "--client-id", "app"]
+    return CliRunner().invoke(main, [*args, "--fhir-server", "https://ehr.example/fhir", *options])
+
+
+def test_serve_answers_the_cds_clients_it_is_given_and_refuses_others(
+    served: list[Any], ehr_key: ec.EllipticCurvePrivateKey, tmp_path: Path
+) -> None:
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps({"keys": [jwk_of(ehr_key, KID)]}))
+    feedback = tmp_path / "feedback.jsonl"
+    result = serve("--cds-client", f"{ISS}={keys}", "--cds-feedback-file", str(feedback))
+    assert result.exit_code == 0, result.stderr
+    assert "WARNING" not in result.stderr and "refused" not in result.stderr
+    base = "http://127.0.0.1:8000"
+    client = TestClient(served[0], base_url=base)
+    aud = f"{base}{SERVICE}"
+    refused(client.post(SERVICE, json=call_body()))
+    answered = client.post(SERVICE, json=call_body(), headers=bearer(token(ehr_key, aud=aud)))
+    assert answered.status_code == 200
+    (card,) = answered.json()["cards"]
+    body = {"feedback": [feedback_item(card["uuid"], "overridden")]}
+    sent = bearer(token(ehr_key, aud=f"{aud}/feedback"))
+    assert client.post(FEEDBACK, json=body, headers=sent).status_code == 200
+    assert json.loads(feedback.read_text())["card"] == card["uuid"]
+
+
+def test_serve_says_loudly_when_cds_calls_go_unauthenticated(served: list[Any]) -> None:
+    result = serve("--cds-insecure-no-client-auth")
+    assert result.exit_code == 0, result.stderr
+    assert "WARNING: --cds-insecure-no-client-auth" in result.stderr
+    client = TestClient(served[0], base_url="http://127.0.0.1:8000")
+    assert client.post(SERVICE, json=call_body()).status_code == 200
+
+
+def test_serve_without_cds_clients_refuses_cds_calls_and_says_so(served: list[Any]) -> None:
+    result = serve()
+    assert result.exit_code == 0, result.stderr
+    assert "every CDS call is refused" in result.stderr
+    refused(TestClient(served[0]).post(SERVICE, json=call_body()))
+
+
+def test_serve_limits_cors_to_the_origins_given(served: list[Any]) -> None:
+    result = serve("--cds-insecure-no-client-auth", "--cds-cors-origin", EHR_ORIGIN)
+    assert result.exit_code == 0, result.stderr
+    client = TestClient(served[0])
+    preflight = {"Access-Control-Request-Method": "POST"}
+    assert client.options(SERVICE, headers={"Origin": EHR_ORIGIN} | preflight).status_code == 200
+    other = client.options(SERVICE, headers={"Origin": "https://evil.example"} | preflight)
+    assert other.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--cds-client", "no-separator"], "expected ISS=JWKS_URL_OR_FILE"),
+        (["--cds-cors-origin", "ftp://ehr.example"], "must be an https URL"),
+        (
+            ["--cds-insecure-no-client-auth", "--cds-client", f"{ISS}=https://ehr.example/jwks"],
+            "give no --cds-client",
+        ),
+        (["--cds-client", f"{ISS}=/no/such/file.json"], "No such file"),
+    ],
+    ids=["no-separator", "bad-origin", "insecure-and-clients", "missing-jwks-file"],
+)
+def test_serve_refuses_bad_cds_options_naming_them(
+    served: list[Any], options: list[str], message: str
+) -> None:
+    result = serve(*options)
+    assert result.exit_code != 0 and not served
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from .exits import fail
 from .group import command, pass_settings
 from .options import requester_option
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..web.cds_hooks import CdsSettings
 
 
 @command()
@@ -72,6 +75,32 @@ from .settings import Settings
     show_default=True,
     help="SMART scope syntax: v1 (patient/*.read) or v2 (patient/*.rs).",
 )
+@click.option(
+    "--cds-client",
+    "cds_clients",
+    multiple=True,
+    metavar="ISS=JWKS",
+    envvar="FHIR_TAILOR_CDS_CLIENTS",
+    help="A CDS client the CDS Hooks service answers: its JWT iss and its JWK Set, an https "
+    "URL or a file (repeatable; the env var separates them with spaces). Without one, every "
+    "CDS call is refused.",
+)
+@click.option(
+    "--cds-insecure-no-client-auth",
+    is_flag=True,
+    help="Answer CDS calls without a client JWT: for local development only.",
+)
+@click.option(
+    "--cds-cors-origin",
+    multiple=True,
+    metavar="ORIGIN",
+    help="A browser origin allowed to call the CDS Hooks service (repeatable). Default: any.",
+)
+@click.option(
+    "--cds-feedback-file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Append each CDS card feedback (ids and outcomes) to this file as a JSON line.",
+)
 @requester_option
 @pass_settings
 def serve(
@@ -90,6 +119,10 @@ def serve(
     tls_key: Path | None,
     scope_syntax: Any,
     requester: str | None,
+    cds_clients: tuple[str, ...],
+    cds_insecure_no_client_auth: bool,
+    cds_cors_origin: tuple[str, ...],
+    cds_feedback_file: Path | None,
 ) -> None:
     """Serve the SMART on FHIR app: review a patient's plan, drop activities, approve it."""
     try:
@@ -119,6 +152,9 @@ def serve(
         requester=requester,
         allow_any_issuer=allow_any_iss,
         frame_ancestors=frozenset(frame_ancestor),
+        cds=_cds_settings(
+            cds_clients, cds_insecure_no_client_auth, cds_cors_origin, cds_feedback_file
+        ),
     )
     if allow_any_iss:
         notice("warning: --allow-any-iss: any FHIR server may launch this app")
@@ -136,6 +172,33 @@ def serve(
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
     )
+
+
+def _cds_settings(
+    clients: tuple[str, ...], insecure: bool, origins: tuple[str, ...], feedback: Path | None
+) -> CdsSettings:
+    """The CDS Hooks options, checked; whom the service answers said at start."""
+    from ..web.cds_auth import ConfigError as CdsConfigError
+    from ..web.cds_auth import TrustedClient
+    from ..web.cds_cors import ANY_ORIGIN
+    from ..web.cds_hooks import CdsSettings
+    from ..web.launch import LaunchError, origin
+
+    if insecure and clients:
+        raise click.UsageError("--cds-insecure-no-client-auth answers anyone: give no --cds-client")
+    try:
+        trusted = tuple(TrustedClient.parse(setting) for setting in clients)
+        allowed = tuple(o if o == "*" else origin(o, "CORS origin") for o in origins)
+    except (CdsConfigError, LaunchError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--cds-client/--cds-cors-origin") from None
+    if insecure:
+        notice(
+            "WARNING: --cds-insecure-no-client-auth: the CDS Hooks service answers ANY caller, "
+            "unauthenticated. For local development only; never where patient data is real."
+        )
+    elif not trusted:
+        notice("CDS Hooks: no --cds-client: every CDS call is refused (discovery answers)")
+    return CdsSettings(trusted, insecure, allowed or ANY_ORIGIN, feedback)
 
 
 def _check_tls(cert: Path | None, key: Path | None) -> None:
