@@ -46,8 +46,10 @@ from fhir_tailor.errors import (
     InvalidResponseError,
     PagingLoopError,
     ResponseTooLargeError,
+    UnconfirmedWriteError,
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
+    parse_outcome_issues,
 )
 from fhir_tailor.fhirdata import load_json
 from fhir_tailor.retry import RetryBudget, RetryPolicy, describe_failure, parse_retry_after
@@ -243,14 +245,27 @@ class AsyncFhirClient:
         """``POST [base]`` a transaction Bundle; returns the transaction-response Bundle.
 
         The server applies all entries or none, which is what keeps a write-back consistent.
+        A 2xx answer that is not a transaction-response (cut short, an OperationOutcome)
+        raises UnconfirmedWriteError: the server may have applied the transaction all the same.
         """
         if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
             raise ValueError("transaction() needs a Bundle of type 'transaction'")
         response = await self._request("POST", self.base_url, body=bundle)
-        result = _resource_body(response, "Bundle")
-        if result.get("type") != "transaction-response":
-            raise InvalidResponseError(
-                "POST", response.request.url.path, "the Bundle is not a transaction-response"
+        path, status = response.request.url.path, response.status_code
+        try:
+            result = _resource_body(response)
+        except InvalidResponseError as exc:
+            raise UnconfirmedWriteError("POST", path, f"HTTP {status}, {exc.problem}") from None
+        if result.get("resourceType") == "OperationOutcome":
+            codes = "; ".join(f"{i.severity} {i.code}" for i in parse_outcome_issues(result))
+            raise UnconfirmedWriteError(
+                "POST", path, f"HTTP {status} with an OperationOutcome ({codes or 'no issues'})"
+            )
+        if result.get("resourceType") != "Bundle" or result.get("type") != "transaction-response":
+            found = result.get("type") if result.get("resourceType") == "Bundle" else None
+            what = f"a {found!r} Bundle" if found else f"a {result.get('resourceType')!r}"
+            raise UnconfirmedWriteError(
+                "POST", path, f"HTTP {status} with {what}, not a transaction-response"
             )
         return result
 

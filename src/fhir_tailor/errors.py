@@ -173,6 +173,7 @@ class UnsafeToRetryError(FhirTailorError):
     def __init__(self, method: str, url_path: str, failure: str) -> None:
         self.method = method
         self.url_path = url_path
+        self.failure = failure
         super().__init__(
             f"{method} {url_path} failed with {failure} and was not retried: the server may "
             "already have applied it, so check before repeating it"
@@ -257,4 +258,18 @@ class InvalidResponseError(FhirTailorError):
     def __init__(self, method: str, url_path: str, problem: str) -> None:
         self.method = method
         self.url_path = url_path
+        self.problem = problem
         super().__init__(f"unexpected response to {method} {url_path}: {problem}")
+
+
+class UnconfirmedWriteError(InvalidResponseError):
+    """A write answered 2xx, so the server may well have applied it, with a body that does not
+    confirm it (cut short, unreadable, an OperationOutcome instead of the result).
+
+    Told apart from other invalid responses so the message says what a connection reset's
+    does: the write may have taken effect. ``failure`` is what the answer was, in a few words.
+    """
+
+    def __init__(self, method: str, url_path: str, failure: str) -> None:
+        self.failure = failure
+        super().__init__(method, url_path, f"{failure}; the server may have applied it")

@@ -30,6 +30,7 @@ from fhir_tailor.errors import (
     ResourceNotFoundError,
     ResponseTooLargeError,
     RetryBudgetExceededError,
+    UnconfirmedWriteError,
     UnsafeToRetryError,
     UnsupportedFhirVersionError,
 )
@@ -763,6 +764,28 @@ def test_transaction_posts_the_bundle_to_the_base(client: FhirClient, router: re
     request = route.calls.last.request
     assert json.loads(request.content) == request_bundle
     assert request.headers["Content-Type"] == FHIR_JSON
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (httpx.Response(200, content=b'{"resourceType": "Bundle", "ty'), "not a JSON object"),
+        (httpx.Response(200, json=outcome("informational", "Jane Doe", [])), "error informational"),
+        (httpx.Response(200, json={"resourceType": "Bundle", "type": "batch-response"}), "batch"),
+    ],
+    ids=["truncated", "operation-outcome", "other-bundle"],
+)
+def test_a_transaction_answered_without_its_result_may_have_been_applied(
+    client: FhirClient, router: respx.Router, answer: httpx.Response, said: str
+) -> None:
+    route = router.post(url__eq=BASE).mock(return_value=answer)
+    with pytest.raises(UnconfirmedWriteError) as info:
+        client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": []})
+    message = str(info.value)
+    assert message.startswith("unexpected response to POST /fhir: HTTP 200")
+    assert said in message and message.endswith("the server may have applied it")
+    assert "Jane" not in message
+    assert route.call_count == 1
 
 
 def test_transaction_refuses_other_bundles(client: FhirClient, router: respx.Router) -> None:

@@ -14,6 +14,7 @@ from plans import food_plan
 
 from fhir_tailor.client import FhirClient
 from fhir_tailor.definitions import Definitions
+from fhir_tailor.errors import FhirTailorError
 from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.plan import Plan
 from fhir_tailor.resources import PlanResources, content_digest, to_fhir
@@ -126,6 +127,63 @@ def test_unchanged_plan_writes_nothing(definitions: Definitions, client: FhirCli
     post = respx.post(BASE)
     outcome = ServerSink(client).write(plan, resources)
     assert outcome.outcome == "unchanged" and not post.called
+
+
+APPLIED_ANSWERS = {
+    # the server applied the transaction, then its answer was cut short or not a Bundle
+    "truncated": httpx.Response(
+        200, content=b'{"resourceType": "Bundle", "type": "transaction-response", "entry": [{"re'
+    ),
+    "operation-outcome": httpx.Response(
+        200,
+        json={
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": "Created CarePlan for Jane Doe (1961-02-03)",
+                }
+            ],
+        },
+    ),
+    "reset": httpx.RemoteProtocolError("peer closed connection without sending complete body"),
+}
+
+
+@respx.mock
+@pytest.mark.parametrize("answer", list(APPLIED_ANSWERS))
+def test_a_transaction_without_a_readable_answer_may_have_been_applied_and_is_reconciled(
+    definitions: Definitions, client: FhirClient, answer: str
+) -> None:
+    """The patient fails with a message saying the server may have applied the plan; the next
+    run finds the CarePlan the server did store and has nothing to write."""
+    plan, resources = plan_and_resources(definitions)
+    careplan, goals = stored_with_goals(resources)
+    respx.get(f"{BASE}/metadata").mock(
+        return_value=httpx.Response(200, json=capability_statement("identifier"))
+    )
+    respx.get(f"{BASE}/CarePlan").mock(
+        side_effect=[
+            httpx.Response(200, json=searchset()),
+            httpx.Response(200, json=searchset(careplan)),
+        ]
+    )
+    for goal in goals:
+        respx.get(f"{BASE}/Goal/{goal['id']}").mock(return_value=httpx.Response(200, json=goal))
+    post = respx.post(BASE).mock(side_effect=[APPLIED_ANSWERS[answer]])
+
+    with pytest.raises(FhirTailorError) as info:
+        ServerSink(client).write(plan, resources)
+    message = str(info.value)
+    assert "the server may have applied the transaction" in message
+    assert "the next run finds what it wrote and reconciles" in message
+    assert "POST /fhir" in message
+    assert "Jane" not in message and "1961" not in message, "no server free text"
+
+    again = ServerSink(client).write(plan, resources)
+    assert again.outcome == "unchanged"
+    assert post.call_count == 1, "nothing written twice"
 
 
 @respx.mock

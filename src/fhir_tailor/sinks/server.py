@@ -35,6 +35,11 @@ withdrawn earlier is left as it is, and a CarePlan someone else changed is never
 
 With ``dry_run`` the same decision is made and shown, with a diff per resource, and nothing is
 written.
+
+A transaction whose answer is lost (the connection reset) or does not confirm it (a body cut
+short, an OperationOutcome) may have been applied: the patient is reported failed with a
+message saying so (:class:`UnconfirmedTransactionError`), which holds the run's state and
+watermark, and the next run finds what was written by its identifiers and reconciles it.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from typing import Any
 
 from ..client import AsyncFhirClient, FhirClient
 from ..conformance import CAREPLAN_CATEGORY
-from ..errors import FhirServerError
+from ..errors import FhirServerError, FhirTailorError, UnconfirmedWriteError, UnsafeToRetryError
 from ..fhirdata import Resource, reference_id
 from ..plan import Plan
 from ..report import PatientOutcome
@@ -78,6 +83,16 @@ OWNED_STATUS = {
 WITHDRAWN_STATUS = {"CarePlan": "revoked", "Goal": "cancelled", "ServiceRequest": "revoked"}
 #: What a CarePlan references that fhir-tailor wrote with it, and so checks and updates with it.
 PART_TYPES = ("Goal", "ServiceRequest")
+
+
+class UnconfirmedTransactionError(FhirTailorError):
+    """A plan's transaction that the server may have applied though nothing confirmed it."""
+
+    def __init__(self, failure: UnconfirmedWriteError | UnsafeToRetryError) -> None:
+        super().__init__(
+            f"{failure.method} {failure.url_path}: {failure.failure}; the server may have "
+            "applied the transaction, and the next run finds what it wrote and reconciles"
+        )
 
 
 @dataclass(slots=True)
@@ -128,7 +143,7 @@ class ServerSink:
         if self.dry_run:
             self._show_diffs(bundle, [current, *parts])
             return PatientOutcome(plan.patient, "would-update", careplan=ref)
-        await self.client.aio.transaction(bundle)
+        await self._transaction(bundle)
         return PatientOutcome(plan.patient, "updated", careplan=ref)
 
     def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
@@ -174,7 +189,7 @@ class ServerSink:
                 self.echo(f"# {patient}: recorded as deceased; would withdraw our draft plans")
                 self._show_diffs(bundle, read)
             else:
-                await self.client.aio.transaction(bundle)
+                await self._transaction(bundle)
         return outcome
 
     def close(self) -> None:
@@ -196,8 +211,15 @@ class ServerSink:
             )
             self.echo(json.dumps(bundle, indent=2))
             return PatientOutcome(plan.patient, "would-create")
-        response = await self.client.aio.transaction(bundle)
+        response = await self._transaction(bundle)
         return PatientOutcome(plan.patient, "created", careplan=_location(response))
+
+    async def _transaction(self, bundle: Resource) -> Resource:
+        """Send one of the plan's transactions; an unconfirmed one raises saying so."""
+        try:
+            return await self.client.aio.transaction(bundle)
+        except (UnconfirmedWriteError, UnsafeToRetryError) as exc:
+            raise UnconfirmedTransactionError(exc) from exc
 
     async def _with_tasks(
         self, bundle: Resource, plan: Plan, resources: PlanResources, careplan: Resource | None
@@ -235,7 +257,7 @@ class ServerSink:
             self.echo(f"# {plan.patient}: would create {len(missing)} urgent Tasks")
             self.echo(json.dumps(bundle, indent=2))
             return f"{detail}; would write {len(missing)} urgent Tasks"
-        await self.client.aio.transaction(bundle)
+        await self._transaction(bundle)
         return f"{detail}; wrote {len(missing)} urgent Tasks"
 
     def _show_diffs(self, bundle: Resource, current: list[Resource]) -> None:
