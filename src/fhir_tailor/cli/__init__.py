@@ -3,8 +3,8 @@ group, so each is read on its own.
 
 Exit codes (:mod:`.exits`): 0 every patient succeeded; 1 at least one patient failed (see the
 report); 2 usage error; 3 the run could not start (bad definitions, server unreachable or not
-R4); 4 the run stopped part-way (reading the patient list failed after some patients were done;
---state resumes it).
+R4); 4 the run stopped part-way (reading the patient list failed after some patients were done,
+or standard output was closed; --state resumes it).
 """
 
 from __future__ import annotations

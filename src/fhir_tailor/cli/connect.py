@@ -11,7 +11,7 @@ import httpx
 
 from ..auth import auth_from_settings
 from ..client import FhirClient
-from ..errors import FhirTailorError
+from ..errors import FhirServerError, FhirTailorError, InvalidResponseError
 from ..retry import RetryPolicy
 from ..smart import smart_auth_from_settings
 from ..terminology.expand import ExpansionCache, ServerExpander, default_cache_dir
@@ -33,8 +33,27 @@ def connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
     try:
         client.capabilities()
     except FhirTailorError as exc:
-        fail(f"cannot use server: {exc}")
+        fail(f"cannot use server: {_not_fhir(exc, client.base_url) or exc}")
     return client
+
+
+def _not_fhir(exc: FhirTailorError, base_url: str) -> str | None:
+    """What to say when ``base_url``/metadata answered, but not as a FHIR server does: a web
+    page, or a 4xx without an OperationOutcome. The usual cause is a URL that is not the FHIR
+    base (a site's home page, a path missing its ``/fhir``), so the message says to check it
+    instead of quoting the page's HTML. ``None`` for other failures, told as they are."""
+    if isinstance(exc, InvalidResponseError):
+        what = str(exc)
+    elif isinstance(exc, FhirServerError) and 400 <= exc.status < 500 and not exc.issues:
+        if exc.status in (401, 403, 407):  # credentials, not the URL
+            return None
+        what = f"HTTP {exc.status} from {exc.method} {exc.url_path}, which is not a FHIR answer"
+    else:
+        return None
+    return (
+        f"{what}; check that {base_url} is the server's FHIR base URL "
+        f"({base_url}/metadata answers with its CapabilityStatement)"
+    )
 
 
 def auth(

@@ -16,7 +16,8 @@ from ..logs import notice
 #: Some patients (sync) or definitions (catalog publish) failed; the rest were written.
 EXIT_PARTIAL_FAILURE = 1
 EXIT_CANNOT_START = 3
-#: The run stopped part-way (the patient list failed after some patients were done).
+#: The run stopped part-way: the patient list failed after some patients were done, or standard
+#: output was closed (``sync --out - | head``).
 EXIT_STOPPED = 4
 
 

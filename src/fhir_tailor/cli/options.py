@@ -7,18 +7,60 @@ What they produce is read by :mod:`.connect` (server and auth options) and :mod:
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from ..requester import RequesterError, parse_requester
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
 #: What SMART auth asks a terminology server for: reading value sets (SMART v1 syntax).
 TERMINOLOGY_SCOPE = "system/ValueSet.read"
+
+
+def base_url(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A server's base URL, refused here (exit 2, naming it) unless it is an http(s) URL with a
+    host and no query or fragment, as the client needs: ``127.0.0.1:8080/fhir`` has no scheme."""
+    if value is None:
+        return None
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s) URL: give the base URL with its scheme, "
+            "e.g. http://127.0.0.1:8080/fhir",
+            param=param,
+        )
+    if url.query or url.fragment:
+        raise click.BadParameter(f"{value!r}: a base URL has no query or fragment", param=param)
+    return value
+
+
+def creatable_file(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A file the command writes at its end (``--report``), checked before anything is done:
+    its folder is made if missing, and a folder in its place, or one that cannot be made or
+    written to, is refused (exit 2, naming it). Otherwise a whole run would be done, and its
+    plans written, only for the report to be lost."""
+    if value is None:
+        return None
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a folder; name a file in it", param=param)
+    folder = value.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot make the folder {folder}: {exc.strerror}"
+        raise click.BadParameter(message, param=param) from None
+    if not os.access(folder, os.W_OK) or (value.exists() and not os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write {value}: permission denied", param=param)
+    return value
 
 
 def apply(func: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
@@ -60,6 +102,7 @@ def auth_options(
         ),
         option(
             f"--{prefix}token-url",
+            callback=base_url,
             help="OAuth token endpoint. Default: from .well-known/smart-configuration.",
         ),
         option(
@@ -87,6 +130,7 @@ def terminology_options(
             option(
                 "--terminology",
                 envvar="FHIR_TAILOR_TERMINOLOGY",
+                callback=base_url,
                 help="FHIR terminology server (base URL) that expands value sets shipped without "
                 "an expansion (ValueSet/$expand). Default: none; such value sets are an error.",
             ),
@@ -108,11 +152,16 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return apply(
         func,
         [
-            click.option("--server", envvar="FHIR_TAILOR_SERVER", help="FHIR R4 base URL."),
+            click.option(
+                "--server",
+                envvar="FHIR_TAILOR_SERVER",
+                callback=base_url,
+                help="FHIR R4 base URL (http:// or https://).",
+            ),
             *auth_options("", "read all, write plans"),
             click.option(
                 "--timeout",
-                type=float,
+                type=click.FloatRange(min=0, min_open=True),
                 default=30.0,
                 envvar="FHIR_TAILOR_TIMEOUT",
                 show_default=True,
@@ -128,7 +177,7 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--retry-budget",
-                type=float,
+                type=click.FloatRange(min=0),
                 default=120.0,
                 envvar="FHIR_TAILOR_RETRY_BUDGET",
                 show_default=True,
@@ -207,7 +256,8 @@ report_option = click.option(
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the JSON run report here.",
+    callback=creatable_file,
+    help="Write the JSON run report here (its folder is made if missing).",
 )
 
 

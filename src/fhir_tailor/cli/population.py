@@ -18,7 +18,7 @@ from ..population_report import render_html, report_data, require_plotting
 from ..report import RunReport
 from .exits import fail
 from .group import command, pass_settings
-from .options import source_options
+from .options import creatable_file, source_options
 from .progress import start_progress
 from .settings import Settings
 from .sources import open_source
@@ -60,7 +60,9 @@ def _summarize_population(
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="Write the report to this file (HTML: required; JSON: default stdout).",
+    callback=creatable_file,
+    help="Write the report to this file (HTML: required; JSON: default stdout); its folder is "
+    "made if missing.",
 )
 @click.option(
     "--format",

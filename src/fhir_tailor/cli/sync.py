@@ -4,6 +4,7 @@ stdout, resumably with ``--state``."""
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..sinks import Sink
 from ..sinks.files import FolderSink, StdoutSink
 from ..sinks.server import ServerSink
 from ..state import RunState
-from .exits import fail
+from .exits import EXIT_STOPPED, fail
 from .finish import finish
 from .group import command, pass_settings
 from .options import (
@@ -33,6 +34,23 @@ from .options import (
 from .progress import start_progress
 from .settings import Settings
 from .sources import SourceChoice, open_bulk_source, open_source
+from .stdout import OutputClosed, echo
+
+
+def _out_folder(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--out``: '-', or a folder, made now if missing, so that a file in its place or a folder
+    that cannot be made stops the command before it reads anything (exit 2, naming it)."""
+    if value is None or str(value) == "-":
+        return value
+    if value.exists() and not value.is_dir():
+        raise click.BadParameter(
+            f"{value} is a file: --out names a folder ('-' for NDJSON on stdout)", param=param
+        )
+    try:
+        value.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot make {value}: {exc.strerror}", param=param) from None
+    return value
 
 
 @command()
@@ -41,6 +59,7 @@ from .sources import SourceChoice, open_bulk_source, open_source
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
+    callback=_out_folder,
     help="Write to this folder instead of the server ('-' for NDJSON on stdout).",
 )
 @click.option(
@@ -109,6 +128,12 @@ def sync(
             report.finish()
             report.retries = choice.client.retries if choice.client else 0
             finish(report, report_path, stopped=f"reading patients failed: {exc}")
+        except OutputClosed:  # '--out - | head': stop, as other commands in a pipe do, silently
+            progress.close()
+            report.finish()
+            if report_path is not None:
+                report.write(report_path)
+            sys.exit(EXIT_STOPPED)
         report.retries = choice.client.retries if choice.client else 0
         if isinstance(choice.source, BulkSource):
             report.bulk = choice.source.result.summary()
@@ -155,12 +180,12 @@ def _open_sink(
 ) -> Sink:
     sink: Sink
     if out is not None and str(out) == "-":
-        sink = StdoutSink(click.echo, "ndjson")
+        sink = StdoutSink(echo, "ndjson")
     elif out is not None:
         sink = FolderSink(out, "ndjson" if out_format == "ndjson" else "bundles")
     elif choice.client is not None:
-        sink = ServerSink(choice.client, dry_run=dry_run, echo=click.echo)
+        sink = ServerSink(choice.client, dry_run=dry_run, echo=echo)
     else:
-        sink = StdoutSink(click.echo, "summary")
+        sink = StdoutSink(echo, "summary")
     stack.callback(sink.close)
     return sink
