@@ -138,7 +138,7 @@ def test_tls_serves_https_and_the_cookie_follows(
     assert (call["ssl_certfile"], call["ssl_keyfile"]) == (str(cert), str(key))
     policy = TestClient(call["app"]).get("/").headers["content-security-policy"]
     assert "frame-ancestors https://portal.example.org" in policy
-    assert {"samesite=none", "secure", "httponly"} <= launch_cookie(
+    assert {"samesite=none", "secure", "partitioned", "httponly"} <= launch_cookie(
         call["app"], "https://127.0.0.1:8000"
     )
 
@@ -151,7 +151,7 @@ def test_behind_a_tls_proxy_the_public_url_decides_the_cookie(
     (call,) = served
     assert call["ssl_certfile"] is None
     attributes = launch_cookie(call["app"], "https://tailor.example.org")
-    assert {"samesite=none", "secure", "httponly"} <= attributes
+    assert {"samesite=none", "secure", "partitioned", "httponly"} <= attributes
     code, err = invoke("--fhir-server", EHR)
     assert code == 0, err
     attributes = launch_cookie(served[-1]["app"], "http://127.0.0.1:8000")

@@ -485,7 +485,7 @@ def test_over_https_the_cookie_survives_a_cross_site_iframe(
     client = make_client(definitions, store, public_url="https://app.test")
     response = client.get("/launch", params={"iss": ISS, "launch": "L-1"})
     attributes = {a.strip().lower() for a in response.headers["set-cookie"].split(";")}
-    assert {"httponly", "secure", "samesite=none", "path=/"} <= attributes
+    assert {"httponly", "secure", "samesite=none", "partitioned", "path=/"} <= attributes
 
 
 def test_pages_may_be_framed_only_by_the_trusted_ehrs(

@@ -8,9 +8,12 @@ memory, which fits one ``fhir-tailor serve`` process (a restart simply means lau
 EHRs launch apps in an iframe, and there the app is a third party: a browser keeps or sends a
 ``SameSite=Lax`` cookie only when the top-level page is of the app's own site, so the launch
 would lose its session between ``/launch`` and ``/callback``. Over HTTPS the cookie is therefore
-``SameSite=None; Secure`` (browsers accept ``None`` only with ``Secure``); what stops another site
-from using it is the CSRF token on every form and the app's ``frame-ancestors`` policy. Over
-plain HTTP (loopback only) it stays ``Lax``, the one way a non-secure cookie works at all.
+``SameSite=None; Secure`` (browsers accept ``None`` only with ``Secure``) and ``Partitioned``
+(CHIPS): browsers that block third-party cookies (Safari, Chrome's incognito windows, the
+headless Chromium of the tests) still keep a partitioned one, for this EHR's page only, which is
+all a launch in its iframe needs. What stops another site from using the cookie is the CSRF token
+on every form and the app's ``frame-ancestors`` policy. Over plain HTTP (loopback only) it stays
+``Lax``, the one way a non-secure cookie works at all.
 """
 
 from __future__ import annotations
@@ -100,14 +103,12 @@ class SessionStore:
 
 
 def set_session_cookie(response: Response, session: Session, *, https: bool) -> Response:
-    """``response`` setting the session cookie: ``HttpOnly`` always; over HTTPS ``Secure`` and
-    ``SameSite=None``, so that it survives a launch in the EHR's iframe; ``Lax`` otherwise."""
-    response.set_cookie(
-        COOKIE_NAME,
-        session.id,
-        httponly=True,
-        samesite="none" if https else "lax",
-        secure=https,
-        path="/",
+    """``response`` setting the session cookie: ``HttpOnly`` always; over HTTPS ``Secure``,
+    ``SameSite=None`` and ``Partitioned``, so that it survives a launch in the EHR's iframe;
+    ``SameSite=Lax`` otherwise."""
+    attributes = "SameSite=None; Secure; Partitioned" if https else "SameSite=Lax"
+    # Written out: Starlette sets Partitioned only on Python 3.14+, and the id is URL-safe.
+    response.headers.append(
+        "set-cookie", f"{COOKIE_NAME}={session.id}; HttpOnly; Path=/; {attributes}"
     )
     return response
