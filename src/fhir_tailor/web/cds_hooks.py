@@ -39,6 +39,7 @@ Nothing the service logs holds PHI or the token: patient ids and counts only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -72,7 +73,6 @@ from .cds_feedback import FeedbackError, FeedbackLog, IssuedCard, parse_feedback
 from .cds_suggestion import (
     SUGGESTING,
     Proposal,
-    Stored,
     completed,
     from_prefetch,
     plan_prefetch,
@@ -244,21 +244,19 @@ def _bundle_resources(
 
 
 async def fetched(
-    server: str,
-    token: str | None,
+    client: AsyncFhirClient,
     patient_id: str,
     keys: Collection[str],
     on_issue: Callable[[ReadIssue], None],
 ) -> list[Located]:
     """What the prefetch lacked, read from the client's FHIR server with its token, concurrently.
 
-    The token goes to ``server`` only: the client never follows a link off its origin. A failure
+    The token goes to the server only: the client never follows a link off its origin. A failure
     to read an indispensable type is raised; an optional type the server cannot search by
     patient, or fails to return, is reported and the patient profiled from the rest.
     """
-    auth = BearerTokenAuth(token) if token else None
 
-    async def read(client: AsyncFhirClient, key: str) -> list[Located]:
+    async def read(key: str) -> list[Located]:
         rtype, required = PREFETCH_TYPES[key]
         if rtype == "Patient":
             return [Located(await client.read("Patient", patient_id), "fhirServer Patient")]
@@ -279,12 +277,9 @@ async def fetched(
             if r.get("resourceType") == rtype
         ]
 
-    async with AsyncFhirClient(
-        server, auth=auth, timeout=FETCH_TIMEOUT, retry=FETCH_RETRY
-    ) as client:
-        if any(not PREFETCH_TYPES[key][1] for key in keys):
-            await client.capabilities()  # once, before the searches that consult it run at once
-        found = await asyncio.gather(*(read(client, key) for key in keys))
+    if any(not PREFETCH_TYPES[key][1] for key in keys):
+        await client.capabilities()  # once, before the searches that consult it run at once
+    found = await asyncio.gather(*(read(key) for key in keys))
     return [item for items in found for item in items]
 
 
@@ -537,14 +532,20 @@ class CarePlanService:
         }
 
     async def cards(self, call: HookRequest) -> list[dict[str, Any]]:
-        """The cards for one hook call; the assessment runs in a worker thread."""
-        issues: list[ReadIssue] = []
-        record = await self.record(call, issues.append)
-        assessed = await run_in_threadpool(self.assessed, record, len(issues))
-        if assessed is None:
-            return []
-        profile, plan, resources = assessed
-        proposal = propose(resources, await self.stored(call, plan, resources))
+        """The cards for one hook call; the assessment runs in a worker thread. One client of
+        ``fhirServer`` (when the call names one this service may contact) serves the call."""
+        async with contextlib.AsyncExitStack() as stack:
+            client = await self.client(call, stack)
+            issues: list[ReadIssue] = []
+            record = await self.record(call, client, issues.append)
+            assessed = await run_in_threadpool(self.assessed, record, len(issues))
+            if assessed is None:
+                return []
+            profile, plan, resources = assessed
+            stored = from_prefetch(call.prefetch or {}, resources)
+            if not stored.complete and client is not None:
+                stored = await completed(client, plan.patient, resources, stored)
+        proposal = propose(resources, stored)
         card_id = card_uuid(call.hookInstance, plan, proposal)
         card = CarePlanCards(self.definitions, self.launch_url).card(
             profile, plan, proposal, card_id
@@ -581,17 +582,19 @@ class CarePlanService:
         return profile, plan, to_fhir(plan, datetime.now(UTC))
 
     async def record(
-        self, call: HookRequest, on_issue: Callable[[ReadIssue], None]
+        self,
+        call: HookRequest,
+        client: AsyncFhirClient | None,
+        on_issue: Callable[[ReadIssue], None],
     ) -> PatientRecord:
         """The patient's record from the prefetch, completed from ``fhirServer`` if need be."""
         pid = call.context.patientId
         items, missing = prefetched(call.prefetch or {}, on_issue)
-        server = self.server(call) if missing else None
-        if server is not None:
+        if missing and call.fhirServer is not None:
+            if client is None:
+                raise HookError(400, "field fhirServer: not a server this service may contact")
             try:
-                items += await fetched(*server, pid, missing, on_issue)
-            except ValueError as exc:
-                raise HookError(400, f"field fhirServer: {exc}") from None
+                items += await fetched(client, pid, missing, on_issue)
             except FhirTailorError as exc:
                 raise HookError(502, f"reading from fhirServer failed: {exc}") from None
             missing = []
@@ -603,29 +606,29 @@ class CarePlanService:
             raise HookError(412, f"no usable Patient/{pid} in the prefetch or fhirServer data")
         return record
 
-    async def stored(self, call: HookRequest, plan: Plan, resources: PlanResources) -> Stored:
-        """What the client's server holds of the plan: the prefetch, then ``fhirServer``."""
-        stored = from_prefetch(call.prefetch or {}, resources)
-        server = None if stored.complete else self.server(call)
-        if server is None:
-            return stored
-        url, token = server
-        auth = BearerTokenAuth(token) if token else None
-        async with AsyncFhirClient(
-            url, auth=auth, timeout=FETCH_TIMEOUT, retry=FETCH_RETRY
-        ) as client:
-            return await completed(client, plan.patient, resources, stored)
-
-    def server(self, call: HookRequest) -> tuple[str, str | None] | None:
-        """``fhirServer`` and the token for it, if the call names a server this service may
-        contact; a :class:`HookError` if it names another."""
+    async def client(
+        self, call: HookRequest, stack: contextlib.AsyncExitStack
+    ) -> AsyncFhirClient | None:
+        """A client of ``fhirServer`` with the call's token, closed with ``stack``; ``None``
+        without ``fhirServer`` or when it is not one this service may contact (an error only
+        if the record needs it: the plan lookup then stays unknown)."""
         if call.fhirServer is None:
             return None
         server = call.fhirServer.rstrip("/")
         if self.fhir_servers is not None and server not in self.fhir_servers:
-            raise HookError(400, "field fhirServer: not a server this service may contact")
+            return None
         auth = call.fhirAuthorization
-        return server, auth.access_token.get_secret_value() if auth else None
+        token = auth.access_token.get_secret_value() if auth else None
+        try:
+            client = AsyncFhirClient(
+                server,
+                auth=BearerTokenAuth(token) if token else None,
+                timeout=FETCH_TIMEOUT,
+                retry=FETCH_RETRY,
+            )
+        except ValueError as exc:
+            raise HookError(400, f"field fhirServer: {exc}") from None
+        return await stack.enter_async_context(client)
 
 
 def cds_routes(
