@@ -201,6 +201,15 @@ class AsyncFhirClient:
         """:meth:`search`, collected: for searches known to be small, such as one patient's."""
         return [r async for r in self.search(resource_type, params, count=count)]
 
+    def everything(
+        self, patient_id: str, types: Sequence[str], *, count: int | None = None
+    ) -> AsyncIterator[Resource]:
+        """The resources ``Patient/[id]/$everything`` returns, of ``types`` (its ``_type``
+        parameter), over all pages: for types a server declares no patient search for."""
+        query = _query_pairs({"_type": ",".join(map(_checked_type, types))}, count)
+        url = f"{self.base_url}/Patient/{_checked_id(patient_id)}/$everything"
+        return _entry_resources(self._pages(httpx.URL(url, params=query)))
+
     def search_pages(
         self,
         resource_type: str,

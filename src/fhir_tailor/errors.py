@@ -273,3 +273,23 @@ class UnconfirmedWriteError(InvalidResponseError):
     def __init__(self, method: str, url_path: str, failure: str) -> None:
         self.failure = failure
         super().__init__(method, url_path, f"{failure}; the server may have applied it")
+
+
+class PatientNotFoundError(FhirTailorError):
+    """A patient asked for by id is not in the source: not on the server, not in the files.
+
+    One class for every source, so a command about one patient says "not found" the same way
+    whichever source it read, and tells it apart from a source that failed to answer.
+    """
+
+    def __init__(self, patient_id: str, where: str) -> None:
+        self.patient_id = patient_id
+        super().__init__(f"Patient/{patient_id} not found {where}")
+
+
+class NoPatientsError(FhirTailorError):
+    """The input files hold no patient at all (an empty folder, files that are not FHIR).
+
+    A run over them would do nothing and report success, which is how a job pointed at the
+    wrong folder goes unnoticed; so it is an error, naming what was found instead.
+    """

@@ -70,7 +70,9 @@ def run(
     """Run every patient of ``source`` through the pipeline into ``sink``.
 
     With a ``state``, patients an earlier attempt of the same run finished are not redone,
-    each finished patient is journaled, and a run without failures is marked complete.
+    each finished patient is journaled, and a complete run (no failed patient, no input left
+    unread: :attr:`RunReport.failed`) moves the watermark. A record lacking a type the server
+    cannot give does not hold it: no later run could read more.
     ``concurrency`` patients are profiled and written at a time (results in source order).
     ``requester`` (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals.
     """
@@ -102,6 +104,8 @@ def run(
         else:
             outcome = result
         report.add(outcome)
+        if outcome.outcome not in ("failed", "skipped-deceased"):  # a plan was decided without
+            report.unread_types(outcome.patient, record.unread_types)
         log.debug(
             "%s: %s",
             outcome.patient,

@@ -46,6 +46,12 @@ class ReadIssue:
     #: The id of a patient this issue left unread (its data could not be fetched at all):
     #: that patient's outcome is a failure, not a silent skip, so the run is not complete.
     unread_patient: str | None = None
+    #: The patient asked for (``unread_patient``) is not in the source at all, as opposed to
+    #: a source that failed to give it: callers about one patient say "not found".
+    not_found: bool = False
+    #: A whole input was left unread (a file that is not FHIR, a listing search that failed):
+    #: patients it held may be missing from the run, so the run is not complete either.
+    unread_input: bool = False
 
     def __str__(self) -> str:
         what = f"{self.resource_type or '?'}/{self.resource_id or '?'}"
@@ -61,6 +67,9 @@ class PatientRecord:
 
     patient: Resource
     resources: tuple[Resource, ...] = field(default=())
+    #: Resource types the source had no way to read for this patient (a server that declares
+    #: no search for them): the record, and any plan made from it, lack them.
+    unread_types: tuple[str, ...] = field(default=())
 
     @property
     def patient_id(self) -> str:

@@ -2,6 +2,13 @@
 
 It holds resource ids, outcomes and counts only, never names, birth dates or tokens, so it can
 be written to disk (``--report FILE``) and shared with operators.
+
+A run is complete (:attr:`RunReport.failed` false) only when every patient was read and every
+input was read: a failed patient, or an input left unread (a file that is not FHIR, a listing
+search that failed), means some patients may have been missed. Apart from that, a record can
+lack a resource type the server gives no way to read (:attr:`RunReport.not_read`): its plan is
+made, but named in the report, because it was made without data that can carry urgent
+findings (a PHQ-9 kept as a QuestionnaireResponse).
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ class RunReport:
     bulk: dict[str, Any] | None = None
     #: The urgent findings (rule ids, :mod:`fhir_tailor.urgent`) of each patient that has any.
     urgent: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The resource types the record of each patient whose plan was decided (planned, or found
+    #: to need none) lacked because the source could not read them.
+    not_read: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def add(self, outcome: PatientOutcome) -> None:
         self.patients.append(outcome)
@@ -58,7 +68,11 @@ class RunReport:
         self.read_issues.append(issue)
         if issue.unread_patient is not None:
             patient = f"Patient/{issue.unread_patient}"
-            detail = f"could not be read ({issue.location}): {issue.reason}"
+            detail = (
+                issue.reason
+                if issue.not_found
+                else f"could not be read ({issue.location}): {issue.reason}"
+            )
             self.add(PatientOutcome(patient, "failed", detail))
 
     def data_issue(self, reference: str, problem: str) -> None:
@@ -68,6 +82,21 @@ class RunReport:
         """Record a patient's urgent findings by rule id (ids only: no finding, no value)."""
         if rules:
             self.urgent[patient] = rules
+
+    def unread_types(self, patient: str, types: tuple[str, ...]) -> None:
+        """Record the resource types a patient's record lacks (see :attr:`not_read`)."""
+        if types:
+            self.not_read[patient] = types
+
+    @property
+    def unread_inputs(self) -> list[ReadIssue]:
+        """The inputs left unread whole: files that are not FHIR, listing searches that failed."""
+        return [issue for issue in self.read_issues if issue.unread_input]
+
+    @property
+    def incomplete(self) -> bool:
+        """Some plans were made from records lacking a type the source could not read."""
+        return bool(self.not_read)
 
     @property
     def urgent_counts(self) -> Counter[str]:
@@ -80,7 +109,8 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        return self.counts["failed"] > 0
+        """A patient failed, or an input was left unread: the run did not cover everything."""
+        return self.counts["failed"] > 0 or bool(self.unread_inputs)
 
     def finish(self) -> None:
         self.finished_at = datetime.now(UTC)
@@ -95,6 +125,8 @@ class RunReport:
             "patients_total": len(self.patients),
             "retries": self.retries,
             "urgent": dict(sorted(self.urgent_counts.items())),
+            "unread_inputs": len(self.unread_inputs),
+            "not_read": dict(sorted(self._not_read_counts.items())),
             **({"bulk": self.bulk} if self.bulk is not None else {}),
             "read_issues": [asdict(issue) for issue in self.read_issues],
             "data_issues": [{"resource": ref, "problem": p} for ref, p in self.data_issues],
@@ -105,17 +137,37 @@ class RunReport:
         entry = asdict(outcome)
         if outcome.patient in self.urgent:
             entry["urgent"] = list(self.urgent[outcome.patient])
+        if outcome.patient in self.not_read:
+            entry["not_read"] = list(self.not_read[outcome.patient])
         return entry
+
+    @property
+    def _not_read_counts(self) -> Counter[str]:
+        """Patients whose record lacks each type."""
+        return Counter(rtype for types in self.not_read.values() for rtype in types)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts.items()))
+        unread = len(self.unread_inputs)
         return (
             f"{len(self.patients)} patients ({counts or 'none'}); "
-            f"{len(self.read_issues)} unreadable resources skipped; "
-            f"{len(self.data_issues)} data issues; {self.retries} retries" + self._urgent_summary()
+            + (f"{unread} inputs unreadable; " if unread else "")
+            + f"{len(self.read_issues) - unread} unreadable resources skipped; "
+            f"{len(self.data_issues)} data issues; {self.retries} retries"
+            + self._not_read_summary()
+            + self._urgent_summary()
+        )
+
+    def _not_read_summary(self) -> str:
+        if not self.not_read:
+            return ""
+        by_type = ", ".join(f"{t} {n}" for t, n in sorted(self._not_read_counts.items()))
+        return (
+            f"; {len(self.not_read)} patients' plans decided without types not readable from "
+            f"this server ({by_type})"
         )
 
     def _urgent_summary(self) -> str:

@@ -11,8 +11,10 @@ lets the same command, run again, carry on instead of starting over:
 
 Correctness does not rest on the journal: writes are idempotent (a patient whose write landed
 but was not yet journaled comes out *unchanged* on resume). The journal saves the rework.
-A run that ends with failed patients stays in progress, so the next run retries only those and
-the ones never reached, and the watermark does not move past data that was not synced.
+A run that ends with failed patients (a search for one of them still failing after its retries
+included) or with an input left unread (a changed-since search that failed) stays in progress,
+so the next run retries only those and the ones never reached, and the watermark does not move
+past data that was not synced (:attr:`~fhir_tailor.report.RunReport.failed`).
 """
 
 from __future__ import annotations

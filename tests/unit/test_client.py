@@ -169,9 +169,7 @@ def test_read_missing_resource(client: FhirClient, router: respx.Router, status:
         client.read("Patient", "gone")
     assert isinstance(info.value, FhirServerError)
     assert info.value.status == status
-    assert str(info.value) == (
-        f"HTTP {status} from GET /fhir/Patient/gone: not-found: Resource Patient/gone is not known"
-    )
+    assert str(info.value) == f"HTTP {status} from GET /fhir/Patient/gone: error not-found"
 
 
 @pytest.mark.parametrize(("rtype", "rid"), [("Patient", "1/../../admin"), ("patient?x", "1")])
@@ -432,7 +430,8 @@ def test_persistent_503_exhausts_attempts(router: respx.Router, sleeps: list[flo
     assert len(set(sleeps)) == 3  # jittered, not a fixed schedule
     assert fhir.retries == 3
     assert isinstance(info.value.__cause__, FhirServerError)
-    assert "database is down" in str(info.value.__cause__)
+    assert str(info.value.__cause__).endswith(": error transient")
+    assert info.value.__cause__.issues[0].diagnostics == "database is down"
 
 
 def test_retry_after_beyond_budget_gives_up_at_once(
@@ -645,22 +644,53 @@ def test_a_response_at_the_cap_is_read(router: respx.Router, sleeps: list[float]
 # --- errors ---------------------------------------------------------------------------------
 
 
-def test_operation_outcome_is_in_the_message(client: FhirClient, router: respx.Router) -> None:
+PHI_DIAGNOSTICS = "Jane Doe (born 1961-02-03) has no element 'foo'"
+
+
+def test_operation_outcome_codes_and_locations_are_in_the_message_never_diagnostics(
+    client: FhirClient, router: respx.Router, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Servers quote names and birth dates in ``diagnostics``: the message carries severity,
+    code and location only, and so do the logs of retries."""
     router.post(f"{BASE}/CarePlan").respond(
-        422, json=outcome("processing", "Unknown element 'foo'", ["CarePlan.foo"])
+        422, json=outcome("processing", PHI_DIAGNOSTICS, ["CarePlan.foo"])
     )
-    with pytest.raises(FhirServerError) as info:
+    router.get(f"{BASE}/Patient/1").mock(
+        side_effect=[
+            httpx.Response(503, json=outcome("transient", PHI_DIAGNOSTICS, [])),
+            httpx.Response(200, json=patient("1")),
+        ]
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(FhirServerError) as info:
+        client.read("Patient", "1")
         client.create({"resourceType": "CarePlan", "foo": 1})
     error = info.value
-    assert str(error) == (
-        "HTTP 422 from POST /fhir/CarePlan: processing: Unknown element 'foo' (CarePlan.foo)"
-    )
+    assert str(error) == "HTTP 422 from POST /fhir/CarePlan: error processing at CarePlan.foo"
     assert (error.status, error.method, error.url_path) == (422, "POST", "/fhir/CarePlan")
     assert [(i.severity, i.code) for i in error.issues] == [("error", "processing")]
+    assert error.issues[0].diagnostics == PHI_DIAGNOSTICS, "kept for code that asks for it"
+    assert "Jane" not in caplog.text and "1961" not in caplog.text
 
 
+def test_diagnostics_are_shown_when_the_operator_asks(
+    router: respx.Router, sleeps: list[float]
+) -> None:
+    router.post(f"{BASE}/CarePlan").respond(
+        422, json=outcome("processing", PHI_DIAGNOSTICS, ["CarePlan.foo"])
+    )
+    with (
+        make_client(router, sleeps, show_server_diagnostics=True) as fhir,
+        pytest.raises(FhirServerError) as info,
+    ):
+        fhir.create({"resourceType": "CarePlan", "foo": 1})
+    assert str(info.value) == (
+        f"HTTP 422 from POST /fhir/CarePlan: error processing at CarePlan.foo: {PHI_DIAGNOSTICS}"
+    )
+
+
+@pytest.mark.parametrize("show", [False, True])
 def test_issue_falls_back_to_details_text_and_location(
-    client: FhirClient, router: respx.Router
+    router: respx.Router, sleeps: list[float], show: bool
 ) -> None:
     router.get(f"{BASE}/Patient/1").respond(
         400,
@@ -672,27 +702,53 @@ def test_issue_falls_back_to_details_text_and_location(
             ],
         },
     )
-    with pytest.raises(FhirServerError, match=r"invalid: bad id; informational \(Patient.id\)$"):
-        client.read("Patient", "1")
+    first = "error invalid: bad id" if show else "error invalid"
+    with (
+        make_client(router, sleeps, show_server_diagnostics=show) as fhir,
+        pytest.raises(FhirServerError) as info,
+    ):
+        fhir.read("Patient", "1")
+    assert str(info.value).endswith(f": {first}; warning informational at Patient.id")
 
 
-def test_non_json_error_body_gives_a_short_snippet_and_no_query(
-    client: FhirClient, router: respx.Router
+@pytest.mark.parametrize("show", [False, True])
+def test_a_body_that_is_no_operation_outcome_is_described_and_quoted_only_on_request(
+    router: respx.Router, sleeps: list[float], show: bool
 ) -> None:
     page = "<html>\n  <body>" + "Bad Gateway " * 50 + "</body></html>"
-    router.get(f"{BASE}/Patient").respond(400, text=page)
-    with pytest.raises(FhirServerError) as info:
-        list(client.search("Patient", {"identifier": "urn:mrn|12345"}))
+    router.get(f"{BASE}/Patient").respond(400, html=page)
+    with (
+        make_client(router, sleeps, show_server_diagnostics=show) as fhir,
+        pytest.raises(FhirServerError) as info,
+    ):
+        list(fhir.search("Patient", {"identifier": "urn:mrn|12345"}))
     message = str(info.value)
-    assert message.startswith("HTTP 400 from GET /fhir/Patient: <html> <body>Bad Gateway")
-    assert len(info.value.snippet or "") <= 200
+    if show:
+        assert message.startswith("HTTP 400 from GET /fhir/Patient: <html> <body>Bad Gateway")
+        assert len(info.value.snippet or "") <= 200
+    else:
+        assert message == (
+            f"HTTP 400 from GET /fhir/Patient: a text/html body of {len(page)} bytes, "
+            "not an OperationOutcome"
+        )
     assert "12345" not in message
     assert "identifier" not in message
 
 
+def test_a_resource_type_that_is_no_type_is_not_quoted(
+    client: FhirClient, router: respx.Router
+) -> None:
+    router.get(f"{BASE}/Patient/1").respond(200, json={"resourceType": PHI_DIAGNOSTICS})
+    with pytest.raises(
+        InvalidResponseError, match=r"expected a Patient, got \(not a code\)"
+    ) as info:
+        client.read("Patient", "1")
+    assert "Jane" not in str(info.value)
+
+
 def test_409_is_a_conflict(client: FhirClient, router: respx.Router) -> None:
     router.post(f"{BASE}/CarePlan").respond(409, json=outcome("conflict", "duplicate", []))
-    with pytest.raises(ConflictError, match="conflict: duplicate"):
+    with pytest.raises(ConflictError, match=r"error conflict$"):
         client.create({"resourceType": "CarePlan"})
 
 
@@ -738,7 +794,7 @@ def test_stale_if_match_raises_precondition_failed(
     router.put(f"{BASE}/CarePlan/cp1").respond(
         412, json=outcome("conflict", "version 2 is not current", [])
     )
-    with pytest.raises(PreconditionFailedError, match=r"HTTP 412 .*version 2 is not current"):
+    with pytest.raises(PreconditionFailedError, match=r"HTTP 412 .*: error conflict$"):
         client.update({"resourceType": "CarePlan", "id": "cp1"}, if_match="2")
 
 

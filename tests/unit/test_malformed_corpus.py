@@ -1,5 +1,6 @@
 """Every file of tests/corpus/malformed/ through ``fhir-tailor sync``: no crash, each break
-reported against the resource and field at fault, and the good patient still processed."""
+reported against the resource and field at fault, the good patient still processed, and a file
+that yields nothing at all reported as an unread input."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import Definitions
+from fhir_tailor.errors import NoPatientsError
 from fhir_tailor.pipeline import run
 from fhir_tailor.report import RunReport
 from fhir_tailor.sinks.files import FolderSink
@@ -56,14 +58,25 @@ def test_malformed_input_is_reported_not_fatal(
     name: str, tmp_path: Path, definitions: Definitions
 ) -> None:
     report = RunReport()
-    run(
-        file_source(_input(name, tmp_path)),
-        FolderSink(tmp_path / "out"),
-        definitions,
-        as_of=AS_OF,
-        recorded=datetime(2026, 11, 15, tzinfo=UTC),
-        report=report,
-    )
+
+    def sync() -> None:
+        run(
+            file_source(_input(name, tmp_path)),
+            FolderSink(tmp_path / "out"),
+            definitions,
+            as_of=AS_OF,
+            recorded=datetime(2026, 11, 15, tzinfo=UTC),
+            report=report,
+        )
+
+    if EXPECTED[name]["processed"]:
+        sync()
+    else:  # an input without patients is an error, whatever else is wrong with it
+        with pytest.raises(NoPatientsError):
+            sync()
+    # A file that yields nothing at all is an unread input: the run is not complete.
+    assert report.failed == bool(report.unread_inputs)
+    assert all(issue.location == name for issue in report.unread_inputs)
     summary = report.to_dict()
     issues = _issues(summary)
     remaining = list(issues)
@@ -77,9 +90,13 @@ def test_malformed_input_is_reported_not_fatal(
     json.dumps(summary)  # the report can be written
 
 
-@pytest.mark.parametrize("suffix", [".json", ".ndjson"])
-def test_sync_over_the_whole_corpus_exits_cleanly(suffix: str, tmp_path: Path) -> None:
-    """One ``fhir-tailor sync`` per format over every corpus file at once: exit 0, a report."""
+@pytest.mark.parametrize(("suffix", "code"), [(".json", 1), (".ndjson", 0)])
+def test_sync_over_the_whole_corpus_exits_with_the_truth(
+    suffix: str, code: int, tmp_path: Path
+) -> None:
+    """One ``fhir-tailor sync`` per format over every corpus file at once, and a report: exit 0
+    for the NDJSON files, where every file holds a readable patient; exit 1 for the Bundles,
+    some of which are not FHIR at all (each named in the report)."""
     folder = tmp_path / "in"
     folder.mkdir()
     for name in EXPECTED:
@@ -89,8 +106,15 @@ def test_sync_over_the_whole_corpus_exits_cleanly(suffix: str, tmp_path: Path) -
     args = ["--input", str(folder), "--out", str(tmp_path / "out"), "--report", str(report_path)]
     result = CliRunner().invoke(main, ["--as-of", "2026-11-15", "sync", *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == code, result.stderr
     assert "Traceback" not in result.stderr
     summary = json.loads(report_path.read_text(encoding="utf-8"))
+    unread = sorted(i["location"] for i in summary["read_issues"] if i["unread_input"])
+    assert summary["unread_inputs"] == len(unread)
+    assert unread == sorted(
+        name
+        for name, expected in EXPECTED.items()
+        if name.endswith(suffix) and not expected["processed"] and expected["issues"]
+    )
     assert "Patient/good" in {p["patient"] for p in summary["patients"]}
     assert len(_issues(summary)) >= 20

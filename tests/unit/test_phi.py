@@ -23,12 +23,25 @@ from fhir_tailor.definitions import bundled_path
 from fhir_tailor.errors import FhirTailorError
 from fhir_tailor.record import PatientRecord
 from fhir_tailor.sources import file_source
+from fhir_tailor.sources.server import OPTIONAL_DATA_TYPES, PATIENT_DATA_TYPES
 
 BASE = "http://fhir.test/fhir"
 TOKEN = "tok-3f9a1c77e2b44d0c9a51"
 FIXTURES = bundled_path("fixtures") / "bundles"
 DEBUG_JSON = ["--as-of", "2026-11-15", "--log-level", "DEBUG", "--log-format", "json"]
-CAPABILITY = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1", "rest": []}
+#: A patient search declared for every type fhir-tailor reads, so whole records are read.
+CAPABILITY = {
+    "resourceType": "CapabilityStatement",
+    "fhirVersion": "4.0.1",
+    "rest": [
+        {
+            "resource": [
+                {"type": rtype, "searchParam": [{"name": "patient"}]}
+                for rtype in (*PATIENT_DATA_TYPES, *OPTIONAL_DATA_TYPES)
+            ]
+        }
+    ],
+}
 
 
 def _fixture_records() -> dict[str, PatientRecord]:

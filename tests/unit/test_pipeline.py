@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from builders import AS_OF, SNOMED, condition, record
+import respx
+from builders import AS_OF, SNOMED, condition, patient, record
 
+from fhir_tailor.client import FhirClient
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.errors import FhirTailorError
 from fhir_tailor.pipeline import run
@@ -13,6 +19,14 @@ from fhir_tailor.plan import Plan
 from fhir_tailor.record import IssueHandler, PatientRecord, ReadIssue
 from fhir_tailor.report import PatientOutcome, RunReport
 from fhir_tailor.resources import PlanResources
+from fhir_tailor.retry import RetryPolicy
+from fhir_tailor.sources import file_source
+from fhir_tailor.sources.server import PatientSelection, ServerSource
+from fhir_tailor.state import RunState
+
+RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
+BASE = "https://fhir.example.org/r4"
+DIABETES = condition("c1", SNOMED, "44054006")
 
 
 class ListSource:
@@ -73,6 +87,118 @@ def test_one_failing_patient_does_not_abort_the_run(definitions: Definitions) ->
             "resource_type": None,
             "resource_id": None,
             "unread_patient": None,
+            "not_found": False,
+            "unread_input": False,
         }
     ]
     assert summary["counts"] == {"failed": 2, "written": 2}
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.written: list[str] = []
+
+    def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        self.written.append(plan.patient)
+        return PatientOutcome(plan.patient, "written")
+
+    def close(self) -> None:
+        return None
+
+
+def searchset(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r} for r in resources],
+    }
+
+
+def test_a_patient_whose_supporting_search_fails_is_not_planned_and_holds_the_watermark(
+    definitions: Definitions, tmp_path: Path
+) -> None:
+    """Every Encounter search answered 503 (issue 15 #4): no plan from part of a record."""
+    types = ("Condition", "Observation", "Encounter")
+    declared = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"resource": [{"type": t, "searchParam": [{"name": "patient"}]} for t in types]}],
+    }
+    state = RunState.load(tmp_path / "state.json")
+    state.begin("everyone", RECORDED, None)
+    sink = RecordingSink()
+    report = RunReport()
+    with respx.mock(base_url=BASE, assert_all_called=False) as server:
+        server.get("/metadata").respond(json=declared)
+        server.get("/Patient").respond(json=searchset(patient("p1"), patient("p2")))
+        for pid in ("p1", "p2"):
+            diabetes = {**DIABETES, "subject": {"reference": f"Patient/{pid}"}}
+            server.get("/Condition", params={"patient": pid}).respond(json=searchset(diabetes))
+            server.get("/Observation", params={"patient": pid}).respond(json=searchset())
+        server.get("/Encounter", params={"patient": "p1"}).respond(503)
+        server.get("/Encounter", params={"patient": "p2"}).respond(json=searchset())
+        retry = RetryPolicy(max_attempts=2, base_delay=0)
+        with FhirClient(BASE, retry=retry, sleep=lambda _: None) as client:
+            source = ServerSource(client, PatientSelection(everyone=True))
+            run(
+                source,
+                sink,
+                definitions,
+                as_of=AS_OF,
+                recorded=RECORDED,
+                report=report,
+                state=state,
+            )
+    assert sink.written == ["Patient/p2"]
+    assert {p.patient: p.outcome for p in report.patients} == {
+        "Patient/p1": "failed",
+        "Patient/p2": "written",
+    }
+    assert report.failed
+    again = RunState.load(tmp_path / "state.json")
+    assert again.watermark is None and again.resuming, "the next run retries Patient/p1"
+    assert again.done == {"p2"}
+
+
+def test_a_record_lacking_a_type_is_planned_and_named_in_the_report(
+    definitions: Definitions, tmp_path: Path
+) -> None:
+    """Issue 15 #7: a plan made without questionnaires must not look complete."""
+    lacking = replace(record(DIABETES, pid="p1"), unread_types=("QuestionnaireResponse",))
+    state = RunState.load(tmp_path / "state.json")
+    state.begin("everyone", RECORDED, None)
+    report = RunReport()
+    sink = RecordingSink()
+    source = ListSource(lacking, record(DIABETES, pid="p2"))
+    run(source, sink, definitions, as_of=AS_OF, recorded=RECORDED, report=report, state=state)
+    assert sink.written == ["Patient/p1", "Patient/p2"]
+    assert report.incomplete and not report.failed
+    entries = {p["patient"]: p for p in report.to_dict()["patients"]}
+    assert entries["Patient/p1"]["not_read"] == ["QuestionnaireResponse"]
+    assert "not_read" not in entries["Patient/p2"]
+    assert report.to_dict()["not_read"] == {"QuestionnaireResponse": 1}
+    assert report.summary().endswith(
+        "; 1 patients' plans decided without types not readable from this server "
+        "(QuestionnaireResponse 1)"
+    )
+    # No later run could read more: the watermark moves.
+    assert RunState.load(tmp_path / "state.json").watermark == RECORDED
+
+
+def test_an_input_file_that_is_not_fhir_fails_the_run(
+    definitions: Definitions, tmp_path: Path
+) -> None:
+    """Issue 15 #9: the patients read are planned, the run is reported incomplete."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    entries = [{"resource": patient("p1")}, {"resource": DIABETES}]
+    (folder / "good.json").write_text(json.dumps({"resourceType": "Bundle", "entry": entries}))
+    (folder / "notes.json").write_text('{"title": "not FHIR"}')
+    report = RunReport()
+    sink = RecordingSink()
+    run(file_source(folder), sink, definitions, as_of=AS_OF, recorded=RECORDED, report=report)
+    assert sink.written == ["Patient/p1"]
+    assert report.failed and report.counts == {"written": 1}
+    assert [issue.location for issue in report.unread_inputs] == ["notes.json"]
+    assert report.to_dict()["unread_inputs"] == 1
+    assert report.summary().startswith("1 patients (1 written); 1 inputs unreadable; 0 ")

@@ -15,9 +15,16 @@ from fhir_tailor.client import FhirClient
 from fhir_tailor.errors import FhirServerError
 from fhir_tailor.record import ReadIssue
 from fhir_tailor.report import RunReport
-from fhir_tailor.sources.server import PatientSelection, ServerSource
+from fhir_tailor.retry import RetryPolicy
+from fhir_tailor.sources.server import (
+    EVERYTHING,
+    PatientSelection,
+    ServerSource,
+    declares_everything,
+)
 
 BASE = "https://fhir.example.org/r4"
+DECLARED = ("Condition", "Observation", "QuestionnaireResponse", "Encounter")
 
 
 def capabilities(*types: str) -> dict[str, Any]:
@@ -66,22 +73,142 @@ def read_one(declared: tuple[str, ...], router: respx.MockRouter) -> tuple[Any, 
 
 
 @respx.mock(assert_all_called=False)
-def test_optional_types_are_read_only_where_declared(
+def test_types_the_server_gives_no_way_to_read_are_named_on_the_record(
     respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Not a silent skip: the record says what it lacks (issue 15 #7)."""
     with caplog.at_level(logging.WARNING):
         records, issues = read_one(("Condition", "Observation"), respx_mock)
-    assert "Encounter, MedicationRequest, QuestionnaireResponse" in caplog.text
-    assert [r["resourceType"] for r in records[0].resources] == ["Condition", "Observation"]
+    assert "QuestionnaireResponse, Encounter, MedicationRequest, ServiceRequest" in caplog.text
+    [record] = records
+    assert [r["resourceType"] for r in record.resources] == ["Condition", "Observation"]
+    assert record.unread_types == (
+        "QuestionnaireResponse",
+        "Encounter",
+        "MedicationRequest",
+        "ServiceRequest",
+    )
     assert issues == []
     searched = {call.request.url.path for call in respx_mock.calls}
     assert "/r4/QuestionnaireResponse" not in searched
 
 
-@respx.mock(assert_all_called=False)
-def test_a_failing_optional_type_is_reported_and_the_patient_kept(
-    respx_mock: respx.MockRouter,
+def statement(resources: list[dict[str, Any]], **rest: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"mode": "server", "resource": resources, **rest}],
+    }
+
+
+def searchable(rtype: str, *parameters: str) -> dict[str, Any]:
+    return {"type": rtype, "searchParam": [{"name": p, "type": "reference"} for p in parameters]}
+
+
+def serve_patient(router: respx.MockRouter, declared: dict[str, Any]) -> None:
+    router.get(f"{BASE}/metadata").respond(json=declared)
+    router.get(f"{BASE}/Patient/p1").respond(json={"resourceType": "Patient", "id": "p1"})
+    for rtype in ("Condition", "Observation"):
+        router.get(f"{BASE}/{rtype}", params={"patient": "p1"}).respond(
+            json=bundle(about(rtype, f"{rtype[:3].lower()}1"))
+        )
+
+
+def read_record(declared: dict[str, Any], router: respx.MockRouter) -> tuple[Any, RunReport]:
+    serve_patient(router, declared)
+    report = RunReport()
+    with FhirClient(BASE) as client:
+        [record] = ServerSource(client, PatientSelection(ids=("p1",))).records(report.read_issue)
+    return record, report
+
+
+@respx.mock(assert_all_called=True)
+def test_a_type_without_patient_search_is_read_by_subject(respx_mock: respx.MockRouter) -> None:
+    declared = statement(
+        [
+            searchable("QuestionnaireResponse", "subject"),
+            *(searchable(t, "patient") for t in ("Encounter", "MedicationRequest")),
+            searchable("ServiceRequest", "subject", "patient"),
+        ]
+    )
+    by_subject = respx_mock.get(
+        f"{BASE}/QuestionnaireResponse", params={"subject": "Patient/p1"}
+    ).respond(json=bundle(about("QuestionnaireResponse", "q1")))
+    for rtype in ("Encounter", "MedicationRequest", "ServiceRequest"):
+        respx_mock.get(f"{BASE}/{rtype}", params={"patient": "p1"}).respond(json=bundle())
+    record, report = read_record(declared, respx_mock)
+    assert by_subject.call_count == 1
+    assert [r["id"] for r in record.of_type("QuestionnaireResponse")] == ["q1"]
+    assert record.unread_types == ()
+    assert report.read_issues == []
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        {"resource": {"name": "everything", "definition": "http://example.org/OpDef/P-everything"}},
+        {"system": {"name": "patient-everything", "definition": EVERYTHING + "|4.0.1"}},
+    ],
+)
+def test_types_without_any_search_are_read_through_everything(
+    declaration: dict[str, Any],
 ) -> None:
+    patient: dict[str, Any] = {"type": "Patient"}
+    rest: dict[str, Any] = {}
+    if "resource" in declaration:
+        patient["operation"] = [declaration["resource"]]
+    else:
+        rest["operation"] = [declaration["system"]]
+    declared = statement([patient, searchable("Encounter", "patient")], **rest)
+    # A server that ignores _type sends the whole compartment: only the asked types are kept.
+    page = bundle(
+        {"resourceType": "Patient", "id": "p1"},
+        about("Condition", "con1"),
+        about("QuestionnaireResponse", "q1"),
+        about("ServiceRequest", "s1"),
+        {**about("QuestionnaireResponse", "q-other"), "subject": {"reference": "Patient/p2"}},
+    )
+    with respx.mock(assert_all_called=True) as router:
+        router.get(f"{BASE}/Encounter", params={"patient": "p1"}).respond(json=bundle())
+        everything = router.get(f"{BASE}/Patient/p1/$everything").respond(json=page)
+        record, _ = read_record(declared, router)
+    params = everything.calls.last.request.url.params
+    assert params["_type"] == "QuestionnaireResponse,MedicationRequest,ServiceRequest"
+    assert sorted(f"{r['resourceType']}/{r['id']}" for r in record.resources) == [
+        "Condition/con1",
+        "Observation/obs1",
+        "QuestionnaireResponse/q1",
+        "ServiceRequest/s1",
+    ]
+    assert record.unread_types == ()
+
+
+@respx.mock(assert_all_called=False)
+def test_a_failing_everything_fails_the_patient(respx_mock: respx.MockRouter) -> None:
+    patient = {"type": "Patient", "operation": [{"name": "everything", "definition": EVERYTHING}]}
+    respx_mock.get(f"{BASE}/Patient/p1/$everything").respond(403, json=FORBIDDEN)
+    serve_patient(respx_mock, statement([patient]))
+    report = RunReport()
+    with FhirClient(BASE) as client:
+        source = ServerSource(client, PatientSelection(ids=("p1",)))
+        assert list(source.records(report.read_issue)) == []
+    [outcome] = report.patients
+    assert outcome.outcome == "failed" and "Patient/$everything" in (outcome.detail or "")
+
+
+def test_declares_everything_reads_the_capability_statement() -> None:
+    assert not declares_everything(statement([searchable("Patient", "name")]))
+    assert not declares_everything({"rest": "garbage"})
+    encounter = {"type": "Encounter", "operation": [{"name": "everything"}]}
+    assert not declares_everything(statement([encounter]))
+    assert declares_everything(
+        statement([{"type": "Patient", "operation": [{"name": "everything"}]}])
+    )
+
+
+@respx.mock(assert_all_called=False)
+def test_a_failing_supporting_search_fails_the_patient(respx_mock: respx.MockRouter) -> None:
+    """A plan from part of a record can miss what the rest held (issue 15 #4)."""
     declared = (
         "Condition",
         "Observation",
@@ -90,17 +217,31 @@ def test_a_failing_optional_type_is_reported_and_the_patient_kept(
         "MedicationRequest",
     )
     records, issues = read_one(declared, respx_mock)
-    assert len(records) == 1
-    assert [r["resourceType"] for r in records[0].resources] == [
-        "Condition",
-        "Observation",
-        "QuestionnaireResponse",
-        "Encounter",
-    ]
-    assert len(issues) == 1
-    assert issues[0].location == "MedicationRequest?patient"
-    assert "403" in issues[0].reason
-    assert issues[0].unread_patient is None, "the patient is still profiled"
+    assert records == []
+    [issue] = issues
+    assert issue.location == "MedicationRequest?patient"
+    assert "403" in issue.reason
+    assert issue.unread_patient == "p1" and not issue.not_found
+
+
+@respx.mock(assert_all_called=False)
+def test_a_supporting_search_failing_after_retries_fails_the_patient(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.get(f"{BASE}/metadata").respond(json=capabilities(*DECLARED))
+    respx_mock.get(f"{BASE}/Patient/p1").respond(json={"resourceType": "Patient", "id": "p1"})
+    for rtype in DECLARED:
+        respx_mock.get(f"{BASE}/{rtype}").respond(json=bundle(about(rtype, "x1")))
+    encounters = respx_mock.get(f"{BASE}/Encounter").respond(503)
+    report = RunReport()
+    retry = RetryPolicy(max_attempts=3, base_delay=0)
+    with FhirClient(BASE, retry=retry, sleep=lambda _: None) as client:
+        source = ServerSource(client, PatientSelection(ids=("p1",)))
+        assert list(source.records(report.read_issue)) == []
+    assert encounters.call_count == 3
+    [outcome] = report.patients
+    assert outcome.outcome == "failed" and "Encounter?patient" in (outcome.detail or "")
+    assert report.failed
 
 
 FORBIDDEN = {"resourceType": "OperationOutcome", "issue": [{"code": "forbidden"}]}
@@ -125,6 +266,8 @@ def test_a_failing_required_search_fails_the_patient_in_the_report(
     failed = {p.patient: p.detail or "" for p in report.patients if p.outcome == "failed"}
     assert sorted(failed) == ["Patient/gone", "Patient/p1"]
     assert "Condition?patient" in failed["Patient/p1"] and "403" in failed["Patient/p1"]
+    assert failed["Patient/gone"] == "Patient/gone not found on the server"
+    assert [i.resource_id for i in report.read_issues if i.not_found] == ["gone"]
     assert report.failed, "a run with unread patients is not complete"
 
 
@@ -139,6 +282,25 @@ def test_a_failing_changed_since_search_stops_the_listing(respx_mock: respx.Mock
         source = ServerSource(client, PatientSelection(since=since))
         with pytest.raises(FhirServerError, match="403"):
             list(source.records(lambda _issue: None))
+
+
+@respx.mock(assert_all_called=False)
+def test_a_failing_changed_since_search_of_a_supporting_type_leaves_the_run_incomplete(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """Patients whose only change is an Encounter are missed: the watermark must hold."""
+    respx_mock.get(f"{BASE}/metadata").respond(json=capabilities(*DECLARED))
+    respx_mock.get(f"{BASE}/Patient").respond(json=bundle())
+    for rtype in ("Condition", "Observation", "QuestionnaireResponse"):
+        respx_mock.get(f"{BASE}/{rtype}").respond(json=bundle())
+    respx_mock.get(f"{BASE}/Encounter").respond(403, json=FORBIDDEN)
+    report = RunReport()
+    with FhirClient(BASE) as client:
+        source = ServerSource(client, PatientSelection(since=datetime(2026, 11, 1, tzinfo=UTC)))
+        assert list(source.records(report.read_issue)) == []
+    [issue] = report.unread_inputs
+    assert issue.location == "Encounter?_lastUpdated" and "403" in issue.reason
+    assert report.failed
 
 
 def test_capabilities_are_asked_once_per_run() -> None:

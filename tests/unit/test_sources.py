@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from builders import SNOMED, condition, observation, patient, quantity
 
+from fhir_tailor.errors import NoPatientsError
 from fhir_tailor.record import Located, PatientRecord, ReadIssue, group_by_patient
 from fhir_tailor.sources import BundleSource, NdjsonSource, file_source
 
@@ -71,10 +72,128 @@ def test_ndjson_and_bundles_give_the_same_records(tmp_path: Path) -> None:
     assert len(from_ndjson) == 5 and all(len(r.resources) == 2 for r in from_ndjson)
 
 
-def test_file_source_picks_the_format(tmp_path: Path) -> None:
-    assert isinstance(file_source(write_ndjson(tmp_path / "n", population(1))), NdjsonSource)
-    (tmp_path / "b").mkdir()
-    assert isinstance(file_source(tmp_path / "b"), BundleSource)
+def write_bundle(path: Path, resources: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"resource": r} for r in resources]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    return path
+
+
+def test_an_input_folder_is_read_with_its_subfolders_and_both_formats(tmp_path: Path) -> None:
+    """``--input fixtures`` must not read 0 patients because they sit in subfolders (#9)."""
+    resources = population(4)
+    write_bundle(tmp_path / "bundles" / "a.json", resources[:6])
+    write_ndjson(tmp_path / "bulk" / "2026" / "export", resources[6:])
+    (tmp_path / "README.md").write_text("not input")
+    write_bundle(tmp_path / ".hidden" / "x.json", population(5)[-3:])
+    records, issues = collect(file_source(tmp_path))
+    assert issues == []
+    assert normalized(records) == normalized(
+        collect(BundleSource(write_bundle(tmp_path / "all.json", resources)))[0]
+    )
+    assert [r.patient_id for r in records] == ["p000", "p001", "p002", "p003"]
+
+
+def test_files_are_named_by_their_path_under_the_input(tmp_path: Path) -> None:
+    write_bundle(tmp_path / "good" / "a.json", population(1))
+    broken = '{"resourceType": "Observ'
+    write_ndjson(tmp_path / "bulk", population(2)[3:], {"Observation": [broken]})
+    _, issues = collect(file_source(tmp_path))
+    assert [issue.location for issue in issues] == ["bulk/Observation.ndjson:2"]
+    assert not issues[0].unread_input
+    records, _ = collect(file_source(tmp_path / "good" / "a.json"))
+    assert [r.patient_id for r in records] == ["p000"]
+
+
+def test_an_ndjson_file_given_by_itself_is_read_as_ndjson(tmp_path: Path) -> None:
+    folder = write_ndjson(tmp_path, population(2))
+    records, issues = collect(file_source(folder / "Patient.ndjson"))
+    assert issues == [] and [r.patient_id for r in records] == ["p000", "p001"]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("just some notes", "invalid JSON: Expecting value at line 1"),
+        ('{"name": "a config file"}', "field resourceType: missing (this JSON is not FHIR)"),
+        ("[1, 2]", "field resourceType: missing (the file holds a JSON array, not a FHIR Bundle)"),
+        ('{"resourceType": "Patient", "id": "p1"}', "field resourceType: 'Patient', not 'Bundle'"),
+        ('{"resourceType": "Bundle", "entry": {}}', "field entry: not a list"),
+    ],
+)
+def test_a_file_that_is_not_fhir_is_an_unread_input_named_with_its_fault(
+    tmp_path: Path, content: str, reason: str
+) -> None:
+    write_bundle(tmp_path / "good.json", population(1))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "wrong.json").write_text(content)
+    records, issues = collect(file_source(tmp_path))
+    assert [r.patient_id for r in records] == ["p000"]
+    [issue] = issues
+    assert issue.location == "sub/wrong.json" and issue.unread_input
+    assert issue.reason.startswith(reason)
+
+
+def test_an_ndjson_file_with_no_fhir_line_is_an_unread_input(tmp_path: Path) -> None:
+    folder = write_ndjson(tmp_path, population(1))
+    (folder / "log.ndjson").write_text('{"level": "info"}\nnot json\n\n')
+    records, issues = collect(file_source(folder))
+    assert len(records) == 1
+    [whole] = [issue for issue in issues if issue.unread_input]
+    assert whole.location == "log.ndjson"
+    assert whole.reason == (
+        "not FHIR NDJSON: none of its 2 lines is a JSON object with a resourceType"
+    )
+    lines = sorted(issue.reason.split(":")[0] for issue in issues if not issue.unread_input)
+    assert lines == ["field resourceType", "invalid JSON"]
+
+
+def test_an_empty_input_folder_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(
+        NoPatientsError, match=r"no \.json or \.ndjson files in it or its subfolders"
+    ):
+        collect(file_source(tmp_path))
+
+
+def test_an_input_without_patients_is_an_error_naming_what_was_wrong(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("{oops")
+    (tmp_path / "b.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection"}))
+    issues: list[ReadIssue] = []
+    with pytest.raises(NoPatientsError) as raised:
+        list(file_source(tmp_path).records(issues.append))
+    assert str(raised.value) == (
+        f"no patients in {tmp_path}: 2 files read, 1 not FHIR input "
+        "(first: a.json: ?/?: invalid JSON: Expecting property name enclosed in double quotes "
+        "at line 1)"
+    )
+    assert [issue.location for issue in issues] == ["a.json"]
+    write_ndjson(tmp_path / "sub", [observation("o1", "4548-4")])
+    with pytest.raises(NoPatientsError, match="3 files read, 1 not FHIR input"):
+        collect(file_source(tmp_path))
+    (tmp_path / "a.json").unlink()
+    with pytest.raises(NoPatientsError, match="2 files read, no Patient resource in them"):
+        collect(file_source(tmp_path))
+
+
+def test_the_json_files_of_an_ndjson_folder_are_not_input(tmp_path: Path) -> None:
+    """A Bulk export's manifest or a generator's truth.json sits beside the NDJSON it describes."""
+    folder = write_ndjson(tmp_path / "export", population(2))
+    (folder / "manifest.json").write_text(json.dumps({"transactionTime": "2026-11-15"}))
+    write_bundle(tmp_path / "more" / "b.json", population(3)[-3:])
+    records, issues = collect(file_source(tmp_path))
+    assert issues == [] and [r.patient_id for r in records] == ["p000", "p001", "p002"]
+
+
+def test_patients_asked_for_are_read_and_those_absent_reported_not_found(
+    tmp_path: Path,
+) -> None:
+    folder = write_ndjson(tmp_path, population(3))
+    records, issues = collect(file_source(folder, ("p002", "nobody", "p000", "nobody")))
+    assert [r.patient_id for r in records] == ["p000", "p002"]
+    [missing] = issues
+    assert missing.not_found and missing.unread_patient == "nobody"
+    assert missing.reason == "Patient/nobody not found in the input"
 
 
 def test_bad_ndjson_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
@@ -161,6 +280,7 @@ def test_not_a_bundle_is_reported(tmp_path: Path) -> None:
     records, issues = collect(BundleSource(tmp_path))
     assert records == []
     assert [issue.location for issue in issues] == ["a.json", "b.json"]
+    assert all(issue.unread_input for issue in issues)
 
 
 @pytest.mark.parametrize("buckets", [2, 7])

@@ -3,7 +3,8 @@
 0 every patient succeeded; 1 at least one patient failed (see the report); 2 usage error
 (click's own); 3 the run could not start (bad definitions, server unreachable or not R4);
 4 the run stopped part-way (reading the patient list failed after some patients were done;
---state resumes it).
+--state resumes it); 5 every patient done, but some plans were made from records lacking a
+resource type the server gives no way to read (named per patient in the report).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ EXIT_CANNOT_START = 3
 #: The run stopped part-way: the patient list failed after some patients were done, or standard
 #: output was closed (``sync --out - | head``).
 EXIT_STOPPED = 4
+#: Every patient done, but some records lack a type the server cannot give (a QuestionnaireResponse
+#: can carry an urgent finding): not a failure, since no retry could read more, yet not a plain
+#: success either, so a scheduled job can tell.
+EXIT_INCOMPLETE = 5
 
 
 def fail(message: str) -> NoReturn:

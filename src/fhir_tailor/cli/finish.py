@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..logs import notice
 from ..report import RunReport
-from .exits import EXIT_CANNOT_START, EXIT_PARTIAL_FAILURE, EXIT_STOPPED
+from .exits import EXIT_CANNOT_START, EXIT_INCOMPLETE, EXIT_PARTIAL_FAILURE, EXIT_STOPPED
 
 
 def finish(report: RunReport, report_path: Path | None, stopped: str | None = None) -> None:
@@ -22,10 +22,13 @@ def finish(report: RunReport, report_path: Path | None, stopped: str | None = No
         notice(f"stopped after {report.summary()}", error=True)
         sys.exit(EXIT_STOPPED if report.patients else EXIT_CANNOT_START)
     notice(report.summary())
-    for issue in report.read_issues[:20]:
+    for issue in report.unread_inputs:  # each one: a whole file or listing went unread
+        notice(f"  unreadable: {issue}")
+    skipped = [issue for issue in report.read_issues if not issue.unread_input]
+    for issue in skipped[:20]:
         notice(f"  skipped: {issue}")
-    if len(report.read_issues) > 20:
-        notice(f"  ... and {len(report.read_issues) - 20} more (see --report)")
+    if len(skipped) > 20:
+        notice(f"  ... and {len(skipped) - 20} more (see --report)")
     for outcome in report.patients:
         # A deceased patient's line only when something was, or was not, done to a stored plan.
         if outcome.outcome in ("failed", "skipped-edited") or (
@@ -35,3 +38,5 @@ def finish(report: RunReport, report_path: Path | None, stopped: str | None = No
             notice(f"  {outcome.outcome}: {outcome.patient}: {outcome.detail}", error=failed)
     if report.failed:
         sys.exit(EXIT_PARTIAL_FAILURE)
+    if report.incomplete:
+        sys.exit(EXIT_INCOMPLETE)

@@ -18,7 +18,7 @@ import click
 
 from ..bulk import BulkSource
 from ..errors import FhirTailorError
-from ..sources import NdjsonSource
+from ..sources import FileSource, NdjsonSource
 from ..sources.server import ServerSource
 from .sources import SourceChoice
 
@@ -86,8 +86,10 @@ def expected_patients(choice: SourceChoice) -> int | None:
     if choice.patient_ids:
         return len(set(choice.patient_ids))
     source = choice.source
-    if isinstance(source, NdjsonSource):
-        return _patient_lines(source.files())
+    if isinstance(source, NdjsonSource | FileSource):
+        files = source.files()
+        if all(path.suffix.lower() == ".ndjson" for path in files):  # not with any Bundle
+            return _patient_lines(files)
     if isinstance(source, BulkSource) and source.since is None:
         return _patient_lines(source.result.files)
     if isinstance(source, ServerSource):

@@ -16,7 +16,7 @@ import click
 from ..bulk import ExportProgress, ExportRequest, bulk_source
 from ..client import FhirClient
 from ..definitions import bundled_path
-from ..errors import FhirTailorError
+from ..errors import FhirTailorError, NoPatientsError
 from ..logs import notice
 from ..record import PatientRecord, ReadIssue
 from ..sources import Source, file_source
@@ -40,6 +40,14 @@ class SourceChoice:
             if not wanted or record.patient_id in wanted:
                 yield record
 
+    def patients(self, on_issue: Callable[[ReadIssue], None]) -> Iterator[PatientRecord]:
+        """:meth:`records`, for a command that has nothing to do without patients: input files
+        that hold none stop it (exit 3, naming what was found instead)."""
+        try:
+            yield from self.records(on_issue)
+        except NoPatientsError as exc:
+            fail(str(exc))
+
 
 def open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
     if params.get("group") or params.get("bulk_dir") or params.get("keep_bulk_files"):
@@ -55,11 +63,12 @@ def open_source(stack: ExitStack, params: dict[str, Any]) -> SourceChoice:
             raise click.UsageError(f"with --server, {exc} (--patient, --all or --since)") from exc
     client = connect(stack, params) if server else None
     if input_path is not None:
-        return SourceChoice(file_source(input_path), client, patient_ids)
+        return SourceChoice(file_source(input_path, patient_ids), client, patient_ids)
     if client is not None:
         source = ServerSource(client, selection, concurrency=params["concurrency"])
         return SourceChoice(source, client, ())
-    return SourceChoice(file_source(bundled_path("fixtures") / "bundles"), None, patient_ids)
+    fixtures = file_source(bundled_path("fixtures") / "bundles", patient_ids)
+    return SourceChoice(fixtures, None, patient_ids)
 
 
 def open_bulk_source(
@@ -114,6 +123,6 @@ def one_record(params: dict[str, Any], stack: ExitStack) -> PatientRecord:
         raise click.UsageError("give exactly one --patient ID")
     choice = open_source(stack, params)
     issues: list[ReadIssue] = []
-    for record in choice.records(issues.append):
+    for record in choice.patients(issues.append):
         return record
     fail(f"patient {params['patient_ids'][0]!r} not found")

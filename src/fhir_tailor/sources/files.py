@@ -1,13 +1,16 @@
-"""File sources: FHIR Bundle JSON files and Bulk Data NDJSON folders."""
+"""File sources: FHIR Bundle JSON files and Bulk Data NDJSON folders, and ``--input``, which
+reads either kind, in a folder and its subfolders."""
 
 from __future__ import annotations
 
 import codecs
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import NoPatientsError, PatientNotFoundError
 from ..fhirdata import Resource, load_json
 from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_patient
 
@@ -16,6 +19,14 @@ from ..record import IssueHandler, Located, PatientRecord, ReadIssue, group_by_p
 BUCKET_BYTES = 16 * 1024 * 1024
 #: Python's JSON reader recurses per nesting level and gives up near the interpreter's limit.
 TOO_DEEP = "invalid JSON: nested too deeply (over about 1000 levels)"
+JSON_KINDS: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _bucket_count(paths: list[Path]) -> int:
@@ -24,11 +35,90 @@ def _bucket_count(paths: list[Path]) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class FileSource:
+    """What ``--input`` names: one file, or a folder and its subfolders.
+
+    A folder is read with its subfolders, each folder by what it holds: its ``*.ndjson`` files
+    as Bulk Data NDJSON if it has any (its ``*.json`` files are then an export's companions,
+    such as a manifest, and are not read), else its ``*.json`` files as FHIR Bundles. Other
+    files, hidden files and folders (``.git``) are passed over, and symbolic links to folders
+    are not followed. So ``fixtures/``, holding ``bundles/`` and ``ndjson/`` of the same
+    patients, reads as one input (the duplicates reported). A single file is read as NDJSON if
+    named ``*.ndjson``, else as a Bundle.
+
+    Input that says nothing is an error, never an empty success: a file that is not FHIR is
+    reported as an unread input (the run is not complete), and an input with no patient at all
+    raises :class:`~fhir_tailor.errors.NoPatientsError`. ``patient_ids`` limits the records to
+    those patients; one that is not in the input is reported as not found.
+    """
+
+    path: Path
+    patient_ids: tuple[str, ...] = ()
+
+    def files(self) -> list[Path]:
+        if not self.path.is_dir():
+            return [self.path]
+        found: list[Path] = []
+        for folder, subfolders, names in os.walk(self.path):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            by_suffix: dict[str, list[str]] = {}
+            for name in names:
+                if not name.startswith("."):
+                    by_suffix.setdefault(Path(name).suffix.lower(), []).append(name)
+            # A folder of NDJSON is a Bulk export: its .json files are companions, not input.
+            chosen = by_suffix.get(".ndjson") or by_suffix.get(".json") or []
+            found += [Path(folder) / name for name in chosen]
+        return sorted(found, key=lambda path: path.relative_to(self.path).parts)
+
+    def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
+        paths = self.files()
+        if not paths:
+            raise NoPatientsError(
+                f"no patients in {self.path}: no .json or .ndjson files in it or its subfolders"
+            )
+        unread: list[ReadIssue] = []
+
+        def noted(issue: ReadIssue) -> None:
+            if issue.unread_input:
+                unread.append(issue)
+            on_issue(issue)
+
+        items = (item for path in paths for item in self._read(path, noted))
+        wanted = dict.fromkeys(self.patient_ids)
+        read = 0
+        for record in group_by_patient(items, noted, buckets=_bucket_count(paths)):
+            read += 1
+            if not wanted or record.patient_id in wanted:
+                wanted.pop(record.patient_id, None)
+                yield record
+        if not read:
+            raise NoPatientsError(_nothing_read(self.path, len(paths), unread))
+        for pid in wanted:
+            missing = PatientNotFoundError(pid, "in the input")
+            on_issue(ReadIssue(f"Patient/{pid}", str(missing), "Patient", pid, pid, not_found=True))
+
+    def _read(self, path: Path, on_issue: IssueHandler) -> Iterator[Located]:
+        name = path.relative_to(self.path).as_posix() if path != self.path else path.name
+        if path.suffix.lower() == ".ndjson":
+            return _ndjson_items(path, name, on_issue)
+        return _bundle_items(path, name, on_issue)
+
+
+def _nothing_read(path: Path, files: int, unread: list[ReadIssue]) -> str:
+    plural = "" if files == 1 else "s"
+    found = f"no patients in {path}: {files} file{plural} read"
+    if unread:
+        return f"{found}, {len(unread)} not FHIR input (first: {unread[0]})"
+    return f"{found}, no Patient resource in them"
+
+
+@dataclass(frozen=True, slots=True)
 class NdjsonSource:
     """A folder of Bulk Data ``$export`` output: ``Patient.ndjson``, ``Condition.ndjson``, ...
 
     Files are read line by line; a line that is not a JSON object is reported with its file and
-    line number and skipped. Any ``*.ndjson`` name works, so an export that splits a type
+    line number and skipped, and a file none of whose lines is a FHIR resource is reported as an
+    unread input. Any ``*.ndjson`` name works, so an export that splits a type
     into ``Observation.1.ndjson`` and ``Observation.2.ndjson`` reads as one; ``only`` limits
     the source to the files one export wrote, whatever else the folder holds.
     """
@@ -41,20 +131,37 @@ class NdjsonSource:
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
         paths = self.files()
-        return group_by_patient(
-            self._lines(paths, on_issue), on_issue, buckets=_bucket_count(paths)
-        )
+        items = (item for path in paths for item in _ndjson_items(path, path.name, on_issue))
+        return group_by_patient(items, on_issue, buckets=_bucket_count(paths))
 
-    @staticmethod
-    def _lines(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
-        for path in paths:
-            with path.open("rb") as handle:
-                for number, line in enumerate(handle, start=1):
-                    read = read_line(line, path.name, number)
-                    if isinstance(read, ReadIssue):
-                        on_issue(read)
-                    elif read is not None:
-                        yield read
+
+def _ndjson_items(path: Path, name: str, on_issue: IssueHandler) -> Iterator[Located]:
+    """The resources of NDJSON file ``path`` (called ``name`` in issues)."""
+    fhir = unreadable = 0
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        on_issue(ReadIssue(name, f"cannot be read: {exc.strerror}", unread_input=True))
+        return
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            read = read_line(line, name, number)
+            if isinstance(read, ReadIssue):
+                unreadable += 1
+                on_issue(read)
+            elif read is not None:
+                if isinstance(read.resource, dict) and isinstance(
+                    read.resource.get("resourceType"), str
+                ):
+                    fhir += 1
+                else:
+                    unreadable += 1
+                yield read
+    if unreadable and not fhir:
+        reason = (
+            f"not FHIR NDJSON: none of its {unreadable} lines is a JSON object with a resourceType"
+        )
+        on_issue(ReadIssue(name, reason, unread_input=True))
 
 
 def read_line(line: bytes, name: str, number: int) -> Located | ReadIssue | None:
@@ -80,7 +187,8 @@ class BundleSource:
 
     Any Bundle type is read (transaction, collection, searchset, ...). ``urn:uuid`` references
     between entries are resolved through the entries' ``fullUrl`` so a transaction written for
-    a server reads the same as one with server-assigned ids.
+    a server reads the same as one with server-assigned ids. A file that is not a Bundle is
+    reported as an unread input.
     """
 
     path: Path
@@ -90,30 +198,50 @@ class BundleSource:
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
         paths = self.files()
-        return group_by_patient(
-            self._entries(paths, on_issue), on_issue, buckets=_bucket_count(paths)
-        )
+        items = (item for path in paths for item in _bundle_items(path, path.name, on_issue))
+        return group_by_patient(items, on_issue, buckets=_bucket_count(paths))
 
-    @staticmethod
-    def _entries(paths: list[Path], on_issue: IssueHandler) -> Iterator[Located]:
-        for path in paths:
-            try:
-                bundle = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
-            except json.JSONDecodeError as exc:
-                on_issue(ReadIssue(path.name, f"invalid JSON: {exc.msg} at line {exc.lineno}"))
-                continue
-            except RecursionError:
-                on_issue(ReadIssue(path.name, TOO_DEEP))
-                continue
-            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-                on_issue(ReadIssue(path.name, "field resourceType: not a Bundle"))
-                continue
-            entries = bundle.get("entry")
-            if not isinstance(entries, list):
-                if entries is not None:
-                    on_issue(ReadIssue(path.name, "field entry: not a list", "Bundle"))
-                continue
-            yield from _resolved_entries(entries, path.name, on_issue)
+
+def _bundle_items(path: Path, name: str, on_issue: IssueHandler) -> Iterator[Located]:
+    """The entries of Bundle file ``path`` (called ``name`` in issues); a file that holds no
+    Bundle is reported as an unread input."""
+    problem: str | None
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror}"
+    except json.JSONDecodeError as exc:
+        problem = f"invalid JSON: {exc.msg} at line {exc.lineno}"
+    except RecursionError:
+        problem = TOO_DEEP
+    else:
+        problem = _not_a_bundle(bundle)
+    if problem is not None:
+        on_issue(ReadIssue(name, problem, unread_input=True))
+        return
+    entries = bundle.get("entry")
+    if entries is None:  # an empty Bundle
+        return
+    if not isinstance(entries, list):
+        on_issue(ReadIssue(name, "field entry: not a list", "Bundle", unread_input=True))
+        return
+    yield from _resolved_entries(entries, name, on_issue)
+
+
+def _not_a_bundle(content: object) -> str | None:
+    """Why parsed JSON is not a FHIR Bundle, naming the field; ``None`` if it is one."""
+    if not isinstance(content, dict):
+        kind = JSON_KINDS.get(type(content), type(content).__name__)
+        return f"field resourceType: missing (the file holds a JSON {kind}, not a FHIR Bundle)"
+    rtype = content.get("resourceType")
+    if rtype is None:
+        return "field resourceType: missing (this JSON is not FHIR)"
+    if rtype != "Bundle":
+        return (
+            f"field resourceType: {str(rtype)[:40]!r}, not 'Bundle' (a .json input must be a "
+            "Bundle; single resources go one per line in an .ndjson file)"
+        )
+    return None
 
 
 def _resolved_entries(

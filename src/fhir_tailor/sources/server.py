@@ -1,12 +1,19 @@
 """Server source: a FHIR R4 server read patient by patient with standard searches.
 
 Per patient it reads the Patient, ``Condition?patient=ID`` and ``Observation?patient=ID`` (all
-categories, so vital signs, laboratory, survey and SDOH screenings alike), and, where the server's
-CapabilityStatement declares a ``patient`` search for them, QuestionnaireResponses (screenings
-kept as forms), Encounters (recent discharges), MedicationRequests (polypharmacy) and
-ServiceRequests (referrals a clinician made, such as to a nephrologist). Only
-standard search parameters are used, so it works the same on HAPI FHIR, Epic, Cerner, Azure,
-Google or Medplum.
+categories, so vital signs, laboratory, survey and SDOH screenings alike), then
+QuestionnaireResponses (screenings kept as forms), Encounters (recent discharges),
+MedicationRequests (polypharmacy) and ServiceRequests (referrals a clinician made, such as to a
+nephrologist), each the first way the server's CapabilityStatement declares: a ``patient``
+search, a ``subject=Patient/ID`` search, or ``Patient/ID/$everything`` limited to the types
+that need it (``_type``). Only standard searches and operations are used, so it works the same
+on HAPI FHIR, Epic, Cerner, Azure, Google or Medplum.
+
+A patient is read whole or not at all: any search that still fails after the client's retries
+fails the patient (reported, nothing written, the run not complete), because a plan made from
+part of a record can miss what the rest would have shown. A type the server gives no way to
+read is named on each record (:attr:`~fhir_tailor.record.PatientRecord.unread_types`), so
+the run report says which plans were made without it.
 """
 
 from __future__ import annotations
@@ -15,20 +22,26 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from ..client import FhirClient
 from ..concurrency import in_order
-from ..errors import FhirTailorError
+from ..errors import FhirTailorError, PatientNotFoundError, ResourceNotFoundError
 from ..fhirdata import Resource, subject_patient_id
 from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
 
 log = logging.getLogger("fhir_tailor.sources.server")
 
-#: The resource types read for each patient, by their ``patient`` search parameter.
+#: The resource types read for each patient, by their ``patient`` search parameter (assumed
+#: where undeclared: a server that cannot search them by patient cannot be used at all).
 PATIENT_DATA_TYPES = ("Condition", "Observation")
-#: Read too when the server declares ``patient`` search for them; a failure there is reported
-#: and the patient is still profiled from the rest.
+#: Read each the first way the server declares (``patient``, ``subject``, ``$everything``);
+#: a type it offers no way to read is named on every record as unread.
 OPTIONAL_DATA_TYPES = ("QuestionnaireResponse", "Encounter", "MedicationRequest", "ServiceRequest")
+#: The canonical of the Patient ``$everything`` operation (FHIR R4, OperationDefinition).
+EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+
+Way = Literal["patient", "subject", "everything"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,29 +58,73 @@ class PatientSelection:
             raise ValueError("choose exactly one of: patient ids, all patients, or since")
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How this server lets each resource type be read for one patient."""
+
+    ways: tuple[tuple[str, Way], ...]
+    #: Types the server declares no way to read per patient: each record lacks them.
+    unreadable: tuple[str, ...]
+
+    def by(self, way: Way) -> tuple[str, ...]:
+        return tuple(rtype for rtype, used in self.ways if used == way)
+
+
+def declares_everything(statement: Resource) -> bool:
+    """Whether a CapabilityStatement declares ``Patient/[id]/$everything``: on the Patient
+    resource by name (servers give it their own definition), or anywhere by its canonical."""
+    for rest in _objects(statement.get("rest")):
+        for resource in _objects(rest.get("resource")):
+            if resource.get("type") == "Patient" and any(
+                op.get("name") == "everything" or _canonical(op) == EVERYTHING
+                for op in _objects(resource.get("operation"))
+            ):
+                return True
+        if any(_canonical(op) == EVERYTHING for op in _objects(rest.get("operation"))):
+            return True
+    return False
+
+
+def _objects(value: object) -> list[Resource]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _canonical(operation: Resource) -> str:
+    return str(operation.get("definition") or "").split("|")[0]
+
+
 @dataclass(slots=True)
 class ServerSource:
     client: FhirClient
     selection: PatientSelection
     page_size: int = 100
-    optional_types: tuple[str, ...] | None = None
     concurrency: int = 1
+    reading: Reading | None = None
 
-    async def _types(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        if self.optional_types is None:
-            optional = [
-                t
-                for t in OPTIONAL_DATA_TYPES
-                if await self.client.aio.supports_search(t, "patient")
-            ]
-            self.optional_types = tuple(optional)
-            missing = sorted(set(OPTIONAL_DATA_TYPES) - set(optional))
-            if missing:
+    async def _reading(self) -> Reading:
+        """How each type is read here, decided once from the CapabilityStatement."""
+        if self.reading is None:
+            aio = self.client.aio
+            everything = declares_everything(await aio.capabilities())
+            ways: list[tuple[str, Way]] = [(t, "patient") for t in PATIENT_DATA_TYPES]
+            unreadable: list[str] = []
+            for rtype in OPTIONAL_DATA_TYPES:
+                if await aio.supports_search(rtype, "patient"):
+                    ways.append((rtype, "patient"))
+                elif await aio.supports_search(rtype, "subject"):
+                    ways.append((rtype, "subject"))
+                elif everything:
+                    ways.append((rtype, "everything"))
+                else:
+                    unreadable.append(rtype)
+            self.reading = Reading(tuple(ways), tuple(unreadable))
+            if unreadable:
                 log.warning(
-                    "server declares no patient search for %s: those resources are not read",
-                    ", ".join(missing),
+                    "server declares no patient or subject search and no Patient/$everything "
+                    "for %s: each record is reported without them",
+                    ", ".join(unreadable),
                 )
-        return PATIENT_DATA_TYPES, self.optional_types
+        return self.reading
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
         """Each selected patient's record; up to twice ``concurrency`` patients are read at a
@@ -89,10 +146,16 @@ class ServerSource:
         """The record of a Patient resource, or of a patient id read first."""
         if not isinstance(patient, str):
             return await self._record(patient, on_issue)
+        location = f"Patient/{patient}"
         try:
             resource = await self.client.aio.read("Patient", patient)
+        except ResourceNotFoundError:
+            missing = PatientNotFoundError(patient, "on the server")
+            issue = ReadIssue(location, str(missing), "Patient", patient, patient, not_found=True)
+            on_issue(issue)
+            return None
         except FhirTailorError as exc:
-            on_issue(ReadIssue(f"Patient/{patient}", str(exc), "Patient", patient, patient))
+            on_issue(ReadIssue(location, str(exc), "Patient", patient, patient))
             return None
         return await self._record(resource, on_issue)
 
@@ -102,8 +165,8 @@ class ServerSource:
         assert self.selection.since is not None
         since = f"ge{self.selection.since.isoformat()}"
         changed: set[str] = set()
-        _, optional = self.client.call(self._types())
-        for rtype in ("Patient", *PATIENT_DATA_TYPES, *optional):
+        reading = self.client.call(self._reading())
+        for rtype in ("Patient", *(t for t, _ in reading.ways)):
             try:
                 for resource in self.client.search(
                     rtype, {"_lastUpdated": since}, count=self.page_size
@@ -112,8 +175,12 @@ class ServerSource:
                     if pid:
                         changed.add(pid)
             except FhirTailorError as exc:
-                if rtype in optional:  # the patients that matter are still found
-                    on_issue(ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype))
+                if rtype in OPTIONAL_DATA_TYPES:
+                    # The patients found are still synced, but those whose only change is of
+                    # this type are missed: the run is reported incomplete and so the watermark
+                    # holds, for the next run to list them again.
+                    issue = ReadIssue(f"{rtype}?_lastUpdated", str(exc), rtype, unread_input=True)
+                    on_issue(issue)
                 else:  # changed patients would be missed, and the watermark move past them
                     raise
         return sorted(changed)
@@ -123,31 +190,48 @@ class ServerSource:
         if problem is not None or pid is None:
             on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
             return None
-        resources: list[Resource] = []
-        required, optional = await self._types()
-        for rtype in (*required, *optional):
-            try:
-                found = await self.client.aio.search_all(
-                    rtype, {"patient": pid}, count=self.page_size
+        reading = await self._reading()
+        found: dict[str, list[Resource]] = {}
+        location = ""
+        try:
+            for rtype, way in reading.ways:
+                if way == "everything":
+                    continue
+                location = f"{rtype}?{way}"
+                value = pid if way == "patient" else f"Patient/{pid}"
+                found[rtype] = await self.client.aio.search_all(
+                    rtype, {way: value}, count=self.page_size
                 )
-                resources.extend(self._usable(found, pid, rtype, on_issue))
-            except FhirTailorError as exc:
-                if rtype in required:
-                    on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid, pid))
-                    return None
-                on_issue(ReadIssue(f"{rtype}?patient", str(exc), "Patient", pid))
-        return PatientRecord(patient, tuple(resources))
+            if everything := reading.by("everything"):
+                location = "Patient/$everything"
+                for resource in await self._everything(pid, everything):
+                    if resource.get("resourceType") in everything:  # _type may be ignored
+                        found.setdefault(str(resource["resourceType"]), []).append(resource)
+        except FhirTailorError as exc:
+            # Whatever failed, a plan from the rest of the record could miss what it held.
+            on_issue(ReadIssue(location, str(exc), "Patient", pid, pid))
+            return None
+        resources = [
+            resource
+            for rtype, way in reading.ways
+            for resource in self._usable(found.get(rtype, []), pid, rtype, way, on_issue)
+        ]
+        return PatientRecord(patient, tuple(resources), reading.unreadable)
+
+    async def _everything(self, pid: str, types: tuple[str, ...]) -> list[Resource]:
+        return [r async for r in self.client.aio.everything(pid, types, count=self.page_size)]
 
     @staticmethod
     def _usable(
-        found: list[Resource], pid: str, rtype: str, on_issue: IssueHandler
+        found: list[Resource], pid: str, rtype: str, way: Way, on_issue: IssueHandler
     ) -> Iterator[Resource]:
-        """Resources of the searched type about this patient; includes and strays are dropped."""
+        """Resources of the type about this patient; includes and strays are dropped."""
+        location = "Patient/$everything" if way == "everything" else f"{rtype}?{way}"
         for resource in found:
             if resource.get("resourceType") != rtype:
                 continue
             _, owner, problem = check_resource(resource)
             if problem is not None:
-                on_issue(ReadIssue(f"{rtype}?patient", problem, rtype, resource.get("id")))
+                on_issue(ReadIssue(location, problem, rtype, resource.get("id")))
             elif owner == pid:
                 yield resource
