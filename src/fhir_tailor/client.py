@@ -12,7 +12,8 @@ transaction) but does it defensively, because it talks to servers we do not cont
 * paging never follows a link off the server's origin, which would hand our credentials
   to whoever the server (or an attacker who controls its responses) names;
 * errors and logs carry the URL path but never the query string, headers or bodies,
-  since those can hold patient identifiers or tokens.
+  since those can hold patient identifiers or tokens; a server's own words (OperationOutcome
+  diagnostics, an error page) only with ``show_server_diagnostics``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ SearchParams = Mapping[str, str | Sequence[str]] | Sequence[tuple[str, str]]
 _SUPPORTED_VERSION = re.compile(r"4\.[03](\.\d+)?(-\S+)?")
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]+")
 _RESOURCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_CODE = re.compile(r"[A-Za-z][A-Za-z0-9\-]{0,63}")
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK_BYTES = 64 * 1024
@@ -90,8 +92,10 @@ class AsyncFhirClient:
     the connection pool, and so how many requests are in flight at once. ``timeout`` (seconds)
     bounds each attempt of a request as a whole, not each read; the retry policy's budget
     bounds the attempts together. ``max_response_bytes`` is the largest body read (see
-    DEFAULT_MAX_RESPONSE_BYTES). ``transport`` and ``sleep`` exist so tests can run without a
-    network and without waiting.
+    DEFAULT_MAX_RESPONSE_BYTES). ``show_server_diagnostics`` lets error messages quote the
+    server's free text, which is off by default because servers quote patient names and birth
+    dates there. ``transport`` and ``sleep`` exist so tests can run without a network and
+    without waiting.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class AsyncFhirClient:
         verify: bool = True,
         max_connections: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        show_server_diagnostics: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -117,6 +122,7 @@ class AsyncFhirClient:
         self._origin = _origin(url)
         self._timeout = timeout
         self._max_response_bytes = max_response_bytes
+        self._server_text = show_server_diagnostics
         self._retry = retry or RetryPolicy()
         self._strict_search = strict_search
         self._sleep = sleep
@@ -266,15 +272,18 @@ class AsyncFhirClient:
         except InvalidResponseError as exc:
             raise UnconfirmedWriteError("POST", path, f"HTTP {status}, {exc.problem}") from None
         if result.get("resourceType") == "OperationOutcome":
-            codes = "; ".join(f"{i.severity} {i.code}" for i in parse_outcome_issues(result))
+            issues = parse_outcome_issues(result)
+            codes = "; ".join(i.describe(diagnostics=self._server_text) for i in issues)
             raise UnconfirmedWriteError(
                 "POST", path, f"HTTP {status} with an OperationOutcome ({codes or 'no issues'})"
             )
         if result.get("resourceType") != "Bundle" or result.get("type") != "transaction-response":
-            found = result.get("type") if result.get("resourceType") == "Bundle" else None
-            what = f"a {found!r} Bundle" if found else f"a {result.get('resourceType')!r}"
+            if result.get("resourceType") == "Bundle":
+                what = f"a Bundle of type {_named(result.get('type'))}"
+            else:
+                what = f"resourceType {_named(result.get('resourceType'))}"
             raise UnconfirmedWriteError(
-                "POST", path, f"HTTP {status} with {what}, not a transaction-response"
+                "POST", path, f"HTTP {status} with {what}, not a transaction-response Bundle"
             )
         return result
 
@@ -445,7 +454,7 @@ class AsyncFhirClient:
                 raise UnsafeToRetryError(budget.method, budget.url_path, failure) from outcome
             error: Exception = outcome
         else:
-            error = FhirServerError.from_response(outcome)
+            error = FhirServerError.from_response(outcome, server_text=self._server_text)
             if not self._retry.should_retry_status(outcome.status_code, idempotent=idempotent):
                 raise error
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
@@ -485,6 +494,7 @@ class FhirClient:
         verify: bool = True,
         max_connections: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        show_server_diagnostics: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -501,6 +511,7 @@ class FhirClient:
             verify=verify,
             max_connections=max_connections,
             max_response_bytes=max_response_bytes,
+            show_server_diagnostics=show_server_diagnostics,
             transport=transport,
             sleep=asyncio.sleep if sleep is None else pause,
         )
@@ -735,9 +746,17 @@ def _resource_body(response: httpx.Response, resource_type: str | None = None) -
     if not isinstance(body, dict):
         raise InvalidResponseError(method, path, "the body is not a JSON object")
     if resource_type is not None and body.get("resourceType") != resource_type:
-        found = body.get("resourceType")
-        raise InvalidResponseError(method, path, f"expected a {resource_type}, got {found!r}")
+        found = _named(body.get("resourceType"))
+        raise InvalidResponseError(method, path, f"expected a {resource_type}, got {found}")
     return body
+
+
+def _named(value: object) -> str:
+    """A resource type or code the server sent, quoted if it is one (``'Patient'``); anything
+    else may be free text, and is not repeated."""
+    if isinstance(value, str) and _CODE.fullmatch(value):
+        return repr(value)
+    return "(none)" if value is None else "(not a code)"
 
 
 def _next_link(bundle: Resource) -> str | None:

@@ -6,16 +6,22 @@ The rest of this module describes failures of talking to a FHIR server.
 
 Messages name the HTTP method and the URL *path* only, never the query string: search
 parameters often carry identifiers (MRNs, names, birth dates) that must not end up in logs.
+For the same reason a server's own text (an OperationOutcome's ``diagnostics`` or
+``details.text``, an error page) is left out of messages unless the operator asks for it
+(``server_text``): servers quote patient names and birth dates there. Severities, codes and
+locations are structure, not data, and are always given.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 
 SNIPPET_LIMIT = 200
+_MEDIA_TYPE = re.compile(r"[\w.+-]{1,64}/[\w.+-]{1,64}")
 
 
 class FhirTailorError(Exception):
@@ -31,13 +37,18 @@ class OutcomeIssue:
     diagnostics: str | None = None
     expression: tuple[str, ...] = ()
 
-    def __str__(self) -> str:
-        text = self.code
-        if self.diagnostics:
-            text += f": {self.diagnostics}"
+    def describe(self, *, diagnostics: bool = False) -> str:
+        """``error processing at CarePlan.foo``, and the server's free text after a colon
+        only with ``diagnostics`` (see the module docstring)."""
+        text = f"{self.severity} {self.code}"
         if self.expression:
-            text += f" ({', '.join(self.expression)})"
+            text += f" at {', '.join(self.expression)}"
+        if diagnostics and self.diagnostics:
+            text += f": {self.diagnostics}"
         return text
+
+    def __str__(self) -> str:
+        return self.describe()
 
 
 def parse_outcome_issues(body: object) -> list[OutcomeIssue]:
@@ -71,11 +82,23 @@ def body_snippet(response: httpx.Response) -> str:
     return text if len(text) <= SNIPPET_LIMIT else text[: SNIPPET_LIMIT - 3] + "..."
 
 
+def body_kind(response: httpx.Response) -> str | None:
+    """What a body that is no OperationOutcome is, without quoting it: ``a text/html body of
+    412 bytes``; ``None`` when there is no body."""
+    if not response.content:
+        return None
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    kind = media_type if _MEDIA_TYPE.fullmatch(media_type) else "untyped"
+    return f"a {kind} body of {len(response.content)} bytes"
+
+
 class FhirServerError(FhirTailorError):
     """The server answered with a non-2xx status.
 
     ``issues`` holds the parsed OperationOutcome, if the server sent one; otherwise
-    ``snippet`` holds the start of whatever it sent instead.
+    ``snippet`` holds the start of whatever it sent instead and ``body`` what kind of body it
+    was. The message quotes the server's text (diagnostics, snippet) only with
+    ``server_text``.
     """
 
     def __init__(
@@ -86,25 +109,35 @@ class FhirServerError(FhirTailorError):
         url_path: str,
         *,
         snippet: str | None = None,
+        body: str | None = None,
+        server_text: bool = False,
     ) -> None:
         self.status = status
         self.issues = list(issues)
         self.method = method
         self.url_path = url_path
         self.snippet = snippet
+        self.body = body
+        self.server_text = server_text
         super().__init__(self._describe())
 
     def _describe(self) -> str:
         head = f"HTTP {self.status} from {self.method} {self.url_path}"
         if self.issues:
-            return f"{head}: {'; '.join(str(issue) for issue in self.issues)}"
-        if self.snippet:
+            issues = (issue.describe(diagnostics=self.server_text) for issue in self.issues)
+            return f"{head}: {'; '.join(issues)}"
+        if self.snippet and self.server_text:
             return f"{head}: {self.snippet}"
+        if self.body:
+            return f"{head}: {self.body}, not an OperationOutcome"
         return head
 
     @classmethod
-    def from_response(cls, response: httpx.Response) -> FhirServerError:
-        """The most specific error class for ``response``, with its OperationOutcome parsed."""
+    def from_response(
+        cls, response: httpx.Response, *, server_text: bool = False
+    ) -> FhirServerError:
+        """The most specific error class for ``response``, with its OperationOutcome parsed;
+        ``server_text`` lets the message quote the server's own words."""
         try:
             issues = parse_outcome_issues(response.json())
         except (ValueError, RecursionError):  # not JSON, not decodable, or nested too deeply
@@ -116,6 +149,8 @@ class FhirServerError(FhirTailorError):
             response.request.method,
             response.request.url.path,
             snippet=None if issues else body_snippet(response),
+            body=None if issues else body_kind(response),
+            server_text=server_text,
         )
 
 
