@@ -262,6 +262,33 @@ def test_an_outage_of_one_search_fails_its_patients_and_keeps_the_run_open(
     assert all("Condition?patient" in (p["detail"] or "") for p in outcomes.values())
 
 
+def test_an_outage_of_a_supporting_search_writes_nothing_and_holds_the_watermark(
+    proxy: FaultProxy, http: httpx.Client, eligible: list[str], tmp_path: Path
+) -> None:
+    """Issue 15 #4: every Encounter search answered 503 failed no patient; plans were made from
+    partial records and --since auto moved its watermark past them."""
+    proxy.use(Plan((Rule("503", every=1, methods=GET, path=r"/Encounter\?", times=10**6),)))
+    args = sync_args(proxy, tmp_path, "--since", "auto", "--retry-budget", "0.5")
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == EXIT_PARTIAL_FAILURE, result.stderr
+    outcomes = {p["patient"]: p for p in report(tmp_path)["patients"]}
+    assert sorted(outcomes) == PATIENTS
+    assert {p["outcome"] for p in outcomes.values()} == {"failed"}
+    assert all("Encounter?patient" in (p["detail"] or "") for p in outcomes.values())
+    assert careplan_subjects(http) == [], "nothing is written from part of a record"
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["watermark"] is None and state["run"] is not None
+
+    proxy.use(Plan())
+    again = CliRunner().invoke(main, args)
+
+    assert again.exit_code == 0, again.stderr
+    assert report(tmp_path)["counts"] == {"created": len(eligible), **without_plan()}
+    assert careplan_subjects(http) == eligible
+    assert json.loads((tmp_path / "state.json").read_text())["watermark"] is not None
+
+
 def test_bulk_sync_survives_a_reset_download_and_a_throttled_status_poll(
     proxy: FaultProxy, http: httpx.Client, eligible: list[str], tmp_path: Path
 ) -> None:
