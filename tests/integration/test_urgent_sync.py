@@ -21,8 +21,9 @@ from fhir_tailor.resources import CAREPLAN_ID_SYSTEM, TASK_ID_SYSTEM
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The fixture patients' urgent requests (fixtures/README.md, "Urgent findings"). ft-32's are
-#: read from its PHQ-9, a QuestionnaireResponse: only where the server declares a patient search
-#: for QuestionnaireResponse (HAPI does, sekmet does not: docs/servers.md); see expected().
+#: read from its PHQ-9, a QuestionnaireResponse: only where the server can search them by patient
+#: or subject (HAPI can; sekmet cannot, and its Patient/$everything, which fhir-tailor reads them
+#: through there, leaves them out: docs/servers.md); see expected().
 EXPECTED = {
     "Patient/ft-21": set(),
     "Patient/ft-32": {"suicide-risk", "severe-depression"},
@@ -102,8 +103,9 @@ def http(loaded: str) -> httpx.Client:
 
 
 def expected(http: httpx.Client) -> dict[str, set[str]]:
-    """EXPECTED as this server can give it: without a patient search for QuestionnaireResponse
-    the questionnaire-only findings cannot be read (fhir-tailor reports that, and plans on)."""
+    """EXPECTED as this server can give it: without a patient or subject search for
+    QuestionnaireResponse the questionnaire-only findings are not found (on sekmet, read through
+    its $everything, none come back; a server declaring no way at all is reported, exit 5)."""
     statement = http.get("metadata").raise_for_status().json()
     searchable = {
         parameter["name"]
