@@ -62,6 +62,7 @@ class ServerAccess:
     concurrency: int = 4
     timeout: float = 30.0
     retry_budget: float = 120.0
+    show_server_diagnostics: bool = False
     token: str | None = field(default=None, repr=False)
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -93,4 +94,5 @@ class ServerAccess:
             timeout=self.timeout,
             retry=RetryPolicy(total_budget=self.retry_budget),
             max_connections=self.concurrency,
+            show_server_diagnostics=self.show_server_diagnostics,
         )

@@ -535,6 +535,22 @@ def test_cli_bulk_options_need_bulk() -> None:
     assert "need --bulk" in result.output
 
 
+def test_cli_bulk_limits_reach_the_export(router: respx.Router, tmp_path: Path) -> None:
+    """--bulk-max-gib bounds the export's files (here 1 KiB, a file of 2 KiB is refused)."""
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).respond(json=manifest(("Patient", f"{FILES}/Patient.ndjson")))
+    router.delete(STATUS).respond(202)
+    router.get(f"{FILES}/Patient.ndjson").respond(content=b" " * 2048)
+    with respx.mock(assert_all_called=False) as mock:
+        mock.route().mock(side_effect=router.handler)
+        result = CliRunner().invoke(
+            main,
+            ["sync", "--server", BASE, "--bulk", "--dry-run", "--bulk-max-gib", str(1 / 2**20)],
+        )
+    assert result.exit_code == 3, result.output
+    assert "bulk export failed" in result.stderr and "1 KiB limit" in result.stderr
+
+
 def test_a_resumed_export_polls_the_same_job_and_skips_downloaded_files(
     client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
 ) -> None:

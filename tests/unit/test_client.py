@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from click.testing import CliRunner
 
 from fhir_tailor import __version__
 from fhir_tailor.auth import BearerTokenAuth, auth_from_settings
+from fhir_tailor.cli import main
 from fhir_tailor.client import FhirClient
 from fhir_tailor.errors import (
     ConflictError,
@@ -686,6 +688,36 @@ def test_diagnostics_are_shown_when_the_operator_asks(
     assert str(info.value) == (
         f"HTTP 422 from POST /fhir/CarePlan: error processing at CarePlan.foo: {PHI_DIAGNOSTICS}"
     )
+
+
+@pytest.mark.parametrize("how", ["default", "option", "environment"])
+def test_sync_quotes_diagnostics_only_with_show_server_diagnostics(how: str, tmp_path: Any) -> None:
+    """The command line: the report and stderr carry the codes, and the server's text only
+    with --show-server-diagnostics (or FHIR_TAILOR_SHOW_SERVER_DIAGNOSTICS=1)."""
+    capabilities = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"mode": "server", "resource": []}],
+    }
+    report = tmp_path / "report.json"
+    args = ["sync", "--server", BASE, "--patient", "p1", "--dry-run", "--report", str(report)]
+    env = {"FHIR_TAILOR_SHOW_SERVER_DIAGNOSTICS": "1"} if how == "environment" else {}
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{BASE}/metadata").respond(200, json=capabilities)
+        mock.get(f"{BASE}/Patient/p1").respond(200, json=patient("p1"))
+        mock.get(f"{BASE}/Condition").respond(
+            400, json=outcome("processing", PHI_DIAGNOSTICS, ["Condition.subject"])
+        )
+        mock.get(f"{BASE}/Observation").respond(200, json=bundle())
+        flag = ["--show-server-diagnostics"] if how == "option" else []
+        result = CliRunner().invoke(main, [*args, *flag], env=env)
+    assert result.exit_code == 1, result.output
+    written = report.read_text()
+    assert "error processing at Condition.subject" in written
+    assert "error processing at Condition.subject" in result.stderr
+    shown = how != "default"
+    assert ("Jane Doe" in written) == shown
+    assert ("Jane Doe" in result.stderr) == shown
 
 
 @pytest.mark.parametrize("show", [False, True])

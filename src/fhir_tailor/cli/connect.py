@@ -28,6 +28,7 @@ def connect(stack: ExitStack, params: dict[str, Any]) -> FhirClient:
         timeout=params["timeout"],
         retry=retry,
         max_connections=params["concurrency"],
+        show_server_diagnostics=params["show_server_diagnostics"],
     )
     stack.enter_context(client)
     try:

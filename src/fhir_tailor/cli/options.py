@@ -16,6 +16,7 @@ from typing import Any
 import click
 import httpx
 
+from ..bulk import DEFAULT_DOWNLOAD_BUDGET, DEFAULT_MAX_BYTES
 from ..requester import RequesterError, parse_requester
 
 SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"]
@@ -165,7 +166,8 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 default=30.0,
                 envvar="FHIR_TAILOR_TIMEOUT",
                 show_default=True,
-                help="HTTP timeout in seconds.",
+                help="Seconds one HTTP request may take as a whole (connecting and reading the "
+                "entire answer), each attempt.",
             ),
             click.option(
                 "--concurrency",
@@ -182,6 +184,14 @@ def server_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 envvar="FHIR_TAILOR_RETRY_BUDGET",
                 show_default=True,
                 help="Total seconds one request may spend retrying before it fails.",
+            ),
+            click.option(
+                "--show-server-diagnostics",
+                is_flag=True,
+                envvar="FHIR_TAILOR_SHOW_SERVER_DIAGNOSTICS",
+                help="Quote the server's OperationOutcome diagnostics and error pages in "
+                "messages and the report. Default: severities, codes and locations only "
+                "(servers quote patient names and birth dates there).",
             ),
         ],
     )
@@ -242,6 +252,22 @@ def bulk_options(func: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--keep-bulk-files", is_flag=True, help="With --bulk: keep the temporary folder."
+            ),
+            click.option(
+                "--bulk-max-gib",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DEFAULT_MAX_BYTES / 2**30,
+                envvar="FHIR_TAILOR_BULK_MAX_GIB",
+                show_default=True,
+                help="With --bulk: the most the export's files may hold together, in GiB.",
+            ),
+            click.option(
+                "--bulk-download-budget",
+                type=click.FloatRange(min=0, min_open=True),
+                default=DEFAULT_DOWNLOAD_BUDGET,
+                envvar="FHIR_TAILOR_BULK_DOWNLOAD_BUDGET",
+                show_default=True,
+                help="With --bulk: seconds for downloading all the export's files.",
             ),
         ],
     )

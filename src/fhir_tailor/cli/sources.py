@@ -24,6 +24,7 @@ from ..sources.server import PatientSelection, ServerSource
 from ..state import RunState
 from .connect import connect
 from .exits import fail
+from .not_found import exit_if_missing
 
 
 @dataclass(slots=True)
@@ -98,7 +99,14 @@ def open_bulk_source(
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
     request = ExportRequest(group=params["group"], since=params["since"])
     try:
-        source = bulk_source(client, folder, request, progress=progress)
+        source = bulk_source(
+            client,
+            folder,
+            request,
+            progress=progress,
+            max_bytes=int(params["bulk_max_gib"] * 2**30),
+            download_budget=params["bulk_download_budget"],
+        )
     except FhirTailorError as exc:
         fail(f"bulk export failed: {exc}")
     return SourceChoice(source, client, ())
@@ -125,4 +133,8 @@ def one_record(params: dict[str, Any], stack: ExitStack) -> PatientRecord:
     issues: list[ReadIssue] = []
     for record in choice.patients(issues.append):
         return record
-    fail(f"patient {params['patient_ids'][0]!r} not found")
+    exit_if_missing(issues)
+    unread = next((issue for issue in issues if issue.unread_patient), None)
+    if unread is not None:  # there, but could not be read (a server error, say)
+        fail(f"Patient/{unread.unread_patient} could not be read: {unread.reason}")
+    fail(f"Patient/{params['patient_ids'][0]} not found")

@@ -128,6 +128,7 @@ def _spark_target(
         concurrency=params["concurrency"],
         timeout=params["timeout"],
         retry_budget=params["retry_budget"],
+        show_server_diagnostics=params["show_server_diagnostics"],
         token=params["token"],
         username=params["username"],
         password=params["password"],
