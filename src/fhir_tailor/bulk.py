@@ -353,8 +353,8 @@ class BulkExport:
 
     def _fetch(self, link: str, path: Path, token: bool, what: str) -> int:
         """Download one file within what is left of ``max_bytes`` and ``download_budget``."""
-        size_limit = f"the {byte_size(self.max_bytes)} limit on one export's files (max_bytes)"
-        time_limit = f"within {self.download_budget:g}s (download_budget)"
+        size_limit = f"the {byte_size(self.max_bytes)} limit on one export's files"
+        time_limit = f"within {self.download_budget:g}s"
         left_bytes = self.max_bytes - self._on_disk
         left_seconds = self.download_budget - (self._clock() - self._download_started)
         try:
