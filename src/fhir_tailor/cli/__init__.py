@@ -3,7 +3,8 @@ group, so each is read on its own.
 
 Exit codes (:mod:`.exits`): 0 every patient succeeded; 1 at least one patient failed (see the
 report); 2 usage error; 3 the run could not start (bad definitions, server unreachable or not
-R4); 4 the run stopped part-way (reading the patient list failed after some patients were done,
+R4; or a --patient not in the source, named once, the others done: :mod:`.not_found`); 4 the
+run stopped part-way (reading the patient list failed after some patients were done,
 or standard output was closed; --state resumes it).
 """
 

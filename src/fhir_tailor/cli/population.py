@@ -15,9 +15,11 @@ from ..logs import notice
 from ..pipeline import assess
 from ..population import PopulationSummary
 from ..population_report import render_html, report_data, require_plotting
+from ..record import ReadIssue
 from ..report import RunReport
 from .exits import fail
 from .group import command, pass_settings
+from .not_found import exit_if_missing
 from .options import creatable_file, source_options
 from .progress import start_progress
 from .settings import Settings
@@ -30,17 +32,18 @@ from .sources import open_source
 @pass_settings
 def segments(settings: Settings, /, as_json: bool, **params: Any) -> None:
     """Count the patients of a source per segment, dimension need and plan variant."""
-    summary, _ = _summarize_population(settings, params)
+    summary, issues = _summarize_population(settings, params)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
         click.echo(summary.table(), nl=False)
+    exit_if_missing(issues)
 
 
 def _summarize_population(
     settings: Settings, params: dict[str, Any]
-) -> tuple[PopulationSummary, int]:
-    """One pass over the source's patients: the summary and how many resources were unreadable."""
+) -> tuple[PopulationSummary, list[ReadIssue]]:
+    """One pass over the source's patients: the summary and what could not be read."""
     definitions = settings.definitions
     summary = PopulationSummary.over(definitions.segments)
     report = RunReport()
@@ -50,9 +53,10 @@ def _summarize_population(
         for record in choice.patients(report.read_issue):
             summary.add(*assess(record, definitions, settings.as_of, report))
             progress()
-    if report.read_issues:
-        notice(f"{len(report.read_issues)} unreadable resources skipped")
-    return summary, len(report.read_issues)
+    unreadable = [issue for issue in report.read_issues if not issue.not_found]
+    if unreadable:
+        notice(f"{len(unreadable)} unreadable resources skipped")
+    return summary, report.read_issues
 
 
 @command("report")
@@ -88,14 +92,16 @@ def population_report(
             require_plotting()
         except FhirTailorError as exc:
             fail(str(exc))
-    summary, unreadable = _summarize_population(settings, params)
+    summary, issues = _summarize_population(settings, params)
+    unreadable = sum(not issue.not_found for issue in issues)
     data = report_data(summary, settings.definitions, settings.as_of, unreadable)
     text = render_html(data) if output_format == "html" else json.dumps(data, indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
-        return
-    try:
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {out}: {exc.strerror}")
-    notice(f"wrote {out} ({summary.patients} patients)")
+    else:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write {out}: {exc.strerror}")
+        notice(f"wrote {out} ({summary.patients} patients)")
+    exit_if_missing(issues)

@@ -24,6 +24,7 @@ from ..sources.server import PatientSelection, ServerSource
 from ..state import RunState
 from .connect import connect
 from .exits import fail
+from .not_found import exit_if_missing
 
 
 @dataclass(slots=True)
@@ -132,4 +133,8 @@ def one_record(params: dict[str, Any], stack: ExitStack) -> PatientRecord:
     issues: list[ReadIssue] = []
     for record in choice.patients(issues.append):
         return record
-    fail(f"patient {params['patient_ids'][0]!r} not found")
+    exit_if_missing(issues)
+    unread = next((issue for issue in issues if issue.unread_patient), None)
+    if unread is not None:  # there, but could not be read (a server error, say)
+        fail(f"Patient/{unread.unread_patient} could not be read: {unread.reason}")
+    fail(f"Patient/{params['patient_ids'][0]} not found")
