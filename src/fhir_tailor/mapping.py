@@ -55,6 +55,10 @@ class Band(Strict):
     status: Status
     severity: Severity | None = None
     label: str | None = None
+    #: What a value in the band means, said after the value (``HbA1c 5.4%: at target``): the
+    #: words a clinician reads for the finding (:mod:`fhir_tailor.statement`). Every shipped
+    #: band has one; without it the band's ``label`` is said.
+    meaning: str | None = Field(default=None, min_length=1)
 
 
 class UnitConversion(Strict):
@@ -203,6 +207,11 @@ class Rule(Strict):
     #: Where the rule's meaning comes from (guideline or instrument, year, section): its codes'
     #: sources are in its value sets, its cut points and answers are cited here.
     source: str | None = None
+    #: What a rule reading a value or an answer reads, named for a clinician (``HbA1c``,
+    #: ``Hunger Vital Sign, worried food would run out``): a finding's statement puts the value
+    #: or answer after it. Every shipped value and answer rule has one; without it the matched
+    #: code's display is said.
+    measure: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_reading(self) -> Rule:
@@ -227,7 +236,17 @@ class Rule(Strict):
             raise ValueError(f"a {self.resource} rule needs at least one value set")
         if self.match == "category" and self.resource not in ("Condition", "Observation"):
             raise ValueError("'match: category' is defined for Condition and Observation rules")
+        if self.measure is not None and self.reads_presence:
+            raise ValueError("'measure' names what a 'value' or 'answers' rule reads")
         return self
+
+    @property
+    def reads_absent(self) -> bool:
+        """Whether a reading of this rule can make its feature absent other than through a
+        band (which says its own meaning): an answer, or a negative presence Observation."""
+        if self.answers is not None:
+            return any(answer.status == "absent" for answer in self.answers)
+        return self.resource == "Observation" and self.reads_presence
 
     @property
     def reads_presence(self) -> bool:
@@ -261,6 +280,10 @@ class Feature(Strict):
     state: bool = False
     excludes: tuple[str, ...] = ()
     rules: list[Rule] = Field(min_length=1)
+    #: What an absent finding says (``No food insecurity``), for features an answer or a
+    #: negative observation can make absent; ``label`` says what a present one is. Every such
+    #: shipped feature has one; without it, ``<label> not found`` is said.
+    absent_label: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _severities(self) -> Feature:
@@ -276,6 +299,15 @@ class Feature(Strict):
                 raise ValueError(f"rule {rule.id!r}: {kind} feature takes no severities")
             if not ungraded and rule.reads_presence and rule.severity is None:
                 raise ValueError(f"rule {rule.id!r}: a presence rule needs a 'severity'")
+        return self
+
+    @model_validator(mode="after")
+    def _absent_said(self) -> Feature:
+        if self.absent_label is not None and not any(rule.reads_absent for rule in self.rules):
+            raise ValueError(
+                f"feature {self.id!r}: no rule reads it absent through an answer or a negative "
+                "observation, so 'absent_label' would never be said (bands say their 'meaning')"
+            )
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from functools import partial
 
 from pydantic import Field
 
+from . import statement
 from .fhirdata import (
     UCUM,
     Resource,
@@ -144,6 +145,8 @@ class _Evidence:
     unit: str | None = None
     answer: str | None = None
     label: str | None = None
+    #: What the value's band means (its ``meaning``), for the finding's statement.
+    meaning: str | None = None
     #: The SDOH domain the answer read names, when narrower than its rule's.
     sdoh_category: SdohCategory | None = None
     #: A present reading not yet confirmed by its feature's ``confirmed_after_days``: the
@@ -263,6 +266,12 @@ def _not_assessed(feature: Feature, ignored: list[_Evidence]) -> Finding:
     return Finding(
         feature=feature.id,
         label=f"{feature.label}: not assessed ({'; '.join(scopes)})",
+        statement=statement.not_assessed(
+            newest.match,
+            newest.value,
+            newest.answer,
+            [e.match.rule.applies_to for e in ignored if e.match.rule.applies_to is not None],
+        ),
         status="unknown",
         effective=max((e.effective for e in ignored if e.effective), default=None),
         code=Coding(system=code.system, code=code.code, display=code.display),
@@ -448,6 +457,7 @@ def _medication_counts(resources: Iterable[Resource], index: CodeIndex) -> Itera
             value=count,
             unit=match.rule.value.unit,
             label=band.label,
+            meaning=band.meaning or band.label,
         )
 
 
@@ -551,6 +561,7 @@ def _read_observation(
             value=number,
             unit=rule.value.unit or unit,
             label=band.label,
+            meaning=band.meaning or band.label,
         )
     if rule.answers is not None:
         given = [
@@ -635,9 +646,18 @@ def _merge(items: list[_Evidence], feature: Feature, as_of: date) -> Finding:
         decisive = latest
     top = decisive[-1]
     feature, code = top.match.feature, top.match.code
+    if top.pending and feature.confirmed_after_days is not None:
+        said = statement.unconfirmed(
+            top.match, top.value, top.meaning, feature.confirmed_after_days
+        )
+    else:
+        said = statement.statement(
+            top.match, top.status, value=top.value, answer=top.answer, meaning=top.meaning
+        )
     return Finding(
         feature=feature.id,
         label=top.label or feature.label,
+        statement=said,
         status=top.status,
         severity=top.severity if top.status == "present" else None,
         value=top.value,

@@ -36,6 +36,9 @@ class Finding(Model):
 
     feature: str
     label: str
+    #: What was found, in words for a clinician (``HbA1c 5.4%: at target``): the value or answer
+    #: read and what it means (:mod:`fhir_tailor.statement`); the fields beside it are for programs.
+    statement: str
     status: Status
     severity: Severity | None = None
     value: float | None = None

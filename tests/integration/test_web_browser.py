@@ -197,7 +197,7 @@ def test_ehr_launch_review_drop_and_approve_in_chromium(patient_server: str) -> 
             # the patient's current findings, each linked to its source on the FHIR server
             for _, finding in profile.findings():
                 if finding.current_present:
-                    row = page.locator("tr.finding", has_text=finding.label).first
+                    row = page.locator("tr.finding", has_text=finding.statement).first
                     for source in finding.sources:
                         link = row.get_by_role("link", name=source)
                         assert link.get_attribute("href") == f"{authz.fhir_base}/{source}"

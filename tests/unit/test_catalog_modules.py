@@ -150,6 +150,7 @@ def make_profile(
             Finding(
                 feature=name,
                 label=name.replace("_", " "),
+                statement=f"{name.replace('_', ' ')}: diagnosis on record",
                 status="present",
                 severity=None if name in ASSETS | STATES else severity,  # type: ignore[arg-type]
                 stale=item in stale,

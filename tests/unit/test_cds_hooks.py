@@ -223,8 +223,8 @@ def check_card(card: Card, path: Path, definitions: Definitions) -> None:
     assert card.detail is not None
     listed = [line for line in card.detail.splitlines() if line.startswith("- **")]
     assert len(listed) == min(5, len(needs))
-    by_label = {f.label: f for f in needs}
-    shown = [by_label[line[4 : line.index("**", 4)]] for line in listed]
+    by_statement = {f.statement: f for f in needs}
+    shown = [by_statement[line[4 : line.index("**", 4)]] for line in listed]
     for finding, line in zip(shown, listed, strict=True):
         assert all(source in line for source in finding.sources)
     ranks = [SEVERITY[f.severity] for f in shown]

@@ -35,20 +35,14 @@ def profile(settings: Settings, /, as_json: bool, **params: Any) -> None:
         + ("; recorded as deceased (no plan)" if facts.deceased else "")
     )
     click.echo(
-        f"{'dimension':<22}{'need':<10}{'feature':<28}{'status':<9}{'severity':<10}"
-        f"{'value':<14}{'date':<12}source"
+        f"{'dimension':<22}{'need':<10}{'feature':<28}{'severity':<10}{'date':<12}finding [source]"
     )
-    for name, finding in result.findings():
-        value = (
-            f"{finding.value:g} {finding.unit or ''}"
-            if finding.value is not None
-            else (finding.answer or "")
-        )
-        status = finding.status + (" (stale)" if finding.stale else "")
+    for name, finding in result.findings():  # the statement, not a status beside a band label
+        stale = " (out of date, not counted)" if finding.stale else ""
         click.echo(
-            f"{name:<22}{result.dimension(name).need:<10}{finding.feature:<28}{status:<9}"
-            f"{finding.severity or '-':<10}{value[:13]:<14}{finding.effective or '-'!s:<12}"
-            f"{', '.join(finding.sources)}"
+            f"{name:<22}{result.dimension(name).need:<10}{finding.feature:<28}"
+            f"{finding.severity or '-':<10}{finding.effective or '-'!s:<12}"
+            f"{finding.statement}{stale} [{', '.join(finding.sources)}]"
         )
     for gap in result.data_gaps:
         click.echo(f"data gap: {gap.label}")

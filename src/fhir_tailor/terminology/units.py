@@ -63,6 +63,14 @@ class Reading:
     note: str | None = None
 
 
+def display(unit: str) -> str:
+    """A UCUM code as people write the unit: ``mmHg`` for ``mm[Hg]`` (the spelling
+    :data:`SPELLINGS` reads as it), and an annotation as its text (UCUM annotations in curly
+    braces are text, not units: ``mL/min/{1.73_m2}`` is ``mL/min/1.73 m2``)."""
+    spelled = next((spelling for spelling, code in SPELLINGS.items() if code == unit), unit)
+    return _ANNOTATION.sub(lambda m: m[0][1:-1].replace("_", " "), spelled)
+
+
 def express(value: float, unit: str, bands: ValueBands, *, coded: bool) -> Reading | None:
     """``value`` measured in ``unit``, read in ``bands.unit``; ``None`` when it cannot be.
 

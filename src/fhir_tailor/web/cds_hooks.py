@@ -374,7 +374,7 @@ class CarePlanCards:
             for name, finding in found[:TOP_NEEDS]:
                 sources = ", ".join(f"`{s}`" for s in finding.sources) or "no source resource"
                 lines.append(
-                    f"- **{_md(finding.label)}**: {_md(dimensions[name].label)}, "
+                    f"- **{_md(finding.statement)}**: {_md(dimensions[name].label)}, "
                     f"{finding.severity or 'unrated'} ({sources})"
                 )
             lines.append("")

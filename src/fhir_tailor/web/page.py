@@ -209,20 +209,19 @@ def _dimension(
     rows = "".join(_finding_row(finding, base) for finding in dimension.findings)
     return (
         f'{heading}<table class="findings"><thead><tr><th scope="col">Finding</th>'
-        '<th scope="col">Status</th><th scope="col">Result</th><th scope="col">Date</th>'
-        f'<th scope="col">Source</th></tr></thead><tbody>{rows}</tbody></table>'
+        '<th scope="col">Date</th><th scope="col">Source</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
     )
 
 
 def _finding_row(finding: Finding, base: str) -> str:
-    result = finding.answer or (
-        f"{finding.value:g} {finding.unit or ''}".strip() if finding.value is not None else ""
-    )
-    status = finding.status + (" (stale)" if finding.stale else "")
+    """One finding as what was found (its statement), not as a label beside a status: "HbA1c
+    below 7%" next to "absent" reads as a double negative."""
+    stale = " <small>(out of date, not counted)</small>" if finding.stale else ""
     when = finding.effective.isoformat() if finding.effective else ""
     return (
-        f'<tr class="finding status-{_e(finding.status)}"><th scope="row">{_e(finding.label)}</th>'
-        f"<td>{_e(status)}</td><td>{_e(result)}</td><td>{_e(when)}</td>"
+        f'<tr class="finding status-{_e(finding.status)}">'
+        f'<th scope="row">{_e(finding.statement)}{stale}</th><td>{_e(when)}</td>'
         f"<td>{_sources(finding.sources, base)}</td></tr>"
     )
 
