@@ -16,6 +16,7 @@ import pytest
 
 from fhir_tailor import cql, fhirpath
 from fhir_tailor.definitions import Definitions, bundled_path, load_definitions
+from fhir_tailor.expression import string_literal
 from fhir_tailor.mapping import Band, UnitConversion, ValueBands
 from fhir_tailor.rules import AgeAtLeast, AgeBelow
 
@@ -66,7 +67,7 @@ HBA1C = ValueBands(
 def test_a_number_falls_in_the_first_band_whose_minimum_it_reaches(
     wanted: set[int], number: float, inside: bool
 ) -> None:
-    criterion = cql._bands_reached(HBA1C, wanted)
+    criterion = cql.CQL().bands_reached(HBA1C, wanted)
     assert criterion is not None
     assert in_band(criterion, number) is inside
 
@@ -79,14 +80,14 @@ def test_a_band_shadowed_by_an_earlier_one_with_the_same_minimum_is_never_reache
             Band(min=None, status="absent"),
         ]
     )
-    assert cql._bands_reached(bands, {1}) is None
-    criterion = cql._bands_reached(bands, {0})
+    assert cql.CQL().bands_reached(bands, {1}) is None
+    criterion = cql.CQL().bands_reached(bands, {0})
     assert criterion is not None
     assert in_band(criterion, 5) and not in_band(criterion, 4.99)
 
 
 def test_a_declared_conversion_is_applied_to_a_quantity_in_its_unit() -> None:
-    numbers = cql._in_unit(HBA1C, "observation")
+    numbers = cql.CQL().in_unit(HBA1C, "observation")
     assert "if Lower(" in numbers
     assert "= 'mmol/mol' then (K.value as FHIR.Quantity).value.value * 0.0915 + 2.15" in numbers
     assert "in {'%'}" not in numbers and "= '%' then" in numbers
@@ -117,7 +118,7 @@ def test_a_value_set_is_named_by_url_and_pinned_version() -> None:
 
 
 def test_strings_are_escaped() -> None:
-    assert cql._string("it's a\\b") == "'it\\'s a\\\\b'"
+    assert string_literal("it's a\\b") == "'it\\'s a\\\\b'"
 
 
 def test_a_library_declares_its_parameter_context_and_defines() -> None:
