@@ -174,3 +174,16 @@ def test_an_insecure_frame_ancestor_is_a_usage_error(served: list[dict[str, Any]
     code, err = invoke("--fhir-server", EHR, "--frame-ancestor", "http://ehr.example.org")
     assert code == USAGE_ERROR and "https" in err
     assert not served
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--fhir-server", "127.0.0.1:8080/fhir"), ("--allow-iss", "ftp://ehr.example.org/fhir")],
+)
+def test_an_ehr_url_without_an_http_scheme_is_a_usage_error_naming_the_option(
+    served: list[dict[str, Any]], option: str, value: str
+) -> None:
+    code, stderr = invoke(option, value)
+    assert code == USAGE_ERROR
+    assert option in stderr and "not an http(s) URL" in stderr
+    assert served == []

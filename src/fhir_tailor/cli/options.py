@@ -44,6 +44,13 @@ def base_url(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def base_urls(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Each of a repeatable option's base URLs, checked as :func:`base_url` checks one."""
+    return tuple(str(base_url(ctx, param, value)) for value in values)
+
+
 def creatable_file(_ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """A file the command writes at its end (``--report``), checked before anything is done:
     its folder is made if missing, and a folder in its place, or one that cannot be made or

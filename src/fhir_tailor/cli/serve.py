@@ -18,7 +18,7 @@ from ..errors import FhirTailorError
 from ..logs import notice
 from .exits import fail
 from .group import command, pass_settings
-from .options import requester_option
+from .options import base_url, base_urls, requester_option
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -34,10 +34,15 @@ if TYPE_CHECKING:
     envvar="FHIR_TAILOR_CLIENT_SECRET",
     help="Secret of a confidential client (env var preferred). Default: a public client.",
 )
-@click.option("--fhir-server", help="FHIR base URL for standalone launches (also trusted as iss).")
+@click.option(
+    "--fhir-server",
+    callback=base_url,
+    help="FHIR base URL for standalone launches (also trusted as iss).",
+)
 @click.option(
     "--allow-iss",
     multiple=True,
+    callback=base_urls,
     help="Another FHIR server an EHR launch may name (repeatable). Default: --fhir-server only.",
 )
 @click.option(
