@@ -136,20 +136,39 @@ def group_by_patient(
         yield from _group(_attributed(items, on_issue), on_issue, _as_resource)
         return
     with tempfile.TemporaryDirectory(prefix="fhir-tailor-") as tmp:
-        paths = [Path(tmp) / f"bucket-{n}.ndjson" for n in range(buckets)]
-        files = [p.open("wb") for p in paths]
-        try:
-            for item in _attributed(items, on_issue):
-                resource = _as_resource(item.payload)
-                header = orjson.dumps([item.pid, item.location, item.rtype, item.rid])
-                # json, not orjson: it writes back exactly what it read (NaN, big integers).
-                text = item.raw or json.dumps(resource).encode()
-                files[zlib.crc32(item.pid.encode()) % buckets].write(header + b"\t" + text + b"\n")
-        finally:
-            for handle in files:
-                handle.close()
+        paths = bucket_paths(Path(tmp), buckets)
+        spill(items, on_issue, paths)
         for path in paths:
-            yield from _group(_read_bucket(path), on_issue, _parse)
+            yield from group_bucket([path], on_issue)
+
+
+def bucket_paths(folder: Path, buckets: int) -> list[Path]:
+    """The files of ``buckets`` buckets in ``folder``, for :func:`spill`."""
+    return [folder / f"bucket-{n}.ndjson" for n in range(buckets)]
+
+
+def spill(items: Iterable[Located], on_issue: IssueHandler, paths: list[Path]) -> None:
+    """Attribute ``items`` to their patients and write each to its patient's bucket, the file of
+    ``paths`` a stable hash of the patient id picks (the same in every process: worker
+    processes spill parts of one input, :mod:`fhir_tailor.workers`)."""
+    buckets = len(paths)
+    files = [p.open("wb") for p in paths]
+    try:
+        for item in _attributed(items, on_issue):
+            resource = _as_resource(item.payload)
+            header = orjson.dumps([item.pid, item.location, item.rtype, item.rid])
+            # json, not orjson: it writes back exactly what it read (NaN, big integers).
+            text = item.raw or json.dumps(resource).encode()
+            files[zlib.crc32(item.pid.encode()) % buckets].write(header + b"\t" + text + b"\n")
+    finally:
+        for handle in files:
+            handle.close()
+
+
+def group_bucket(paths: Iterable[Path], on_issue: IssueHandler) -> Iterator[PatientRecord]:
+    """The records of one bucket spilled to ``paths`` (read one after the other, as one file),
+    sorted by patient id."""
+    return _group((item for path in paths for item in _read_bucket(path)), on_issue, _parse)
 
 
 @dataclass(frozen=True, slots=True)
