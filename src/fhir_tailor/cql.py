@@ -50,6 +50,7 @@ from .expression import (
     UNDATED,
     Kind,
     Language,
+    Mark,
     Node,
     ObservationDays,
     Reading,
@@ -444,10 +445,12 @@ class CQL(Language):
             current = f"\n  and ({_CONDITION_DAY} is null or {day} >= {since}) is true"
         return f"exists ([Condition] R where {_CONDITION_HOLDS}{current}\n  and ({criterion}))"
 
-    def newest_present(self, days: str, since: str | None) -> str:
-        tests = ["EndsWith(D, '|1')"]
+    def newest_marked(self, days: str, mark: Mark | None, since: str | None) -> str:
+        tests = [f"EndsWith(D, '{mark}')"] if mark else []
         if since is not None:
             tests.append(f"Substring(D, 0, 10) >= {since}")
+        if not tests:
+            return self.nonempty(days)
         newest = f"Max(\n{indent(days)}\n)"
         return f"exists (({{{newest}}}) D\n  where {' and '.join(tests)})"
 

@@ -48,6 +48,7 @@ from .rules import (
     ContactPreference,
     CountAtLeast,
     FeatureRule,
+    FeatureStatus,
     GapRule,
     LanguageNot,
     NeedRule,
@@ -65,6 +66,9 @@ _SEVERITIES: tuple[Severity, ...] = ("low", "moderate", "high")
 Kind = Literal["observation", "component", "answer"]
 """Where a reading looks: an Observation, one of its components, or a questionnaire item's
 answer. FHIRPath reads an Observation and its components in one go, as ``observation``."""
+
+Mark = Literal["|1", "|0"]
+"""How a day is marked: ``|1`` when a reading of it passes the feature's test, else ``|0``."""
 
 Reading = str | None | bool
 """A test on a matched element: a criterion, ``None`` (always) or ``False`` (never)."""
@@ -370,9 +374,10 @@ class Language(ABC):
         day or later)."""
 
     @abstractmethod
-    def newest_present(self, days: str, since: str | None) -> str:
-        """The greatest of the marked ``days`` is marked ``|1`` (and, with ``since``, is of
-        that day or later)."""
+    def newest_marked(self, days: str, mark: Mark | None, since: str | None) -> str:
+        """The greatest of the ``days`` is marked ``mark`` (and, with ``since``, is of that day
+        or later): ``|1``, a reading of the newest day passes the test the days are marked by;
+        ``|0``, none does; ``None``, whatever the mark (days may be unmarked)."""
 
     @abstractmethod
     def confirmed(self, readings: str, days: int) -> str:
@@ -744,7 +749,7 @@ class RuleTranslator:
     def _node(self, rule: RuleExpr, *, gaps_known: bool) -> Node:
         language = self._language
         if isinstance(rule, FeatureRule):
-            return self._feature(rule.feature, rule.severity_at_least)
+            return self._feature(rule.feature, rule.severity_at_least, rule.status)
         if isinstance(rule, NeedRule):
             return self._need(rule.need, rule.at_least)
         if isinstance(rule, AgeAtLeast):
@@ -772,16 +777,33 @@ class RuleTranslator:
             return negation(self._node(rule.not_, gaps_known=gaps_known))
         raise TypeError(f"no {language.name} translation for {type(rule).__name__}")
 
-    def _feature(self, feature_id: str, severity: Severity | None) -> Node:
-        """The finding is present, current and at least ``severity``."""
+    def _feature(
+        self, feature_id: str, severity: Severity | None, status: FeatureStatus = "present"
+    ) -> Node:
+        """The finding is current and has ``status``, as :class:`~fhir_tailor.rules.FeatureRule`
+        reads it: ``present`` at least ``severity``; ``absent``, no current diagnosis and the
+        newest readable result says absent; ``recorded``, either. An absent finding has no
+        severity: with one, ``absent`` never holds and ``recorded`` is ``present``."""
         entry = self._rules.index.features.get(feature_id)
-        if entry is None:
+        if entry is None or (status == "absent" and severity is not None):
             return FALSE
         feature = entry[0]
-        label = f"feature {feature_id}" + (f", {severity} or graver" if severity else "")
-        observed = self._observed(feature, severity)
-        diagnosed = self._diagnosed(feature, severity)
-        return self._named(label, junction("or", (diagnosed, observed), label))
+        if severity is not None:
+            status = "present"
+        label = f"feature {feature_id}" + (f", {status}" if status != "present" else "")
+        label += f", {severity} or graver" if severity else ""
+        if status == "absent":
+            undiagnosed = negation(self._diagnosed(feature, None))
+            node = junction("and", (undiagnosed, self._observed_absent(feature)), label)
+        else:
+            diagnosed = self._diagnosed(feature, severity)
+            observed = (
+                self._observed(feature, severity)
+                if status == "present"
+                else self._observed_recorded(feature)
+            )
+            node = junction("or", (diagnosed, observed), label)
+        return self._named(label, node)
 
     def _need(self, dimension: Dimension, at_least: NeedLevel) -> Node:
         rank = NEED_RANK[at_least]
@@ -859,15 +881,54 @@ class RuleTranslator:
                 criteria.append(self._newest_present(single, reads))
         return junction("or", criteria)
 
+    def _observed_absent(self, feature: Feature) -> Node:
+        """The newest readable observations of the feature all read absent, and are current:
+        the greatest day, marked by the present test at any severity, ends in ``|0``.
+
+        For a feature with ``confirmed_after_days`` each Observation rule is a criterion of its
+        own and the gravest current one decides: absent when one rule's newest reading is, and
+        no rule's newest reads present, confirmed or not (an unconfirmed present reading is
+        pending, which outranks absent)."""
+        present = self._language.present(None)
+        if feature.confirmed_after_days is None:
+            return self._newest(feature, present, "|0")
+        singles = [
+            feature.model_copy(update={"rules": [rule]})
+            for rule in feature.rules
+            if rule.resource == "Observation"
+        ]
+        absent = junction("or", (self._newest(single, present, "|0") for single in singles))
+        presents = (negation(self._newest(single, present, "|1")) for single in singles)
+        return junction("and", (absent, *presents))
+
+    def _observed_recorded(self, feature: Feature) -> Node:
+        """The newest readable observation of the feature reads present or absent, and is
+        current. Without ``confirmed_after_days`` every readable observation reads one or the
+        other, so the newest readable day need only be current (one list of days, not two);
+        with it, a pending reading may decide (the finding is then unknown), so the two are
+        spelt out."""
+        if feature.confirmed_after_days is None:
+            return self._newest(feature, None, None)
+        return junction("or", (self._observed(feature, None), self._observed_absent(feature)))
+
     def _newest_present(self, feature: Feature, present: Test) -> Node:
+        """The newest readable observation of the feature reads present by ``present``."""
+        if not self._days(feature, present, self._language.readable).can_be_present():
+            return FALSE
+        return self._newest(feature, present)
+
+    def _newest(self, feature: Feature, present: Test | None, mark: Mark | None = "|1") -> Node:
+        """The greatest of the feature's readable observation days, marked by ``present`` (or
+        unmarked), is marked ``mark`` (or whatever its mark) and current; ``false`` when the
+        feature reads no observation."""
         language = self._language
-        observations = self._days(feature, present, language.readable)
-        if not observations.can_be_present():
+        days = self._days(feature, present, language.readable).days()
+        if not days:
             return FALSE
         since = None
         if feature.current_for_days is not None:
             since = language.as_of_minus(feature.current_for_days, "days")
-        return Text(language.newest_present(observations.days(), since))
+        return Text(language.newest_marked(days, mark, since))
 
     def _confirmed(self, feature: Feature, days: int) -> str | None:
         """A Boolean: the feature's one Observation rule has read present without a break for

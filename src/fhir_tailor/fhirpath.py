@@ -118,6 +118,7 @@ from .expression import (
     UNDATED,
     Kind,
     Language,
+    Mark,
     ObservationDays,
     Reading,
     RuleTranslator,
@@ -439,11 +440,13 @@ class FHIRPath(Language):
             f"  and ({criterion})).exists()"
         )
 
-    def newest_present(self, days: str, since: str | None) -> str:
+    def newest_marked(self, days: str, mark: Mark | None, since: str | None) -> str:
         """The greatest by ``aggregate`` (N1 has no ``max()``)."""
-        tests = ["endsWith('|1')"]
+        tests = [f"endsWith('{mark}')"] if mark else []
         if since is not None:
             tests.append(f"substring(0, 10) >= {since}")
+        if not tests:
+            return self.nonempty(days)
         return f"{days}{_MAX}\n  .where({' and '.join(tests)}).exists()"
 
     def confirmed(self, readings: str, days: int) -> str:

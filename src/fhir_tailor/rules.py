@@ -58,13 +58,17 @@ class _Rule(BaseModel):
         yield self
 
 
+FeatureStatus = Literal["present", "absent", "recorded"]
+"""What a feature rule asks of a current finding: present, absent, or either."""
+
+
 class FeatureRule(_Rule):
     """A current finding: present (the default, optionally at a severity), absent, or known
     either way (``recorded``: a current screening result exists, whatever it said)."""
 
     feature: str
     severity_at_least: Severity | None = None
-    status: Literal["present", "absent", "recorded"] = "present"
+    status: FeatureStatus = "present"
 
     def evaluate(self, profile: Profile) -> Verdict:
         finding = profile.finding(self.feature)

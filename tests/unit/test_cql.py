@@ -18,7 +18,7 @@ from fhir_tailor import cql, fhirpath
 from fhir_tailor.definitions import Definitions, bundled_path, load_definitions
 from fhir_tailor.expression import string_literal
 from fhir_tailor.mapping import Band, UnitConversion, ValueBands
-from fhir_tailor.rules import AgeAtLeast, AgeBelow
+from fhir_tailor.rules import AgeAtLeast, AgeBelow, FeatureRule
 
 
 @cache
@@ -196,3 +196,74 @@ def test_a_library_shares_each_feature_once_and_names_only_what_it_defines() -> 
             assert referenced in names or referenced == "end", (name, referenced)
         assert balanced(expression), name
     assert sum(len(e) for _, e in defines) < sum(len(translator.expression(r)) for _, r in rules)  # type: ignore[arg-type]
+
+
+def feature_in_cql(**rule: object) -> str:
+    return cql.Translator(definitions().rules).expression(FeatureRule.model_validate(rule))
+
+
+#: Where a newest-day test asks the newest mark (``|1``: a reading of the day is present; ``|0``:
+#: none is), and where it asks for the newest day whatever its mark: only that it is current.
+NEWEST_PRESENT = "where EndsWith(D, '|1') and Substring(D, 0, 10) >= ToString(%asOf - 365 days)"
+NEWEST_ABSENT = "where EndsWith(D, '|0') and Substring(D, 0, 10) >= ToString(%asOf - 365 days)"
+NEWEST_CURRENT = "where Substring(D, 0, 10) >= ToString(%asOf - 365 days)"
+
+
+def diagnosis_negated(expression: str) -> bool:
+    """Whether the one diagnosis test of ``expression`` stands under a ``not``."""
+    assert expression.count("[Condition]") == 1
+    found = re.search(r"(?m)^(.*)\n\s*exists \(\[Condition\]", expression)
+    assert found is not None
+    return found.group(1).strip().endswith("not (")
+
+
+def test_each_status_of_a_feature_tests_its_own_newest_mark() -> None:
+    """present: the newest PHQ-9 day is marked present; absent: no current diagnosis, and the
+    newest day is marked not present (every reading of it absent); recorded: a diagnosis, or a
+    current newest day whatever it read (its days unmarked)."""
+    present = feature_in_cql(feature="depression")
+    absent = feature_in_cql(feature="depression", status="absent")
+    recorded = feature_in_cql(feature="depression", status="recorded")
+    assert len({present, absent, recorded}) == 3
+    assert NEWEST_PRESENT in present and NEWEST_ABSENT not in present
+    assert not diagnosis_negated(present)
+    assert absent.startswith("/* feature depression, absent */")
+    assert NEWEST_ABSENT in absent and NEWEST_PRESENT not in absent
+    assert diagnosis_negated(absent)
+    assert recorded.startswith("/* feature depression, recorded */")
+    assert NEWEST_CURRENT in recorded and "EndsWith(D," not in recorded
+    assert "then '|1' else '|0'" not in recorded, "recorded reads days, not marks"
+    assert not diagnosis_negated(recorded)
+
+
+def test_an_absent_finding_has_no_severity_in_cql() -> None:
+    moderate = feature_in_cql(feature="depression", severity_at_least="moderate")
+    assert feature_in_cql(feature="depression", status="absent", severity_at_least="high") == (
+        "false"
+    )
+    recorded = feature_in_cql(feature="depression", status="recorded", severity_at_least="moderate")
+    assert recorded == moderate
+
+
+def test_a_confirmed_feature_is_absent_when_no_marker_reads_present_confirmed_or_not() -> None:
+    """ckd: one marker's newest reading absent, and neither marker's newest present (a pending
+    reading outranks an absent one), so no confirmation run is read."""
+    absent = feature_in_cql(feature="ckd", status="absent")
+    present = feature_in_cql(feature="ckd")
+    assert absent.count("where EndsWith(D, '|0'))") == 2
+    assert absent.count("where EndsWith(D, '|1'))") == 2
+    assert len(re.findall(r"not \(\n\s+exists \(\(\{Max\(", absent)) == 2
+    assert "ToDate(D4) + 90 days" in present and "ToDate(D4)" not in absent
+    recorded = feature_in_cql(feature="ckd", status="recorded")
+    assert "ToDate(D4) + 90 days" in recorded and "where EndsWith(D, '|0'))" in recorded
+
+
+def test_a_library_defines_each_status_of_a_feature_apart() -> None:
+    rules = [
+        (status, FeatureRule(feature="depression", status=status))
+        for status in ("present", "absent", "recorded")
+    ]
+    names = [name for name, _ in cql.Translator(definitions().rules).defines(rules)]  # type: ignore[arg-type]
+    assert {"feature depression", "feature depression, absent", "feature depression, recorded"} <= (
+        set(names)
+    )

@@ -1079,3 +1079,164 @@ def test_unknown_features_and_impossible_severities_translate_to_false() -> None
     assert translator.expression(RULE.validate_python({"feature": "no_such_feature"})) == "false"
     caregiver = {"feature": "caregiver", "severity_at_least": "low"}
     assert translator.expression(RULE.validate_python(caregiver)) == "false"
+
+
+# -- what a feature rule asks of the finding: present, absent or recorded ----------------------
+
+
+def phq2(oid: str, score: int, when: str = "2026-09-01") -> dict[str, Any]:
+    return observation(oid, "55758-7", when, valueInteger=score)
+
+
+def phq9(oid: str, score: int, when: str = "2026-10-01") -> dict[str, Any]:
+    return observation(oid, "44261-6", when, valueInteger=score)
+
+
+#: Records that tell the three statuses of the depression feature (PHQ-9 below 5 is absent,
+#: current for 365 days, read from age 12) apart, each with the statuses that hold on it.
+DEPRESSION_RECORDS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], set[str]]] = {
+    "positive PHQ-2, then negative PHQ-9": (
+        [phq2("a", 4), phq9("b", 3)],
+        {},
+        {"absent", "recorded"},
+    ),
+    "no result": ([], {}, set()),
+    "only a positive PHQ-2": ([phq2("a", 4)], {}, set()),
+    "only a positive PHQ-9": ([phq9("b", 12)], {}, {"present", "recorded"}),
+    "only a negative PHQ-9": ([phq9("b", 3)], {}, {"absent", "recorded"}),
+    "negative PHQ-9, then positive": (
+        [phq9("a", 2, "2026-09-01"), phq9("b", 12)],
+        {},
+        {"present", "recorded"},
+    ),
+    "positive PHQ-9, then negative": (
+        [phq9("a", 12, "2026-09-01"), phq9("b", 2)],
+        {},
+        {"absent", "recorded"},
+    ),
+    "positive and negative PHQ-9 the same day": (
+        [phq9("a", 12), phq9("b", 2)],
+        {},
+        {"present", "recorded"},
+    ),
+    "negative PHQ-9, then one without a score": (
+        [phq9("a", 2, "2026-09-01"), observation("b", "44261-6", valueString="not done")],
+        {},
+        {"absent", "recorded"},
+    ),
+    "a diagnosis and a newer negative PHQ-9": (
+        [condition("c", ICD10, "F32.1"), phq9("b", 2)],
+        {},
+        {"present", "recorded"},
+    ),
+    "a negative PHQ-9 more than a year old": ([phq9("b", 2, "2025-10-01")], {}, set()),
+    "an undated negative PHQ-9": ([no_date(phq9("b", 2))], {}, set()),
+    "a negative PHQ-9 of a child of 10": ([phq9("b", 2)], {"birthDate": "2016-03-01"}, set()),
+}
+STATUSES = ("present", "absent", "recorded")
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("name", DEPRESSION_RECORDS)
+def test_each_status_of_a_feature_means_what_the_profile_says(name: str, status: str) -> None:
+    """present: the finding is present; absent: a current readable result says absent, and
+    no diagnosis says present; recorded: either, whatever the result said."""
+    resources, patient, holding = DEPRESSION_RECORDS[name]
+    rec = record(*resources, **patient)
+    rule = RULE.validate_python({"feature": "depression", "status": status})
+    expected = status in holding
+    assert rule.evaluate(build_profile(rec, DEFINITIONS.rules, AS_OF)).holds is expected
+    assert fhirpath_holds(Translator(DEFINITIONS.rules).expression(rule), rec) is expected
+
+
+@pytest.mark.parametrize("name", DEPRESSION_RECORDS)
+def test_an_absent_finding_has_no_severity(name: str) -> None:
+    """With ``severity_at_least``, absent never holds and recorded is present."""
+    resources, patient, _ = DEPRESSION_RECORDS[name]
+    rec = record(*resources, **patient)
+    profile = build_profile(rec, DEFINITIONS.rules, AS_OF)
+    translator = Translator(DEFINITIONS.rules)
+    moderate = {"feature": "depression", "severity_at_least": "moderate"}
+    present = RULE.validate_python(moderate)
+    for status in ("absent", "recorded"):
+        rule = RULE.validate_python({**moderate, "status": status})
+        expected = status == "recorded" and present.evaluate(profile).holds
+        assert rule.evaluate(profile).holds is expected
+        assert fhirpath_holds(translator.expression(rule), rec) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "applies"),
+    [
+        ("positive PHQ-2, then negative PHQ-9", False),
+        ("only a positive PHQ-2", True),
+        ("no result", True),
+        ("only a negative PHQ-9", False),
+    ],
+)
+def test_the_phq9_follow_up_of_a_positive_phq2_ends_with_any_phq9(name: str, applies: bool) -> None:
+    """depression-screening applies after a positive PHQ-2 until a PHQ-9 is on record, negative
+    or positive: its published condition says so too (it said "no PHQ-9 reads present", so a
+    negative PHQ-9 left the module applying on an engine)."""
+    module = next(m for m in DEFINITIONS.catalog.modules if m.id == "depression-screening")
+    resources, patient, _ = DEPRESSION_RECORDS[name]
+    rec = record(*resources, **patient)
+    profile = build_profile(rec, DEFINITIONS.rules, AS_OF)
+    assert module.applies_when.evaluate(profile).holds is applies
+    expression = Translator(DEFINITIONS.rules).expression(module.applies_when)
+    assert fhirpath_holds(expression, rec) is applies
+
+
+def egfr(oid: str, value: float, when: str) -> dict[str, Any]:
+    return observation(oid, "33914-3", when, **quantity(value, "mL/min/{1.73_m2}"))
+
+
+def uacr(oid: str, value: float, when: str) -> dict[str, Any]:
+    return observation(oid, "9318-7", when, **quantity(value, "mg/g"))
+
+
+#: Kidney markers of ckd (``confirmed_after_days: 90``, each marker a criterion of its own): a
+#: single present reading is pending, which outranks an absent one and is neither status.
+CKD_RECORDS: dict[str, tuple[list[dict[str, Any]], set[str]]] = {
+    "eGFR normal": ([egfr("a", 75, "2026-06-01")], {"absent", "recorded"}),
+    "eGFR low for 90 days": (
+        [egfr("a", 45, "2026-03-01"), egfr("b", 50, "2026-07-01")],
+        {"present", "recorded"},
+    ),
+    "one low eGFR (pending)": ([egfr("a", 45, "2026-07-01")], set()),
+    "normal, then one low eGFR": (
+        [egfr("a", 75, "2026-03-01"), egfr("b", 45, "2026-07-01")],
+        set(),
+    ),
+    "low eGFR for 90 days, then normal": (
+        [egfr("a", 45, "2026-03-01"), egfr("b", 50, "2026-07-01"), egfr("c", 70, "2026-09-01")],
+        {"absent", "recorded"},
+    ),
+    "eGFR normal, one high albuminuria (pending)": (
+        [egfr("a", 75, "2026-06-01"), uacr("b", 40, "2026-07-01")],
+        set(),
+    ),
+    "eGFR normal, albuminuria normal": (
+        [egfr("a", 75, "2026-06-01"), uacr("b", 10, "2026-07-01")],
+        {"absent", "recorded"},
+    ),
+    "eGFR normal, albuminuria for 90 days": (
+        [egfr("a", 75, "2026-06-01"), uacr("b", 40, "2026-03-01"), uacr("c", 45, "2026-07-01")],
+        {"present", "recorded"},
+    ),
+    "a diagnosis and a normal eGFR": (
+        [condition("c", ICD10, "N18.31"), egfr("a", 75, "2026-06-01")],
+        {"present", "recorded"},
+    ),
+}
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("name", CKD_RECORDS)
+def test_each_status_of_a_feature_confirmed_over_time(name: str, status: str) -> None:
+    resources, holding = CKD_RECORDS[name]
+    rec = record(*resources)
+    rule = RULE.validate_python({"feature": "ckd", "status": status})
+    expected = status in holding
+    assert rule.evaluate(build_profile(rec, DEFINITIONS.rules, AS_OF)).holds is expected
+    assert fhirpath_holds(Translator(DEFINITIONS.rules).expression(rule), rec) is expected
