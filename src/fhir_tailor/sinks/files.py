@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, Protocol, runtime_checkable
 
 import orjson
 
@@ -15,11 +16,64 @@ from ..resources import PlanResources, create_transaction
 from ..withdrawal import Withdrawal
 
 FileFormat = Literal["bundles", "ndjson"]
+StdoutFormat = Literal["summary", "ndjson"]
 
 
 def _compact(resource: object) -> str:
     """One-line JSON, UTF-8 as is: what json.dumps with compact separators writes, 5x faster."""
     return orjson.dumps(resource).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A patient's plan as the text a file or stdout sink writes: ``(where, text)`` pairs (a
+    file's name, a resource type's NDJSON file, or nothing for stdout)."""
+
+    patient: str
+    texts: tuple[tuple[str, str], ...]
+
+
+Render = Callable[[Plan, PlanResources], Rendered]
+
+
+@runtime_checkable
+class Rendering(Protocol):
+    """A sink that writes text made from the plan alone: any process can make it (a worker,
+    :mod:`fhir_tailor.workers`) with :meth:`renderer`; the sink writes it with :meth:`put`.
+    Its ``write`` is the two in one, so output is the same wherever the text was made."""
+
+    def renderer(self) -> Render: ...
+
+    def put(self, rendered: Rendered) -> PatientOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRenderer:
+    """What :class:`FolderSink` writes for a plan."""
+
+    format: FileFormat
+
+    def __call__(self, plan: Plan, resources: PlanResources) -> Rendered:
+        if self.format == "bundles":
+            name = f"{plan.patient.removeprefix('Patient/')}.json"
+            return Rendered(plan.patient, ((name, _compact(create_transaction(resources)) + "\n"),))
+        lines: defaultdict[str, list[str]] = defaultdict(list)
+        for entry in resources.entries:
+            lines[entry.resource["resourceType"]].append(_compact(entry.resource) + "\n")
+        texts = tuple((rtype, "".join(text)) for rtype, text in lines.items())
+        return Rendered(plan.patient, texts)
+
+
+@dataclass(frozen=True, slots=True)
+class StdoutRenderer:
+    """What :class:`StdoutSink` prints for a plan."""
+
+    format: StdoutFormat
+
+    def __call__(self, plan: Plan, resources: PlanResources) -> Rendered:
+        if self.format == "ndjson":
+            return Rendered(plan.patient, (("", _compact(create_transaction(resources))),))
+        return Rendered(plan.patient, (("", summarize(plan)),))
 
 
 @dataclass(slots=True)
@@ -37,15 +91,20 @@ class FolderSink:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
-        patient_id = plan.patient.removeprefix("Patient/")
-        if self.format == "bundles":
-            path = self.folder / f"{patient_id}.json"
-            bundle = create_transaction(resources)
-            path.write_text(_compact(bundle) + "\n", "utf-8")
-        else:
-            for entry in resources.entries:
-                self._handle(entry.resource["resourceType"]).write(_compact(entry.resource) + "\n")
-        return PatientOutcome(plan.patient, "written", careplan=f"{self.folder}")
+        return self.put(self.renderer()(plan, resources))
+
+    def renderer(self) -> FolderRenderer:
+        return FolderRenderer(self.format)
+
+    def put(self, rendered: Rendered) -> PatientOutcome:
+        """Write a plan's text: ``<patient id>.json`` whole, or lines added to each type's
+        NDJSON file."""
+        for where, text in rendered.texts:
+            if self.format == "bundles":
+                (self.folder / where).write_text(text, "utf-8")
+            else:
+                self._handle(where).write(text)
+        return PatientOutcome(rendered.patient, "written", careplan=f"{self.folder}")
 
     def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
         """Nothing is written for a patient recorded as deceased (files hold no earlier draft)."""
@@ -68,14 +127,18 @@ class StdoutSink:
     """Prints each patient's transaction Bundle as one NDJSON line, or a readable summary."""
 
     echo: Callable[[str], None]
-    format: Literal["summary", "ndjson"] = "summary"
+    format: StdoutFormat = "summary"
 
     def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
-        if self.format == "ndjson":
-            self.echo(_compact(create_transaction(resources)))
-        else:
-            self.echo(summarize(plan))
-        return PatientOutcome(plan.patient, "written")
+        return self.put(self.renderer()(plan, resources))
+
+    def renderer(self) -> StdoutRenderer:
+        return StdoutRenderer(self.format)
+
+    def put(self, rendered: Rendered) -> PatientOutcome:
+        for _, text in rendered.texts:
+            self.echo(text)
+        return PatientOutcome(rendered.patient, "written")
 
     def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
         """No plan for a patient recorded as deceased: a line saying so in a summary, nothing

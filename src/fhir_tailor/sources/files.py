@@ -7,8 +7,10 @@ import codecs
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from ..errors import NoPatientsError, PatientNotFoundError
 from ..fhirdata import Resource, load_json
@@ -29,9 +31,148 @@ JSON_KINDS: dict[type, str] = {
 }
 
 
+#: Bytes read at a time when counting the lines of an NDJSON file to cut it into parts.
+SCAN_BYTES = 1024 * 1024
+
+
 def _bucket_count(paths: list[Path]) -> int:
     total = sum(p.stat().st_size for p in paths)
     return max(1, -(-total // BUCKET_BYTES))
+
+
+@dataclass(slots=True)
+class Tally:
+    """Lines of an NDJSON file read as FHIR resources, and lines that were not: a file with
+    only the second kind is not FHIR input, and is reported as an input left unread."""
+
+    fhir: int = 0
+    unreadable: int = 0
+
+    def add(self, other: Tally) -> None:
+        self.fhir += other.fhir
+        self.unreadable += other.unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """An input file, or some of its lines: what one reader reads.
+
+    A Bundle file is read whole. An NDJSON file may be cut into parts between lines (bytes
+    ``start`` to ``end``, whose first line is line ``first_line`` of the file), so that worker
+    processes (:mod:`fhir_tailor.workers`) read a large file together, naming each line as a
+    reader of the whole file would. ``last`` marks the file's last part: once it is read, the
+    whole file's :class:`Tally` says whether it held FHIR at all (:meth:`judged`).
+    """
+
+    path: Path
+    name: str
+    ndjson: bool
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+    last: bool = True
+
+    def items(self, on_issue: IssueHandler, tally: Tally) -> Iterator[Located]:
+        """The resources of this part, its lines counted in ``tally``."""
+        if self.ndjson:
+            return _ndjson_lines(self, on_issue, tally)
+        return _bundle_items(self.path, self.name, on_issue)
+
+    def judged(self, tally: Tally) -> ReadIssue | None:
+        """What the file's ``tally`` (all its parts) says of it: an NDJSON file none of whose
+        lines is a FHIR resource is an input left unread."""
+        if not (self.ndjson and tally.unreadable and not tally.fhir):
+            return None
+        reason = (
+            f"not FHIR NDJSON: none of its {tally.unreadable} lines is a JSON object with a "
+            "resourceType"
+        )
+        return ReadIssue(self.name, reason, unread_input=True)
+
+
+def read_parts(parts: list[Part], on_issue: IssueHandler) -> Iterator[Located]:
+    """The resources of ``parts`` in order, each file judged after its last part."""
+    tally = Tally()
+    for part in parts:
+        yield from part.items(on_issue, tally)
+        if part.last:
+            issue = part.judged(tally)
+            if issue is not None:
+                on_issue(issue)
+            tally = Tally()
+
+
+def pieces(parts: list[Part], size: int) -> Iterator[tuple[Part, ...]]:
+    """Whole-file ``parts`` (in input order) as consecutive pieces of about ``size`` bytes,
+    in order: NDJSON files cut between lines where a piece is full, Bundles whole."""
+    piece: list[Part] = []
+    filled = 0
+    for whole in parts:
+        for part, length in _cut(whole, size - filled, size):
+            piece.append(part)
+            filled += length
+            if filled >= size:
+                yield tuple(piece)
+                piece, filled = [], 0
+    if piece:
+        yield tuple(piece)
+
+
+def _cut(whole: Part, first: int, size: int) -> Iterator[tuple[Part, int]]:
+    """``whole`` as parts with their lengths: the first of at least ``first`` bytes, the
+    others of at least ``size``, each ending with a line (its lines are counted to number the
+    next part's). A file that cannot be read is one part, which reports it when read."""
+    try:
+        total = whole.path.stat().st_size
+        handle = whole.path.open("rb") if whole.ndjson and total > first else None
+    except OSError:
+        yield whole, 0
+        return
+    if handle is None:
+        yield whole, total
+        return
+    start, line, want = 0, 1, first
+    offset = lines = 0  # bytes scanned, and the newlines in them
+    with handle:
+        while block := handle.read(SCAN_BYTES):
+            at = 0  # the block's bytes before this are counted in lines
+            while start + want - 1 < offset + len(block):
+                newline = block.find(b"\n", max(start + want - 1 - offset, at))
+                if newline < 0:
+                    break
+                lines += block.count(b"\n", at, newline + 1)
+                at = newline + 1
+                end = offset + at
+                if end >= total:
+                    break
+                yield replace(whole, start=start, end=end, first_line=line, last=False), end - start
+                start, line, want = end, lines + 1, size
+            lines += block.count(b"\n", at)
+            offset += len(block)
+    yield replace(whole, start=start, first_line=line), total - start
+
+
+class Grouper(Protocol):
+    """Groups the resources of ``parts`` into records, as :func:`group_by_patient` does with
+    ``buckets`` buckets, in the same order and with the same issues."""
+
+    def __call__(
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+    ) -> Iterator[PatientRecord]: ...
+
+
+#: How an input of more than one bucket is grouped: in this process (``None``), or by the
+#: worker processes of the run going on (:mod:`fhir_tailor.workers` sets it for its run).
+GROUPER: ContextVar[Grouper | None] = ContextVar("fhir_tailor_grouper", default=None)
+
+
+def grouped(parts: list[Part], on_issue: IssueHandler) -> Iterator[PatientRecord]:
+    """The records of ``parts``, grouped in this process or by the run's worker processes."""
+    buckets = _bucket_count([part.path for part in parts])
+    grouper = GROUPER.get()
+    if grouper is not None and buckets > 1:
+        return grouper(parts, on_issue, buckets)
+    return group_by_patient(read_parts(parts, on_issue), on_issue, buckets=buckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +224,10 @@ class FileSource:
                 unread.append(issue)
             on_issue(issue)
 
-        items = (item for path in paths for item in self._read(path, noted))
+        parts = [self._part(path) for path in paths]
         wanted = dict.fromkeys(self.patient_ids)
         read = 0
-        for record in group_by_patient(items, noted, buckets=_bucket_count(paths)):
+        for record in grouped(parts, noted):
             read += 1
             if not wanted or record.patient_id in wanted:
                 wanted.pop(record.patient_id, None)
@@ -97,11 +238,9 @@ class FileSource:
             missing = PatientNotFoundError(pid, "in the input")
             on_issue(ReadIssue(f"Patient/{pid}", str(missing), "Patient", pid, pid, not_found=True))
 
-    def _read(self, path: Path, on_issue: IssueHandler) -> Iterator[Located]:
+    def _part(self, path: Path) -> Part:
         name = path.relative_to(self.path).as_posix() if path != self.path else path.name
-        if path.suffix.lower() == ".ndjson":
-            return _ndjson_items(path, name, on_issue)
-        return _bundle_items(path, name, on_issue)
+        return Part(path, name, ndjson=path.suffix.lower() == ".ndjson")
 
 
 def _nothing_read(path: Path, files: int, unread: list[ReadIssue]) -> str:
@@ -130,38 +269,37 @@ class NdjsonSource:
         return sorted(self.only) if self.only else sorted(self.folder.glob("*.ndjson"))
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
-        paths = self.files()
-        items = (item for path in paths for item in _ndjson_items(path, path.name, on_issue))
-        return group_by_patient(items, on_issue, buckets=_bucket_count(paths))
+        parts = [Part(path, path.name, ndjson=True) for path in self.files()]
+        return grouped(parts, on_issue)
 
 
-def _ndjson_items(path: Path, name: str, on_issue: IssueHandler) -> Iterator[Located]:
-    """The resources of NDJSON file ``path`` (called ``name`` in issues)."""
-    fhir = unreadable = 0
+def _ndjson_lines(part: Part, on_issue: IssueHandler, tally: Tally) -> Iterator[Located]:
+    """The resources of NDJSON ``part``, its lines counted in ``tally``."""
     try:
-        handle = path.open("rb")
+        handle = part.path.open("rb")
     except OSError as exc:
-        on_issue(ReadIssue(name, f"cannot be read: {exc.strerror}", unread_input=True))
+        on_issue(ReadIssue(part.name, f"cannot be read: {exc.strerror}", unread_input=True))
         return
     with handle:
-        for number, line in enumerate(handle, start=1):
-            read = read_line(line, name, number)
+        handle.seek(part.start)
+        left = None if part.end is None else part.end - part.start
+        for number, line in enumerate(handle, start=part.first_line):
+            if left is not None:
+                if left <= 0:
+                    break
+                left -= len(line)
+            read = read_line(line, part.name, number)
             if isinstance(read, ReadIssue):
-                unreadable += 1
+                tally.unreadable += 1
                 on_issue(read)
             elif read is not None:
                 if isinstance(read.resource, dict) and isinstance(
                     read.resource.get("resourceType"), str
                 ):
-                    fhir += 1
+                    tally.fhir += 1
                 else:
-                    unreadable += 1
+                    tally.unreadable += 1
                 yield read
-    if unreadable and not fhir:
-        reason = (
-            f"not FHIR NDJSON: none of its {unreadable} lines is a JSON object with a resourceType"
-        )
-        on_issue(ReadIssue(name, reason, unread_input=True))
 
 
 def read_line(line: bytes, name: str, number: int) -> Located | ReadIssue | None:
@@ -197,9 +335,7 @@ class BundleSource:
         return sorted(self.path.glob("*.json")) if self.path.is_dir() else [self.path]
 
     def records(self, on_issue: IssueHandler) -> Iterator[PatientRecord]:
-        paths = self.files()
-        items = (item for path in paths for item in _bundle_items(path, path.name, on_issue))
-        return group_by_patient(items, on_issue, buckets=_bucket_count(paths))
+        return grouped([Part(path, path.name, ndjson=False) for path in self.files()], on_issue)
 
 
 def _bundle_items(path: Path, name: str, on_issue: IssueHandler) -> Iterator[Located]:
