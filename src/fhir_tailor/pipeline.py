@@ -27,10 +27,12 @@ from .report import PatientOutcome, RunReport
 from .resources import PlanResources, to_fhir
 from .segments import SegmentMatch, segment
 from .sinks import Sink, concurrent_writer
+from .sinks.files import Render, Rendered, Rendering
 from .sources import Source
 from .state import RunState
 from .validation import InvalidOutputError
 from .withdrawal import Withdrawal
+from .workers import Prepared, worker_pool
 
 log = logging.getLogger("fhir_tailor.pipeline")
 T = TypeVar("T")
@@ -66,6 +68,7 @@ def run(
     state: RunState | None = None,
     concurrency: int = 1,
     requester: str | None = None,
+    workers: int = 1,
 ) -> RunReport:
     """Run every patient of ``source`` through the pipeline into ``sink``.
 
@@ -75,46 +78,65 @@ def run(
     cannot give does not hold it: no later run could read more.
     ``concurrency`` patients are profiled and written at a time (results in source order).
     ``requester`` (``Organization/<id>`` or ``PractitionerRole/<id>``) requests the referrals.
+    ``workers`` processes profile, plan and render the patients of a file or Bulk Data input
+    (:mod:`fhir_tailor.workers`); output, report and journal are those of one.
     """
     submit = concurrent_writer(sink) if concurrency > 1 else None
+    rendering = sink if isinstance(sink, Rendering) else None
+    process = partial(
+        _process,
+        definitions=definitions,
+        as_of=as_of,
+        recorded=recorded,
+        requester=requester,
+        render=rendering.renderer() if rendering is not None else None,
+    )
 
-    def start(record: PatientRecord) -> Future[PatientOutcome | _Pending | Withdrawal]:
-        """Profile and plan now; start the write too when the sink takes concurrent writes."""
+    def start(record: PatientRecord) -> Future[_Result]:
+        """Profile and plan now (a worker did it already for a :class:`Prepared` record);
+        start the write too when the sink takes concurrent writes."""
         patient = f"Patient/{record.patient_id}"
         if state is not None and record.patient_id in state.done:
             return done(PatientOutcome(patient, "done-earlier"))
-        prepared = _guarded(
-            patient, lambda: _prepare(record, definitions, as_of, recorded, report, requester)
-        )
+        prepared: _Result
+        if isinstance(record, Prepared):
+            prepared = cast(_Result, record.replay(report))
+        else:
+            prepared = _process(record, report, definitions, as_of, recorded, requester)
         if isinstance(prepared, _Pending) and submit is not None:
-            return cast("Future[PatientOutcome | _Pending | Withdrawal]", submit(*prepared))
+            return cast("Future[_Result]", submit(*prepared))
         return done(prepared)
 
-    records = source.records(report.read_issue)
-    window = 2 * concurrency if submit is not None else 1
-    for record, future in in_order(start, records, window):
-        patient_id = record.patient_id
-        result = _guarded(f"Patient/{patient_id}", future.result)
-        # Sinks that share handles are written here, one patient at a time, in source order;
-        # so are the (few) withdrawals for patients who have died.
-        if isinstance(result, _Pending):
-            outcome = _guarded(f"Patient/{patient_id}", partial(sink.write, *result))
-        elif isinstance(result, Withdrawal):
-            outcome = _guarded(f"Patient/{patient_id}", partial(sink.withdraw, result))
-        else:
-            outcome = result
-        report.add(outcome)
-        if outcome.outcome not in ("failed", "skipped-deceased"):  # a plan was decided without
-            report.unread_types(outcome.patient, record.unread_types)
-        log.debug(
-            "%s: %s",
-            outcome.patient,
-            outcome.outcome,
-            extra={"patient": outcome.patient, "outcome": outcome.outcome},
-        )
-        if state is not None and outcome.outcome not in ("failed", "done-earlier"):
-            state.mark_done(patient_id)
-        progress()
+    skip = frozenset(state.done) if state is not None else frozenset()
+    with worker_pool(workers, process, skip):
+        records = source.records(report.read_issue)
+        window = 2 * concurrency if submit is not None else 1
+        for record, future in in_order(start, records, window):
+            patient_id = record.patient_id
+            result = _guarded(f"Patient/{patient_id}", future.result)
+            # Sinks that share handles are written here, one patient at a time, in source order;
+            # so are the (few) withdrawals for patients who have died.
+            if isinstance(result, _Pending):
+                outcome = _guarded(f"Patient/{patient_id}", partial(sink.write, *result))
+            elif isinstance(result, Rendered) and rendering is not None:
+                outcome = _guarded(f"Patient/{patient_id}", partial(rendering.put, result))
+            elif isinstance(result, Withdrawal):
+                outcome = _guarded(f"Patient/{patient_id}", partial(sink.withdraw, result))
+            else:
+                assert isinstance(result, PatientOutcome)
+                outcome = result
+            report.add(outcome)
+            if outcome.outcome not in ("failed", "skipped-deceased"):  # decided without them
+                report.unread_types(outcome.patient, record.unread_types)
+            log.debug(
+                "%s: %s",
+                outcome.patient,
+                outcome.outcome,
+                extra={"patient": outcome.patient, "outcome": outcome.outcome},
+            )
+            if state is not None and outcome.outcome not in ("failed", "done-earlier"):
+                state.mark_done(patient_id)
+            progress()
     if state is not None and not report.failed:
         state.complete()
     report.finish()
@@ -138,6 +160,31 @@ class _Pending(NamedTuple):
 
     plan: Plan
     resources: PlanResources
+
+
+#: What a patient's processing gives: an outcome already (no plan, failed), a plan to write
+#: (or its text, made by a worker process), or a withdrawal.
+_Result = PatientOutcome | _Pending | Rendered | Withdrawal
+
+
+def _process(
+    record: PatientRecord,
+    report: RunReport,
+    definitions: Definitions,
+    as_of: date,
+    recorded: datetime,
+    requester: str | None,
+    render: Render | None = None,
+) -> _Result:
+    """One patient's profile and plan, and with ``render`` its text (made in a worker process);
+    a failure is the patient's outcome."""
+    patient = f"Patient/{record.patient_id}"
+    prepared = _guarded(
+        patient, lambda: _prepare(record, definitions, as_of, recorded, report, requester)
+    )
+    if render is not None and isinstance(prepared, _Pending):
+        return _guarded(patient, partial(render, *prepared))
+    return prepared
 
 
 def _prepare(

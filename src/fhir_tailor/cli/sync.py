@@ -21,6 +21,7 @@ from ..sinks import Sink
 from ..sinks.files import FolderSink, StdoutSink
 from ..sinks.server import ServerSink
 from ..state import RunState
+from ..workers import WorkerError, default_workers
 from .exits import EXIT_STOPPED, fail
 from .finish import finish
 from .group import command, pass_settings
@@ -82,6 +83,14 @@ def _out_folder(_ctx: click.Context, param: click.Parameter, value: Path | None)
 )
 @recorded_option
 @requester_option
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    envvar="FHIR_TAILOR_WORKERS",
+    show_default="this machine's cores",
+    help="Processes that profile and plan the patients of --input or --bulk files at a time "
+    "(the output is the same with any number).",
+)
 @pass_settings
 def sync(
     settings: Settings,
@@ -93,6 +102,7 @@ def sync(
     state_path: Path | None,
     recorded: datetime | None,
     requester: str | None,
+    workers: int | None,
     **params: Any,
 ) -> None:
     """Build and write personalized CarePlans for the selected patients.
@@ -122,12 +132,15 @@ def sync(
                 state=state,
                 concurrency=params["concurrency"],
                 requester=requester,
+                workers=workers or default_workers(),
             )
         except FhirTailorError as exc:  # the source failed (one patient's failure never gets here)
             progress.close()
             report.finish()
             report.retries = choice.client.retries if choice.client else 0
-            finish(report, report_path, stopped=f"reading patients failed: {exc}")
+            # A worker process that died says so itself; anything else was the source.
+            why = str(exc) if isinstance(exc, WorkerError) else f"reading patients failed: {exc}"
+            finish(report, report_path, stopped=why)
         except OutputClosed:  # '--out - | head': stop, as other commands in a pipe do, silently
             progress.close()
             report.finish()

@@ -1,0 +1,282 @@
+"""Worker processes: a run over file or Bulk Data inputs on every core (``sync --workers``).
+
+Patients are independent of one another, so a run over an input of more than one grouping
+bucket (:data:`~fhir_tailor.sources.files.BUCKET_BYTES`) is shared by worker processes, in the
+two passes a run in one process makes (:func:`~fhir_tailor.record.group_by_patient`):
+
+1. the input is cut into pieces (NDJSON files between lines, Bundle files whole), and each
+   worker attributes a piece's resources to their patients, spilling them to bucket files of
+   its own (:func:`~fhir_tailor.record.spill`);
+2. each bucket (the bucket's file of every piece, read in piece order, so a patient's resources
+   keep their input order) is grouped, profiled, planned and rendered by one worker, which
+   sends back each patient's result: the output already made (for file and stdout sinks, the
+   text to write), the report's entries and the log lines.
+
+The run's own process takes the pieces' issues and the buckets' results in input and bucket
+order, writes the output and keeps the report, the ``--state`` journal and the progress, so all
+of them are those of a run in one process, byte for byte. A worker holds one bucket at a time
+(memory stays flat whatever the population size) and a bounded number of buckets is in flight.
+One patient's failure is that patient's outcome, as in one process; a worker that dies (killed,
+out of memory) stops the run with :class:`WorkerError`, never a hang.
+
+Workers are started from a fork server (a fresh process: safe beside the threads of the HTTP
+client), or spawned where there is none, and get the run's settings once, when they start.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .concurrency import in_order
+from .errors import FhirTailorError
+from .record import IssueHandler, PatientRecord, ReadIssue, bucket_paths, group_bucket, spill
+from .report import RunReport
+from .sources.files import GROUPER, Part, Tally, pieces
+
+T = TypeVar("T")
+
+#: One patient's work in a worker: its record and a report to note data issues and urgent
+#: findings in, to its result (what the pipeline does next with it). Pickled to each worker
+#: once, so a module-level function (a ``functools.partial`` of one).
+Processor = Callable[[PatientRecord, RunReport], object]
+#: Pieces per worker in the first pass: a few, so a slow piece does not hold the others up.
+PIECES_PER_WORKER = 4
+#: The smallest piece worth a task of its own.
+MIN_PIECE_BYTES = 1024 * 1024
+
+
+class WorkerError(FhirTailorError):
+    """A worker process died (killed, out of memory): the run cannot be complete."""
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity, where the system has one)."""
+    count = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if count is not None:
+        return int(count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """One patient's result from a worker, with what its processing noted in the report and
+    logged, to be told in the run's process when the patient's turn comes."""
+
+    result: object
+    data_issues: list[tuple[str, str]] = field(default_factory=list)
+    urgent: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    logs: list[logging.LogRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared(PatientRecord):
+    """A record a worker has processed: the patient as a reference (the data stayed in the
+    worker) and the result. ``processed`` is ``None`` for a patient the run skips (finished by
+    an earlier attempt)."""
+
+    processed: Processed | None = None
+
+    def replay(self, report: RunReport) -> object:
+        """Note the patient's data issues, urgent findings and log lines here, in the order a
+        run in one process notes them, and give its result."""
+        processed = self.processed
+        if processed is None:
+            raise ValueError(f"Patient/{self.patient_id} was skipped by the workers")
+        for reference, problem in processed.data_issues:
+            report.data_issue(reference, problem)
+        for patient, rules in processed.urgent.items():
+            report.urgent_findings(patient, rules)
+        for log_record in processed.logs:
+            logging.getLogger(log_record.name).handle(log_record)
+        return processed.result
+
+
+@contextmanager
+def worker_pool(
+    workers: int, processor: Processor, skip: frozenset[str] = frozenset()
+) -> Iterator[None]:
+    """For the ``with`` block, file sources read inputs of more than one bucket with
+    ``workers`` processes running ``processor`` on each patient not in ``skip`` (their records
+    come out as :class:`Prepared`). One worker: nothing changes, no process is started."""
+    if workers <= 1:
+        yield
+        return
+    pool = _Pool(workers, processor, skip)
+    token = GROUPER.set(pool.records)
+    try:
+        yield
+    finally:
+        GROUPER.reset(token)
+        pool.close()
+
+
+class _Pool:
+    """The processes of one run, started when an input first needs them."""
+
+    def __init__(self, workers: int, processor: Processor, skip: frozenset[str]) -> None:
+        self.workers = workers
+        self._initargs = (
+            processor,
+            skip,
+            logging.getLogger("fhir_tailor").getEffectiveLevel(),
+            gc.get_threshold(),
+        )
+        self._executor: ProcessPoolExecutor | None = None
+
+    def _started(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context(
+                "forkserver" if "forkserver" in methods else "spawn"
+            )
+            if hasattr(context, "set_forkserver_preload"):
+                # Imported once in the fork server, not once per worker.
+                context.set_forkserver_preload(["fhir_tailor.pipeline", "fhir_tailor.workers"])
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_start, initargs=self._initargs
+            )
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the processes: work not started is dropped, work running is waited for (a
+        bucket at most per worker)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def records(
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+    ) -> Iterator[PatientRecord]:
+        """The records of ``parts`` in ``buckets`` buckets, processed: what
+        :func:`~fhir_tailor.sources.files.grouped` gives in one process, in the same order,
+        with the same issues."""
+        executor = self._started()
+        total = sum(_size(part.path) for part in parts)
+        size = max(MIN_PIECE_BYTES, -(-total // (self.workers * PIECES_PER_WORKER)))
+        with tempfile.TemporaryDirectory(prefix="fhir-tailor-") as tmp:
+            spilled: list[tuple[tuple[Part, ...], Future[list[tuple[list[ReadIssue], Tally]]]]]
+            spilled = [
+                (piece, executor.submit(_spill, piece, bucket_paths(Path(tmp, str(n)), buckets)))
+                for n, piece in enumerate(pieces(parts, size))
+            ]
+            tally = Tally()
+            for piece, future in spilled:
+                read: list[tuple[list[ReadIssue], Tally]] = _result(future)
+                for part, (issues, part_tally) in zip(piece, read, strict=True):
+                    for issue in issues:
+                        on_issue(issue)
+                    tally.add(part_tally)
+                    if part.last:
+                        judged = part.judged(tally)
+                        if judged is not None:
+                            on_issue(judged)
+                        tally = Tally()
+
+            def start(bucket: int) -> Future[tuple[list[ReadIssue], list[Prepared]]]:
+                paths = [Path(tmp, str(n), f"bucket-{bucket}.ndjson") for n in range(len(spilled))]
+                return executor.submit(_bucket, paths)
+
+            for _, grouped in in_order(start, range(buckets), 2 * self.workers):
+                bucket_issues, records = _result(grouped)
+                for issue in bucket_issues:
+                    on_issue(issue)
+                yield from records
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # reported when the part is read
+        return 0
+
+
+def _result(future: Future[T]) -> T:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerError("a worker process ended abruptly (killed, or out of memory?)") from None
+
+
+# What runs in the workers. Each worker's settings, from _start.
+_processor: Processor | None = None
+_skip: frozenset[str] = frozenset()
+_logged: list[logging.LogRecord] = []
+
+
+class _Capture(logging.Handler):
+    """Keeps a worker's log records, made picklable, for the run's process to emit."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg = record.getMessage()
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        _logged.append(record)
+
+
+def _start(
+    processor: Processor, skip: frozenset[str], level: int, thresholds: tuple[int, ...]
+) -> None:
+    """A worker's start: the run's settings, logs kept for the run's process, and ``Ctrl-C``
+    left to the run's process (which stops the workers when it stops)."""
+    global _processor, _skip
+    _processor, _skip = processor, skip
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.set_threshold(*thresholds)
+    logger = logging.getLogger("fhir_tailor")
+    logger.handlers = [_Capture()]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _spill(piece: tuple[Part, ...], paths: list[Path]) -> list[tuple[list[ReadIssue], Tally]]:
+    """Spill ``piece`` to the bucket files ``paths``; each part's issues and tally."""
+    issues: list[ReadIssue] = []
+    ends: list[int] = []
+    tallies: list[Tally] = []
+
+    def items() -> Iterator[Any]:
+        for part in piece:
+            tally = Tally()
+            yield from part.items(issues.append, tally)
+            # Every issue of the part's resources is noted before the next part is read.
+            ends.append(len(issues))
+            tallies.append(tally)
+
+    paths[0].parent.mkdir()
+    spill(items(), issues.append, paths)
+    starts = [0, *ends[:-1]]
+    return [(issues[a:b], tally) for a, b, tally in zip(starts, ends, tallies, strict=True)]
+
+
+def _bucket(paths: list[Path]) -> tuple[list[ReadIssue], list[Prepared]]:
+    """Group one bucket and process its patients: the bucket's issues and its records."""
+    assert _processor is not None, "a worker runs _start first"
+    issues: list[ReadIssue] = []
+    prepared: list[Prepared] = []
+    for record in group_bucket(paths, issues.append):
+        processed = None
+        if record.patient_id not in _skip:
+            report = RunReport()
+            result = _processor(record, report)
+            processed = Processed(result, report.data_issues, report.urgent, _logged[:])
+        _logged.clear()
+        stub = {"resourceType": "Patient", "id": record.patient_id}
+        prepared.append(Prepared(stub, (), record.unread_types, processed))
+    for path in paths:
+        path.unlink()
+    return issues, prepared
