@@ -209,11 +209,20 @@ def content_digest(resource: Resource) -> str:
 
 
 def numbers_as_floats(value: Any) -> Any:
-    """Servers may store ``7.0`` as ``7`` or ``8.10`` as ``8.1``: digest numbers by value."""
-    if isinstance(value, dict):
-        return {key: numbers_as_floats(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [numbers_as_floats(item) for item in value]
+    """Servers may store ``7.0`` as ``7`` or ``8.10`` as ``8.1``: digest numbers by value.
+
+    Every resource written is digested, so strings, the most of what it holds, are tested first
+    and returned as they are."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict or isinstance(value, dict):
+        return {
+            key: item if type(item) is str else numbers_as_floats(item)
+            for key, item in value.items()
+        }
+    if kind is list or isinstance(value, list):
+        return [item if type(item) is str else numbers_as_floats(item) for item in value]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return value

@@ -97,46 +97,71 @@ class ShapeValidator:
 def shape_key(value: dict[str, Any], model: str = "") -> bytes:
     """A digest of ``value``'s shape as ``model`` (see the module docstring for what it keeps)."""
     tokens: list[str] = [model]
-    _shape(value, tokens)
+    _shape(value, tokens.append)
     return hashlib.blake2b("\x1f".join(tokens).encode(), digest_size=16).digest()
 
 
-def _shape(value: object, tokens: list[str]) -> None:
-    if isinstance(value, dict):
-        tokens.append("{")
+#: Shapes of the short strings seen (catalog words, codes, systems): a population's output
+#: repeats a few thousand of them millions of times. Long strings (narratives, notes) are not
+#: kept: they rarely repeat, and their shape is four flags.
+_SHORT_SHAPES: dict[str, str] = {}
+#: Short string shapes remembered at most, then the memory starts over: a few MB at most, full
+#: after a few hundred patients (their references are strings of their own), so it does not
+#: grow with the population.
+MAX_SHORT_SHAPES = 8192
+
+
+def _shape(value: Any, out: Callable[[str], None]) -> None:
+    """Append ``value``'s shape tokens with ``out``. This walk visits every element of
+    everything fhir-tailor writes, so exact types are tested first (``type(x) is dict``) and a
+    string member is shaped without a call of its own."""
+    kind = type(value)
+    if kind is dict:
+        out("{")
         for key, item in value.items():
-            tokens.append(str(key))
-            _shape(item, tokens)
-        tokens.append("}")
-    elif isinstance(value, list):
-        tokens.append("[")
+            out(str(key))
+            if type(item) is str:
+                out(_SHORT_SHAPES.get(item) or _string_shape(item))
+            else:
+                _shape(item, out)
+        out("}")
+    elif kind is list:
+        out("[")
         for item in value:
-            _shape(item, tokens)
-        tokens.append("]")
+            if type(item) is str:
+                out(_SHORT_SHAPES.get(item) or _string_shape(item))
+            else:
+                _shape(item, out)
+        out("]")
+    elif isinstance(value, dict):
+        _shape(dict(value), out)
+    elif isinstance(value, list):
+        _shape(list(value), out)
     elif isinstance(value, str):
-        tokens.append(_string_shape(value))
+        out(_string_shape(value))
     elif isinstance(value, bool):
-        tokens.append(f"b{value}")
+        out(f"b{value}")
     elif isinstance(value, int | float):
         sign = "+" if value > 0 else "0" if value == 0 else "-"
-        tokens.append(f"{type(value).__name__}{sign}")
+        out(f"{type(value).__name__}{sign}")
     else:
-        tokens.append(type(value).__name__)
+        out(type(value).__name__)
 
 
 def _string_shape(value: str) -> str:
     """Length and pattern of a short string; for a long one (text, narrative) only what the
-    R4B string patterns look at: whitespace at either end, runs of it, control characters."""
+    R4B string patterns look at: whitespace at either end, runs of it, control characters.
+    A short string's shape is remembered (:data:`_SHORT_SHAPES`)."""
     if len(value) > _LONGEST_ID:
-        flags = (
-            value[:1].isspace(),
-            value[-1:].isspace(),
-            _WHITESPACE_RUN.search(value) is not None,
-            _CONTROL.search(value) is not None,
-        )
-        return "s+" + "".join("1" if flag else "0" for flag in flags)
-    pattern = _ALPHANUMERIC_RUN.sub("w", value)
-    return f"s{len(value)}:{pattern}"
+        lead, trail = value[:1].isspace(), value[-1:].isspace()
+        run = _WHITESPACE_RUN.search(value) is not None
+        control = _CONTROL.search(value) is not None
+        return f"s+{lead:d}{trail:d}{run:d}{control:d}"
+    shape = f"s{len(value)}:{_ALPHANUMERIC_RUN.sub('w', value)}"
+    if len(_SHORT_SHAPES) >= MAX_SHORT_SHAPES:
+        _SHORT_SHAPES.clear()
+    _SHORT_SHAPES[value] = shape
+    return shape
 
 
 def _is_element_list(value: object) -> bool:

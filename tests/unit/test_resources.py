@@ -19,6 +19,7 @@ from fhir_tailor.resources import (
     PlanResources,
     content_digest,
     create_transaction,
+    numbers_as_floats,
     to_fhir,
 )
 from fhir_tailor.sinks.server import foreign_change
@@ -181,3 +182,12 @@ def test_digest_compares_numbers_by_value(resources: PlanResources) -> None:
     as_stored = json.loads(text.replace('"value": 7.0', '"value": 7'))
     assert json.dumps(as_stored) != text  # the server wrote the decimal differently
     assert foreign_change({**as_stored, "meta": {"tag": [GENERATED_TAG]}}) is None
+
+
+def test_numbers_are_digested_as_floats_and_nothing_else_changes() -> None:
+    content = {"a": ["x", 7, True, None, {"b": 8.1, "c": [0, -2]}], "d": False}
+    digested = numbers_as_floats(content)
+    assert digested == {"a": ["x", 7.0, True, None, {"b": 8.1, "c": [0.0, -2.0]}], "d": False}
+    assert json.dumps(digested) == (
+        '{"a": ["x", 7.0, true, null, {"b": 8.1, "c": [0.0, -2.0]}], "d": false}'
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from builders import AS_OF
 
+from fhir_tailor import validation
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.pipeline import profile_and_plan
 from fhir_tailor.record import ReadIssue
@@ -139,3 +140,31 @@ def test_memory_is_bounded() -> None:
         validator({**careplan(), "id": "x" * (n + 1)})
     assert validator.validated >= 5
     assert len(validator._valid) <= 2
+
+
+def test_remembered_string_shapes_change_no_key_and_stay_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(validation, "_SHORT_SHAPES", {})
+    monkeypatch.setattr(validation, "MAX_SHORT_SHAPES", 4)
+    first = shape_key(careplan())
+    assert 0 < len(validation._SHORT_SHAPES) <= 4
+    for n in range(20):  # other strings fill the memory and it starts over
+        shape_key({**careplan(), "id": f"cp-{'x' * n}"})
+    assert len(validation._SHORT_SHAPES) <= 4
+    assert shape_key(careplan()) == first
+    monkeypatch.setattr(validation, "_SHORT_SHAPES", {"draft": "s9:w w"})  # a wrong memory
+    assert shape_key(careplan()) != first  # is used: the memory is what the walk reads
+
+
+def test_subclasses_of_json_types_shape_as_the_types() -> None:
+    class Text(str):
+        pass
+
+    class Mapping(dict[str, Any]):
+        pass
+
+    base = careplan()
+    odd = Mapping({**base, "status": Text("draft"), "activity": list(base["activity"])})
+    assert shape_key(odd) == shape_key(base)
+    assert shape_key({**base, "status": Text("dr  aft")}) != shape_key(base)
