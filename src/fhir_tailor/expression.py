@@ -531,13 +531,31 @@ class Language(ABC):
         return self.answers_criterion([(a, ()) for a in answers], "X")
 
     def readable(self, rule: Rule, kind: Kind) -> Reading:
-        """When an element matched by ``rule`` has a usable result."""
+        """When an element matched by ``rule`` has a usable result: one that reads present or
+        absent. A band or answer of status ``unknown`` ("Don't know", a PRAPARE answer about
+        another domain) is read, but says nothing: the profile passes over it as it does an
+        unreadable result, so an older result decides and a screening gap stays open."""
         if rule.resource != "Observation":
             return None  # a finished Encounter and the medication count always read
         if rule.value is not None:
-            return self.nonempty(self.in_unit(rule.value, kind))
+            bands = rule.value.bands
+            numbers = self.in_unit(rule.value, kind)
+            if all(band.status != "unknown" for band in bands):
+                return self.nonempty(numbers)
+            known = {n for n, band in enumerate(bands) if band.status != "unknown"}
+            reached = self.bands_reached(rule.value, known)
+            return False if reached is None else self.some(numbers, reached, self.number)
         if rule.answers is not None:
-            return self.some(self.answer_codings(kind), self.known_answer(rule.answers), "X")
+            answers = rule.answers
+            codings = self.answer_codings(kind)
+            if all(answer.status != "unknown" for answer in answers):
+                return self.some(codings, self.known_answer(answers), "X")
+            known = {n for n, answer in enumerate(answers) if answer.status != "unknown"}
+            deciding = deciding_answers(answers, known)
+            if not deciding:
+                return False
+            first = self.first_where(codings, self.known_answer(answers), "X")
+            return self.some(first, self.answers_criterion(deciding, "F"), "F")
         return None
 
     def any_result(self, rule: Rule, kind: Kind) -> Reading:

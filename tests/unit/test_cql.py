@@ -267,3 +267,12 @@ def test_a_library_defines_each_status_of_a_feature_apart() -> None:
     assert {"feature depression", "feature depression, absent", "feature depression, recorded"} <= (
         set(names)
     )
+
+
+def test_a_rule_whose_every_answer_is_unknown_is_not_read() -> None:
+    """The HITS items are summed, none decides alone: every answer is of status unknown, so the
+    profile reads nothing from one, and neither does the CQL (it read one as a result that is
+    not present, newer than the HITS total that is)."""
+    expression = feature_in_cql(feature="interpersonal_safety")
+    assert "interpersonal-safety-hits-total" in expression
+    assert "interpersonal-safety-hits-items" not in expression

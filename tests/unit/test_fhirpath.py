@@ -1240,3 +1240,85 @@ def test_each_status_of_a_feature_confirmed_over_time(name: str, status: str) ->
     expected = status in holding
     assert rule.evaluate(build_profile(rec, DEFINITIONS.rules, AS_OF)).holds is expected
     assert fhirpath_holds(Translator(DEFINITIONS.rules).expression(rule), rec) is expected
+
+
+def hvs(oid: str, code: str, when: str) -> dict[str, Any]:
+    return observation(oid, "88122-7", when, **answer(code))
+
+
+def pregnancy_status(oid: str, code: str, when: str) -> dict[str, Any]:
+    concept = {"coding": [{"system": SNOMED, "code": code}]}
+    return observation(oid, "82810-3", when, valueCodeableConcept=concept)
+
+
+CHILD = {"birthDate": "2016-03-01"}
+#: Results in a band or answer of status ``unknown`` ("Don't know/refused", "Possible
+#: pregnancy", a child's BMI below 35, which the percentile reads): the profile passes over them,
+#: as over an unreadable result, so an older result decides and no screening is on record.
+UNKNOWN_RECORDS: dict[str, tuple[str, list[dict[str, Any]], dict[str, Any], set[str]]] = {
+    "Often true, then Don't know": (
+        "food_insecurity",
+        [hvs("a", "LA28397-0", "2026-09-01"), hvs("b", "LA15775-2", "2026-10-01")],
+        {},
+        {"present", "recorded"},
+    ),
+    "Never true, then Don't know": (
+        "food_insecurity",
+        [hvs("a", "LA28398-8", "2026-09-01"), hvs("b", "LA15775-2", "2026-10-01")],
+        {},
+        {"absent", "recorded"},
+    ),
+    "only Don't know": ("food_insecurity", [hvs("b", "LA15775-2", "2026-10-01")], {}, set()),
+    "Pregnant, then Possible pregnancy": (
+        "pregnancy",
+        [
+            pregnancy_status("a", "77386006", "2026-09-01"),
+            pregnancy_status("b", "146799005", "2026-10-01"),
+        ],
+        {},
+        {"present", "recorded"},
+    ),
+    "a child's BMI percentile at 96, then a BMI of 25": (
+        "obesity",
+        [percentile("a", 96, "2026-06-01"), bmi("b", 25, "2026-09-01")],
+        CHILD,
+        {"present", "recorded"},
+    ),
+    "a child's BMI percentile at 50, then a BMI of 25": (
+        "obesity",
+        [percentile("a", 50, "2026-06-01"), bmi("b", 25, "2026-09-01")],
+        CHILD,
+        {"absent", "recorded"},
+    ),
+    "a child's BMI of 25 only": ("obesity", [bmi("b", 25, "2026-09-01")], CHILD, set()),
+}
+
+
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("name", UNKNOWN_RECORDS)
+def test_a_result_of_unknown_status_decides_nothing(name: str, status: str) -> None:
+    feature, resources, patient, holding = UNKNOWN_RECORDS[name]
+    rec = record(*resources, **patient)
+    rule = RULE.validate_python({"feature": feature, "status": status})
+    expected = status in holding
+    assert rule.evaluate(build_profile(rec, DEFINITIONS.rules, AS_OF)).holds is expected
+    assert fhirpath_holds(Translator(DEFINITIONS.rules).expression(rule), rec) is expected
+
+
+@pytest.mark.parametrize(
+    ("resources", "open_"),
+    [
+        ([hvs("b", "LA15775-2", "2026-10-01")], True),
+        ([hvs("b", "LA28398-8", "2026-10-01")], False),
+        ([hvs("a", "LA28398-8", "2025-06-01"), hvs("b", "LA15775-2", "2026-10-01")], True),
+    ],
+)
+def test_an_answer_of_unknown_status_is_no_screening(
+    resources: list[dict[str, Any]], open_: bool
+) -> None:
+    """A "Don't know/refused" answer leaves the SDOH screening gap open, in the profile and in
+    the published condition (the gap does not close on any result)."""
+    rec = record(*resources)
+    rule = RULE.validate_python({"gap": "no_sdoh_screening"})
+    assert rule.evaluate(build_profile(rec, DEFINITIONS.rules, AS_OF)).holds is open_
+    assert fhirpath_holds(Translator(DEFINITIONS.rules).expression(rule), rec) is open_
