@@ -101,6 +101,18 @@ def codings(concept: object) -> Iterator[tuple[str, str, str | None]]:
             yield system, code.strip(), display if isinstance(display, str) else None
 
 
+def has_coding(concept: object) -> bool:
+    """Whether a CodeableConcept has a well-formed coding (one :func:`codings` gives)."""
+    if not isinstance(concept, dict):
+        return False
+    for coding in as_list(concept.get("coding")):
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if isinstance(system, str) and isinstance(code, str) and code.strip():
+                return True
+    return False
+
+
 def concept_has(concept: object, system: str, code: str) -> bool:
     """Whether a CodeableConcept carries the given coding."""
     return any(s == system and c == code for s, c, _ in codings(concept))

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import partial
+from typing import NamedTuple
 
 from pydantic import Field
 
@@ -37,6 +38,7 @@ from .fhirdata import (
     as_list,
     codings,
     effective_date,
+    has_coding,
     is_language_tag,
     numeric_value,
     parse_date,
@@ -133,8 +135,10 @@ DataIssueHandler = Callable[[str, str], None]
 """Called with ``(resource reference, problem naming the field)`` for unreadable data."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Evidence:
+class _Evidence(NamedTuple):
+    """One reading of a feature. A named tuple, not a frozen dataclass: a record makes one per
+    matched resource, and a frozen dataclass takes four times as long to make."""
+
     match: Match
     status: Status
     severity: Severity | None
@@ -356,7 +360,7 @@ def _read_condition(
         for system, code, _ in codings(concept)
         for match in index.lookup(system, code, "Condition", on="category")
     ]
-    if not any(True for _ in codings(condition.get("code"))) and not matches:
+    if not has_coding(condition.get("code")) and not matches:
         report(ref, "field code: missing or without coding; not mapped")
     for match in matches:
         yield _Evidence(match, "present", match.rule.severity, when, (ref,), True)
@@ -477,12 +481,14 @@ def _panel_dates(resources: Iterable[Resource]) -> dict[str, date]:
     """Observation id -> the date of a panel listing it in ``hasMember``."""
     dates: dict[str, date] = {}
     for resource in resources:
-        if resource.get("resourceType") != "Observation":
+        # Few Observations are panels: members first, the date only for those that have some.
+        members = resource.get("hasMember")
+        if not isinstance(members, list) or resource.get("resourceType") != "Observation":
             continue
         when = effective_date(resource)
         if when is None:
             continue
-        for member in as_list(resource.get("hasMember")):
+        for member in members:
             member_id = reference_id(member, "Observation")
             if member_id:
                 dates.setdefault(member_id, when)
@@ -717,8 +723,7 @@ def _unconfirmed_pending(items: list[_Evidence], days: int) -> list[_Evidence]:
         rule_id for rule_id, rule_readings in readings.items() if not _persists(rule_readings, days)
     }
     return [
-        replace(
-            item,
+        item._replace(
             status="unknown",
             severity=None,
             pending=True,

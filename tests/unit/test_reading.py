@@ -27,6 +27,7 @@ from fhir_tailor.profile import ProfileRules, build_profile
 from fhir_tailor.profile_model import Profile
 from fhir_tailor.questionnaire import item_code
 from fhir_tailor.record import PatientRecord
+from fhir_tailor.shape import shape_problems
 
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -355,3 +356,42 @@ def test_observation_category_rule_is_read_only_where_one_exists(rules: ProfileR
 
 
 SURVEY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+@pytest.mark.parametrize(
+    ("resource", "problems"),
+    [
+        (observation("o1", "1-8"), []),
+        (
+            observation(
+                "o1", "1-8", status=5, issued="2026-13-45", category={}, interpretation="H"
+            ),
+            [
+                "field status: not a code (a string)",
+                "field issued: not a FHIR date",
+                "field category: not a list",
+                "field interpretation: not a list",
+            ],
+        ),
+        (
+            {**observation("o1", "1-8"), "code": {"coding": [{"system": LOINC, "code": " "}]}},
+            ["field code: missing or without a usable coding (system and code strings)"],
+        ),
+        (
+            {"resourceType": "Encounter", "id": "e1", "status": "finished", "type": {}},
+            ["field type: not a list"],
+        ),
+        ({"resourceType": "Condition", "id": "c1", "type": {}, "item": 1}, []),
+        (
+            {"resourceType": "QuestionnaireResponse", "id": "q1", "authored": 7, "item": {}},
+            ["field authored: not a FHIR date", "field item: not a list"],
+        ),
+    ],
+)
+def test_each_misshapen_element_is_named_in_order(
+    resource: dict[str, Any], problems: list[str]
+) -> None:
+    """Every element read with the wrong kind of JSON is named, in the same order whatever else
+    the resource holds, and a sound resource (most of a record) is named for nothing."""
+    assert list(shape_problems(resource)) == problems
+    assert list(shape_problems(dict(reversed(resource.items())))) == problems
