@@ -19,8 +19,8 @@ of them are those of a run in one process, byte for byte. A worker holds one buc
 One patient's failure is that patient's outcome, as in one process; a worker that dies (killed,
 out of memory) stops the run with :class:`WorkerError`, never a hang.
 
-Workers are started from a fork server (a fresh process: safe beside the threads of the HTTP
-client), or spawned where there is none, and get the run's settings once, when they start.
+Workers start as copies of the run's process where that is safe (:func:`start_method`), else
+from a fork server, and get the run's settings once, when they start.
 """
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .concurrency import in_order
 from .errors import FhirTailorError
 from .record import IssueHandler, PatientRecord, ReadIssue, bucket_paths, group_bucket, spill
 from .report import RunReport
 from .sources.files import GROUPER, Part, Tally, pieces
-
-T = TypeVar("T")
 
 #: One patient's work in a worker: its record and a report to note data issues and urgent
 #: findings in, to its result (what the pipeline does next with it). Pickled to each worker
@@ -139,13 +139,14 @@ class _Pool:
 
     def _started(self) -> ProcessPoolExecutor:
         if self._executor is None:
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context(
-                "forkserver" if "forkserver" in methods else "spawn"
-            )
-            if hasattr(context, "set_forkserver_preload"):
+            method = start_method()
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
                 # Imported once in the fork server, not once per worker.
                 context.set_forkserver_preload(["fhir_tailor.pipeline", "fhir_tailor.workers"])
+            else:  # what is buffered now would be written again by each copy of this process
+                sys.stdout.flush()
+                sys.stderr.flush()
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_start, initargs=self._initargs
             )
@@ -164,6 +165,16 @@ class _Pool:
         """The records of ``parts`` in ``buckets`` buckets, processed: what
         :func:`~fhir_tailor.sources.files.grouped` gives in one process, in the same order,
         with the same issues."""
+        try:
+            yield from self._records(parts, on_issue, buckets)
+        except BrokenProcessPool:  # from a result, or from the next submit
+            raise WorkerError(
+                "a worker process ended abruptly (killed, or out of memory?)"
+            ) from None
+
+    def _records(
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+    ) -> Iterator[PatientRecord]:
         executor = self._started()
         total = sum(_size(part.path) for part in parts)
         size = max(MIN_PIECE_BYTES, -(-total // (self.workers * PIECES_PER_WORKER)))
@@ -175,7 +186,7 @@ class _Pool:
             ]
             tally = Tally()
             for piece, future in spilled:
-                read: list[tuple[list[ReadIssue], Tally]] = _result(future)
+                read: list[tuple[list[ReadIssue], Tally]] = future.result()
                 for part, (issues, part_tally) in zip(piece, read, strict=True):
                     for issue in issues:
                         on_issue(issue)
@@ -191,10 +202,22 @@ class _Pool:
                 return executor.submit(_bucket, paths)
 
             for _, grouped in in_order(start, range(buckets), 2 * self.workers):
-                bucket_issues, records = _result(grouped)
+                bucket_issues, records = grouped.result()
                 for issue in bucket_issues:
                     on_issue(issue)
                 yield from records
+
+
+def start_method() -> str:
+    """How workers start: as copies of this process (``fork``: nothing to import or send
+    again) on Linux when no other thread runs here, since a copy of a thread's half-done work
+    (a lock held by the HTTP client's thread) would be a copy of a hazard; else from a fork
+    server (a fresh process beside this one), else ``spawn`` (where a worker imports the main
+    module again: a script starting a run needs ``if __name__ == "__main__"``)."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and threading.active_count() == 1 and "fork" in methods:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _size(path: Path) -> int:
@@ -202,13 +225,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:  # reported when the part is read
         return 0
-
-
-def _result(future: Future[T]) -> T:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise WorkerError("a worker process ended abruptly (killed, or out of memory?)") from None
 
 
 # What runs in the workers. Each worker's settings, from _start.
@@ -237,6 +253,7 @@ def _start(
     _processor, _skip = processor, skip
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.set_threshold(*thresholds)
+    gc.freeze()  # what the worker starts with (the definitions) lives to its end: never scanned
     logger = logging.getLogger("fhir_tailor")
     logger.handlers = [_Capture()]
     logger.setLevel(level)

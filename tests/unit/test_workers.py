@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from multiprocessing import parent_process
@@ -113,7 +114,9 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize("out_format", ["ndjson", "bundles"])
+@pytest.mark.parametrize(
+    ("out_format", "method"), [("ndjson", "fork"), ("bundles", "fork"), ("ndjson", "forkserver")]
+)
 def test_two_workers_write_what_one_writes_byte_for_byte(
     population: Path,
     definitions: Definitions,
@@ -121,7 +124,11 @@ def test_two_workers_write_what_one_writes_byte_for_byte(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     out_format: FileFormat,
+    method: str,
 ) -> None:
+    """Workers started as copies of this process, or from a fork server (when another thread
+    runs here: an HTTP client's)."""
+    monkeypatch.setattr(workers, "start_method", lambda: method)
     reports = {}
     for count in (1, 2):  # the report names the output folder: "out" in both runs
         monkeypatch.chdir((tmp_path / str(count)).mkdir() or tmp_path / str(count))
@@ -325,6 +332,16 @@ def test_workers_option_and_its_variable(
     assert _files(tmp_path / "1") == _files(tmp_path / "2")
     refused = runner.invoke(main, [*base, "--out", str(tmp_path / "0"), "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.output
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="copies of a process only on Linux")
+def test_workers_are_copies_of_this_process_only_while_no_other_thread_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert workers.start_method() == "fork"
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # the HTTP client's thread
+    assert workers.start_method() == "forkserver"
 
 
 def test_the_default_is_the_cores_this_process_may_use() -> None:
