@@ -10,29 +10,33 @@ import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from multiprocessing import parent_process
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from builders import AS_OF
 from click.testing import CliRunner
 
 from fhir_tailor import pipeline, workers
 from fhir_tailor.cli import main
+from fhir_tailor.concurrency import done
 from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.pipeline import run
 from fhir_tailor.plan import Plan
 from fhir_tailor.record import ReadIssue
-from fhir_tailor.report import RunReport
+from fhir_tailor.report import PatientOutcome, RunReport
 from fhir_tailor.resources import PlanResources
 from fhir_tailor.sinks.files import FileFormat, FolderRenderer, FolderSink, Rendered, StdoutSink
 from fhir_tailor.sources import Source, file_source
 from fhir_tailor.sources import files as source_files
 from fhir_tailor.sources.files import NdjsonSource, Part, pieces, read_parts
 from fhir_tailor.state import RunState
+from fhir_tailor.withdrawal import Withdrawal
 
 RECORDED = datetime(2026, 11, 15, tzinfo=UTC)
 GENERATOR = Path(__file__).resolve().parents[2] / "scripts" / "generate-population"
@@ -202,6 +206,51 @@ def test_stdout_prints_what_one_process_prints(
             workers=count,
         )
     assert printed[1] == printed[2] and len(printed[1]) > 100
+
+
+class ServerLikeSink:
+    """A sink that writes plans, not text (as a server does): workers send it plans, which it
+    takes concurrently, as the server sink does."""
+
+    concurrent_writes = True
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, bytes]] = []
+
+    def write(self, plan: Plan, resources: PlanResources) -> PatientOutcome:
+        entries = [entry.resource for entry in resources.entries]
+        self.written.append((plan.patient, orjson.dumps(entries)))
+        return PatientOutcome(plan.patient, "created", careplan=f"{plan.patient}/plan")
+
+    def submit(self, plan: Plan, resources: PlanResources) -> Future[PatientOutcome]:
+        return done(self.write(plan, resources))
+
+    def withdraw(self, withdrawal: Withdrawal) -> PatientOutcome:
+        return PatientOutcome(withdrawal.patient, "skipped-deceased", "withdrawn")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_sink_of_plans_gets_the_plans_one_process_makes(
+    population: Path, definitions: Definitions, small_buckets: None
+) -> None:
+    sinks = {1: ServerLikeSink(), 2: ServerLikeSink()}
+    reports = {count: RunReport() for count in sinks}
+    for count, sink in sinks.items():
+        run(
+            NdjsonSource(population),
+            sink,
+            definitions,
+            as_of=AS_OF,
+            recorded=RECORDED,
+            report=reports[count],
+            concurrency=4,
+            workers=count,
+        )
+    assert sinks[1].written == sinks[2].written and len(sinks[1].written) > 100
+    assert reports[1].patients == reports[2].patients
+    assert reports[1].data_issues == reports[2].data_issues
 
 
 class FailingRenderer:
