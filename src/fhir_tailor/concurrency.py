@@ -1,7 +1,8 @@
 """Bounded, ordered concurrency for patient-at-a-time work.
 
-Reading a patient (five searches) and writing its plan (a search and a transaction) are almost
-all waiting on the server, so throughput scales with how many patients are in flight. All HTTP
+Reading a patient (a search per resource type, sent together: :func:`together`) and writing
+its plan (a search and a transaction) are almost all waiting on the server, so throughput
+scales with how many requests are in flight. All HTTP
 runs on one asyncio event loop (:class:`EventLoop`, on a thread of its own) over one
 ``httpx.AsyncClient`` and its connection pool; synchronous code hands it coroutines and keeps a
 bounded window of their futures (:func:`in_order`), so a fast producer never runs ahead of a
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
@@ -101,6 +102,30 @@ def in_order(
 def _finished(entry: tuple[T, Future[R]]) -> tuple[T, Future[R]]:
     wait([entry[1]])
     return entry
+
+
+async def together(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Run ``coroutines`` at once; each one's result or exception, in their order.
+
+    The first to fail cancels those still running (given as :class:`asyncio.CancelledError`):
+    their answers could no longer be used, and a failing server is not kept busy for nothing.
+    Cancelling the caller cancels them all.
+    """
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        if tasks:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # those already done are left as they are
+        await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes: list[T | BaseException] = []
+    for task in tasks:
+        if task.cancelled():
+            outcomes.append(asyncio.CancelledError())
+        else:
+            outcomes.append(task.exception() or task.result())
+    return outcomes
 
 
 def done(value: T) -> Future[T]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from fhir_tailor.cli import main
-from fhir_tailor.concurrency import EventLoop, done, in_order
+from fhir_tailor.concurrency import EventLoop, done, in_order, together
 
 RECORDED = re.compile(r'"recorded":\s*"[^"]+"')
 
@@ -155,3 +156,60 @@ def test_closing_the_loop_cancels_work_still_in_flight() -> None:
     assert unwound == ["cleaned up"]
     assert future.cancelled()
     loop.close()  # idempotent
+
+
+def test_together_runs_the_coroutines_at_once_and_answers_in_their_order() -> None:
+    running = 0
+    peak = 0
+
+    async def work(n: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01 * (4 - n))  # the last finishes first
+        running -= 1
+        return n * 10
+
+    assert asyncio.run(together([work(n) for n in range(4)])) == [0, 10, 20, 30]
+    assert peak == 4
+    assert asyncio.run(together([])) == []
+
+
+def test_together_stops_the_others_at_the_first_failure() -> None:
+    finished: list[str] = []
+
+    async def slow() -> str:
+        await asyncio.sleep(3600)
+        finished.append("slow")
+        return "slow"
+
+    async def quick() -> str:
+        return "quick"
+
+    async def failing() -> str:
+        await asyncio.sleep(0.01)
+        raise ValueError("refused")
+
+    answers = asyncio.run(asyncio.wait_for(together([slow(), quick(), failing()]), 5))
+    cancelled, first, failure = answers
+    assert isinstance(cancelled, asyncio.CancelledError) and finished == []
+    assert first == "quick"
+    assert isinstance(failure, ValueError) and str(failure) == "refused"
+
+
+def test_cancelling_together_cancels_what_it_runs(loop: EventLoop) -> None:
+    unwound: list[int] = []
+    started = threading.Semaphore(0)
+
+    async def forever(n: int) -> None:
+        started.release()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            unwound.append(n)
+
+    future = loop.submit(together([forever(1), forever(2)]))
+    assert started.acquire(timeout=5) and started.acquire(timeout=5)
+    loop.close()
+    assert future.cancelled()
+    assert sorted(unwound) == [1, 2]

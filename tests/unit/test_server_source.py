@@ -3,7 +3,9 @@ tests/integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -314,3 +316,62 @@ def test_capabilities_are_asked_once_per_run() -> None:
             source = ServerSource(client, PatientSelection(ids=("p1", "p2")))
             assert len(list(source.records(lambda _issue: None))) == 2
         assert metadata.call_count == 1
+
+
+ALL_TYPES = (
+    "Condition",
+    "Observation",
+    "QuestionnaireResponse",
+    "Encounter",
+    "MedicationRequest",
+    "ServiceRequest",
+)
+
+
+def serving(delays: dict[str, float], failing: str | None = None) -> httpx.MockTransport:
+    """A server declaring every type's patient search; each search answers after its delay
+    (``failing``'s with a 403 at once), and the peak of searches in flight is counted."""
+    state = {"running": 0, "peak": 0}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/r4/")
+        if path == "metadata":
+            return httpx.Response(200, json=capabilities(*ALL_TYPES))
+        if path.startswith("Patient/"):
+            return httpx.Response(200, json={"resourceType": "Patient", "id": "p1"})
+        if path == failing:
+            return httpx.Response(403, json=FORBIDDEN)
+        state["running"] += 1
+        state["peak"] = max(state["peak"], state["running"])
+        try:
+            await asyncio.sleep(delays.get(path, 0.02))
+        finally:
+            state["running"] -= 1
+        return httpx.Response(200, json=bundle(about(path, f"{path[:3].lower()}1")))
+
+    transport = httpx.MockTransport(handle)
+    transport.state = state  # type: ignore[attr-defined]
+    return transport
+
+
+def test_a_patients_searches_are_sent_together() -> None:
+    """One round trip per patient rather than one per type (issue 17 #3), records unchanged."""
+    transport = serving({})
+    with FhirClient(BASE, transport=transport) as client:
+        source = ServerSource(client, PatientSelection(ids=("p1",)), concurrency=1)
+        [record] = source.records(lambda _issue: None)
+    assert transport.state["peak"] == len(ALL_TYPES)  # type: ignore[attr-defined]
+    assert [r["resourceType"] for r in record.resources] == list(ALL_TYPES)
+
+
+def test_a_failing_search_stops_the_patients_other_searches() -> None:
+    """The patient fails at once, naming the search that failed; the slow ones are dropped."""
+    transport = serving({"Observation": 3600, "ServiceRequest": 3600}, failing="Encounter")
+    report = RunReport()
+    started = time.monotonic()
+    with FhirClient(BASE, transport=transport) as client:
+        source = ServerSource(client, PatientSelection(ids=("p1",)))
+        assert list(source.records(report.read_issue)) == []
+    assert time.monotonic() - started < 30
+    [outcome] = report.patients
+    assert outcome.outcome == "failed" and "Encounter?patient" in (outcome.detail or "")

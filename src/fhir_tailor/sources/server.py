@@ -18,6 +18,7 @@ the run report says which plans were made without it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from datetime import datetime
 from typing import Literal
 
 from ..client import FhirClient
-from ..concurrency import in_order
+from ..concurrency import in_order, together
 from ..errors import FhirTailorError, PatientNotFoundError, ResourceNotFoundError
 from ..fhirdata import Resource, subject_patient_id
 from ..record import IssueHandler, PatientRecord, ReadIssue, check_resource
@@ -191,26 +192,34 @@ class ServerSource:
             on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
             return None
         reading = await self._reading()
+        # The searches do not depend on each other, so they are sent together: a patient is
+        # read in one round trip (and its pages) rather than one per type.
+        searches = {
+            f"{rtype}?{way}": self.client.aio.search_all(
+                rtype, {way: pid if way == "patient" else f"Patient/{pid}"}, count=self.page_size
+            )
+            for rtype, way in reading.ways
+            if way != "everything"
+        }
+        if everything := reading.by("everything"):
+            searches["Patient/$everything"] = self._everything(pid, everything)
+        answers = await together(list(searches.values()))
         found: dict[str, list[Resource]] = {}
-        location = ""
-        try:
-            for rtype, way in reading.ways:
-                if way == "everything":
-                    continue
-                location = f"{rtype}?{way}"
-                value = pid if way == "patient" else f"Patient/{pid}"
-                found[rtype] = await self.client.aio.search_all(
-                    rtype, {way: value}, count=self.page_size
-                )
-            if everything := reading.by("everything"):
-                location = "Patient/$everything"
-                for resource in await self._everything(pid, everything):
-                    if resource.get("resourceType") in everything:  # _type may be ignored
-                        found.setdefault(str(resource["resourceType"]), []).append(resource)
-        except FhirTailorError as exc:
-            # Whatever failed, a plan from the rest of the record could miss what it held.
-            on_issue(ReadIssue(location, str(exc), "Patient", pid, pid))
-            return None
+        for location, answer in zip(searches, answers, strict=True):
+            if isinstance(answer, asyncio.CancelledError):
+                continue  # another search failed first and stopped this one
+            if isinstance(answer, FhirTailorError):
+                # Whatever failed, a plan from the rest of the record could miss what it held.
+                on_issue(ReadIssue(location, str(answer), "Patient", pid, pid))
+                return None
+            if isinstance(answer, BaseException):
+                raise answer
+            if location != "Patient/$everything":
+                found[location.split("?")[0]] = answer
+                continue
+            for resource in answer:
+                if resource.get("resourceType") in everything:  # _type may be ignored
+                    found.setdefault(str(resource["resourceType"]), []).append(resource)
         resources = [
             resource
             for rtype, way in reading.ways
