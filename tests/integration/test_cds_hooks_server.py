@@ -65,14 +65,15 @@ def definitions() -> Definitions:
 
 
 @pytest.fixture(scope="module")
-def loaded(fhir_server: str) -> str:
-    """The server with the fixture patients (their transaction Bundles PUT client ids)."""
+def loaded(own_server: str) -> str:
+    """A server of this module's own with the fixture patients (their transaction Bundles PUT
+    client ids): the plans the cards write must not meet other tests' syncs of the fixtures."""
     for stem in STEMS:
         response = httpx.post(
-            fhir_server, content=bundle_of(stem).read_bytes(), headers=FHIR_JSON, timeout=60
+            own_server, content=bundle_of(stem).read_bytes(), headers=FHIR_JSON, timeout=60
         )
         assert response.status_code == 200, response.text[:500]
-    return fhir_server
+    return own_server
 
 
 @pytest.fixture(scope="module")
