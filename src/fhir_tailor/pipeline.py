@@ -20,9 +20,9 @@ from .concurrency import done, in_order
 from .definitions import Definitions
 from .errors import FhirTailorError
 from .plan import Plan, plan_for
-from .profile import build_profile
+from .profile import bears_on, build_profile
 from .profile_model import Profile
-from .record import PatientRecord
+from .record import PatientRecord, relevant_only
 from .report import PatientOutcome, RunReport
 from .resources import PlanResources, to_fhir
 from .segments import SegmentMatch, segment
@@ -108,7 +108,11 @@ def run(
         return done(prepared)
 
     skip = frozenset(state.done) if state is not None else frozenset()
-    with worker_pool(workers, process, skip):
+    # Records grouped from files leave out what cannot change a profile (before workers start,
+    # so that they do too): the same plans and report, without parsing again the Observations
+    # no rule reads.
+    relevant = partial(bears_on, index=definitions.rules.index)
+    with relevant_only(relevant), worker_pool(workers, process, skip):
         records = source.records(report.read_issue)
         window = 2 * concurrency if submit is not None else 1
         for record, future in in_order(start, records, window):

@@ -298,27 +298,7 @@ def _read_resource(
     elif rtype == "Observation":
         if str(resource.get("status")) in VOID_OBSERVATION:
             return
-        # A panel that only groups its members (``hasMember``, no value) has nothing to read.
-        grouping = bool(resource.get("hasMember")) and not any(
-            key.startswith("value") for key in resource
-        )
-        parts: list[tuple[Resource, str]] = [] if grouping else [(resource, "")]
-        for n, component in enumerate(as_list(resource.get("component"))):
-            if isinstance(component, dict):
-                parts.append((component, f"component[{n}]."))
-        matched = [
-            (match, element, path)
-            for element, path in parts
-            for system, code, _ in codings(element.get("code"))
-            for match in index.lookup(system, code, "Observation")
-        ]
-        if "Observation" in index.category_types:
-            matched += [
-                (match, resource, "")
-                for concept in _categories(resource)
-                for system, code, _ in codings(concept)
-                for match in index.lookup(system, code, "Observation", on="category")
-            ]
+        matched = _observation_matches(resource, index)
         if not matched:  # most of a record: readings no feature maps; no date to work out
             return
         when = effective_date(resource) or panel_dates.get(str(resource.get("id")))
@@ -338,6 +318,58 @@ def _read_resource(
         yield from _read_medication(resource, ref, index, report)
     elif rtype == "ServiceRequest":
         yield from _read_service_request(resource, ref, index)
+
+
+def _observation_matches(
+    observation: Resource, index: CodeIndex
+) -> list[tuple[Match, Resource, str]]:
+    """What rules match an Observation: each with the element it reads (the Observation, a
+    component, or for a category rule the Observation) and that element's path."""
+    # A panel that only groups its members (``hasMember``, no value) has nothing to read.
+    grouping = bool(observation.get("hasMember")) and not any(
+        key.startswith("value") for key in observation
+    )
+    parts: list[tuple[Resource, str]] = [] if grouping else [(observation, "")]
+    for n, component in enumerate(as_list(observation.get("component"))):
+        if isinstance(component, dict):
+            parts.append((component, f"component[{n}]."))
+    matched = [
+        (match, element, path)
+        for element, path in parts
+        for system, code, _ in codings(element.get("code"))
+        for match in index.lookup(system, code, "Observation")
+    ]
+    if "Observation" in index.category_types:
+        matched += [
+            (match, observation, "")
+            for concept in _categories(observation)
+            for system, code, _ in codings(concept)
+            for match in index.lookup(system, code, "Observation", on="category")
+        ]
+    return matched
+
+
+def bears_on(resource: Resource, index: CodeIndex) -> bool:
+    """Whether ``resource`` can change a profile built with ``index``, or what building it
+    reports. Most of a record cannot: the routine Observations no rule maps (temperature,
+    heart rate, a lab no feature reads). A source may leave those out of a record
+    (:data:`fhir_tailor.record.RELEVANT`) without parsing them for it, and the profile, its
+    data issues and the plan are the same.
+
+    Only Observations are told apart, as :func:`build_profile` reads them: one bears on a
+    profile if a rule matches it (:func:`_observation_matches`) and its status does not void
+    it, if it is a panel (``hasMember``: its members take its date), or if its shape has a
+    problem to report (:func:`~fhir_tailor.shape.shape_problems`). Every other resource bears
+    on it: Conditions and MedicationRequests are read whatever their codes (a contradiction
+    is reported, every active medicine is counted), and the others are few.
+    """
+    if resource.get("resourceType") != "Observation" or "hasMember" in resource:
+        return True
+    if str(resource.get("status")) not in VOID_OBSERVATION and _observation_matches(
+        resource, index
+    ):
+        return True
+    return next(shape_problems(resource), None) is not None
 
 
 def _read_condition(

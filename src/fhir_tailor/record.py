@@ -4,7 +4,8 @@ Every source (server, Bundle files, Bulk NDJSON) ends in the same shape, a strea
 :class:`PatientRecord`. File sources do not arrive grouped by patient, so
 :func:`group_by_patient` groups a resource stream without holding a population in memory:
 small inputs are grouped in memory, larger ones are first spilled to temporary bucket files
-by a stable hash of the patient id, then grouped one bucket at a time.
+by a stable hash of the patient id, then grouped one bucket at a time. What a run cannot use
+(:data:`RELEVANT`) is attributed and checked like the rest, but left out of the records.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import tempfile
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 
@@ -59,6 +63,24 @@ class ReadIssue:
 
 
 IssueHandler = Callable[[ReadIssue], None]
+
+#: Whether a resource can change what a run makes of its patient (the run's
+#: :func:`~fhir_tailor.profile.bears_on`), while one is set (:func:`relevant_only`). Grouping
+#: attributes and checks every resource as before (problems, duplicates and strays are
+#: reported), but one it answers no for is spilled as its header alone, not parsed again, and
+#: left out of its patient's record. Worker processes started as copies of the run's process
+#: (:mod:`fhir_tailor.workers`) inherit it; others group everything, which makes the same plans.
+RELEVANT: ContextVar[Callable[[Resource], bool] | None] = ContextVar("relevant", default=None)
+
+
+@contextmanager
+def relevant_only(relevant: Callable[[Resource], bool]) -> Iterator[None]:
+    """Records grouped in the ``with`` block leave out the resources ``relevant`` rejects."""
+    token = RELEVANT.set(relevant)
+    try:
+        yield
+    finally:
+        RELEVANT.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +177,12 @@ def spill(items: Iterable[Located], on_issue: IssueHandler, paths: list[Path]) -
     files = [p.open("wb") for p in paths]
     try:
         for item in _attributed(items, on_issue):
-            resource = _as_resource(item.payload)
             header = orjson.dumps([item.pid, item.location, item.rtype, item.rid])
-            # json, not orjson: it writes back exactly what it read (NaN, big integers).
-            text = item.raw or json.dumps(resource).encode()
+            if item.payload is None:  # not relevant: only what grouping reports it by
+                text = b""
+            else:
+                # json, not orjson: it writes back exactly what it read (NaN, big integers).
+                text = item.raw or json.dumps(_as_resource(item.payload)).encode()
             files[zlib.crc32(item.pid.encode()) % buckets].write(header + b"\t" + text + b"\n")
     finally:
         for handle in files:
@@ -171,19 +195,22 @@ def group_bucket(paths: Iterable[Path], on_issue: IssueHandler) -> Iterator[Pati
     return _group((item for path in paths for item in _read_bucket(path)), on_issue, _parse)
 
 
-@dataclass(frozen=True, slots=True)
-class _Attributed:
-    """A resource attributed to a patient; ``payload`` is the resource or its JSON text."""
+class _Attributed(NamedTuple):
+    """A resource attributed to a patient; ``payload`` is the resource or its JSON text, or
+    ``None`` for one left out of the record (:data:`RELEVANT`). A named tuple: one is made per
+    resource read and again per resource grouped, and a frozen dataclass takes four times as
+    long to make."""
 
     pid: str
     rtype: str
     rid: str
     location: str
-    payload: Resource | bytes
+    payload: Resource | bytes | None
     raw: bytes = b""
 
 
 def _attributed(items: Iterable[Located], on_issue: IssueHandler) -> Iterator[_Attributed]:
+    relevant = RELEVANT.get()
     for item in items:
         rtype, pid, problem = check_resource(item.resource)
         if problem is not None:
@@ -192,7 +219,9 @@ def _attributed(items: Iterable[Located], on_issue: IssueHandler) -> Iterator[_A
             on_issue(ReadIssue(item.location, problem, rtype, rid if is_fhir_id(rid) else None))
         elif pid is not None and rtype is not None and isinstance(item.resource, dict):
             rid = str(item.resource["id"])
-            yield _Attributed(pid, rtype, rid, item.location, item.resource, item.raw)
+            kept = relevant is None or rtype == "Patient" or relevant(item.resource)
+            payload = item.resource if kept else None
+            yield _Attributed(pid, rtype, rid, item.location, payload, item.raw)
 
 
 def _read_bucket(path: Path) -> Iterator[_Attributed]:
@@ -200,15 +229,15 @@ def _read_bucket(path: Path) -> Iterator[_Attributed]:
         for line in handle:
             header, text = line.rstrip(b"\n").split(b"\t", 1)
             pid, location, rtype, rid = orjson.loads(header)
-            yield _Attributed(pid, rtype, rid, location, text)
+            yield _Attributed(pid, rtype, rid, location, text or None)
 
 
-def _as_resource(payload: Resource | bytes) -> Resource:
+def _as_resource(payload: Resource | bytes | None) -> Resource:
     assert isinstance(payload, dict)
     return payload
 
 
-def _parse(payload: Resource | bytes) -> Resource:
+def _parse(payload: Resource | bytes | None) -> Resource:
     resource = load_json(payload) if isinstance(payload, bytes) else payload
     assert isinstance(resource, dict)
     return resource
@@ -217,7 +246,7 @@ def _parse(payload: Resource | bytes) -> Resource:
 def _group(
     attributed: Iterable[_Attributed],
     on_issue: IssueHandler,
-    load: Callable[[Resource | bytes], Resource],
+    load: Callable[[Resource | bytes | None], Resource],
 ) -> Iterator[PatientRecord]:
     patients: dict[str, _Attributed] = {}
     others: defaultdict[str, list[_Attributed]] = defaultdict(list)
@@ -240,7 +269,8 @@ def _group(
             )
     for pid in sorted(patients):
         kept = _dedupe(others.get(pid, ()), on_issue)
-        yield PatientRecord(load(patients[pid].payload), tuple(load(i.payload) for i in kept))
+        resources = tuple(load(i.payload) for i in kept if i.payload is not None)
+        yield PatientRecord(load(patients[pid].payload), resources)
 
 
 def _key(item: _Attributed) -> tuple[str, str]:

@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import respx
-from builders import AS_OF, SNOMED, condition, patient, record
+from builders import AS_OF, SNOMED, condition, observation, patient, quantity, record
 
+from fhir_tailor import pipeline
 from fhir_tailor.client import FhirClient
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.errors import FhirTailorError
@@ -20,6 +22,7 @@ from fhir_tailor.record import IssueHandler, PatientRecord, ReadIssue
 from fhir_tailor.report import PatientOutcome, RunReport
 from fhir_tailor.resources import PlanResources
 from fhir_tailor.retry import RetryPolicy
+from fhir_tailor.sinks.files import FolderSink
 from fhir_tailor.sources import file_source
 from fhir_tailor.sources.server import PatientSelection, ServerSource
 from fhir_tailor.state import RunState
@@ -202,3 +205,41 @@ def test_an_input_file_that_is_not_fhir_fails_the_run(
     assert [issue.location for issue in report.unread_inputs] == ["notes.json"]
     assert report.to_dict()["unread_inputs"] == 1
     assert report.summary().startswith("1 patients (1 written); 1 inputs unreadable; 0 ")
+
+
+def test_a_run_reads_records_without_what_no_rule_reads_and_writes_the_same(
+    definitions: Definitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are grouped leaving out the Observations no rule reads (``profile.bears_on``):
+    profiles never see them, and the plans and report are those made from whole records."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    temperature = observation("t1", "8310-5", **quantity(37.2, "Cel"))
+    hba1c = observation("h1", "4548-4", **quantity(9.1, "%"))
+    lines = [patient("p1"), DIABETES, temperature, hba1c, {**temperature, "status": 7}]
+    (folder / "all.ndjson").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    seen: list[list[str]] = []
+    profile = pipeline.build_profile
+
+    def spied(record: PatientRecord, *args: Any) -> Any:
+        seen.append([f"{r['resourceType']}/{r['id']}" for r in record.resources])
+        return profile(record, *args)
+
+    monkeypatch.setattr(pipeline, "build_profile", spied)
+
+    def written() -> tuple[dict[str, bytes], dict[str, Any]]:
+        out = tmp_path / f"out{len(seen)}"
+        report = RunReport()
+        sink = FolderSink(out, "ndjson")
+        run(file_source(folder), sink, definitions, as_of=AS_OF, recorded=RECORDED, report=report)
+        sink.close()
+        summary = {k: v for k, v in report.to_dict().items() if "_at" not in k and "dur" not in k}
+        summary["patients"] = [(p.patient, p.outcome) for p in report.patients]  # not the folder
+        return {p.name: p.read_bytes() for p in sorted(out.iterdir())}, summary
+
+    relevant = written()
+    assert seen == [["Condition/c1", "Observation/h1"]]  # the duplicate t1 is reported
+    monkeypatch.setattr(pipeline, "bears_on", lambda _resource, index: True)
+    assert written() == relevant
+    assert seen[1] == ["Condition/c1", "Observation/t1", "Observation/h1"]
+    assert any("duplicate resource" in i["reason"] for i in relevant[1]["read_issues"])

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from fhir_tailor.definitions import Definitions, bundled_path, load_definitions
 from fhir_tailor.pipeline import profile_and_plan
-from fhir_tailor.profile import build_profile
+from fhir_tailor.profile import bears_on, build_profile
 from fhir_tailor.record import Located, PatientRecord, ReadIssue, check_resource, group_by_patient
 from fhir_tailor.resources import to_fhir
 from fhir_tailor.sources import NdjsonSource
@@ -229,3 +229,55 @@ def test_any_profiled_patient_gets_a_valid_plan_or_none(
     _, plan = profile_and_plan(PatientRecord(patient, tuple(others)), DEFINITIONS, AS_OF)
     if plan is not None:
         to_fhir(plan, datetime(2026, 11, 15, tzinfo=UTC))
+
+
+#: Observations of a sound shape, mapped or not, void or not: what ``bears_on`` may reject.
+routine = st.fixed_dictionaries(
+    {
+        "resourceType": st.just("Observation"),
+        "id": st.just("o9"),
+        "status": st.sampled_from(["final", "amended", "cancelled", "entered-in-error"]),
+        "code": st.fixed_dictionaries(
+            {
+                "coding": st.lists(
+                    st.sampled_from([*MAPPED, (LOINC, "8310-5"), (LOINC, "8867-4")]).map(
+                        lambda sc: {"system": sc[0], "code": sc[1]}
+                    ),
+                    min_size=1,
+                    max_size=2,
+                )
+            }
+        ),
+        "subject": st.just({"reference": "Patient/p1"}),
+    },
+    optional={
+        "effectiveDateTime": maybe,
+        "component": st.lists(
+            st.fixed_dictionaries({"code": concept}, optional=value_fields), max_size=2
+        ),
+        **value_fields,
+    },
+)
+
+
+@SETTINGS
+@given(patients, st.lists(resources, max_size=4), st.one_of(routine, resources))
+def test_a_resource_bearing_on_no_profile_changes_nothing(
+    patient: dict[str, Any], others: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    """What ``bears_on`` rejects can be left out of a record (grouping leaves it out in a run):
+    the profile and every data issue are the same, wherever it stood in the record."""
+
+    def built(*resources: dict[str, Any]) -> tuple[object, list[tuple[str, str]]]:
+        issues: list[tuple[str, str]] = []
+        made = build_profile(
+            PatientRecord(patient, resources),
+            DEFINITIONS.rules,
+            AS_OF,
+            lambda ref, problem: issues.append((ref, problem)),
+        )
+        return made, issues
+
+    if not bears_on(extra, DEFINITIONS.rules.index):
+        assert built(*others, extra) == built(*others)
+        assert built(extra, *others) == built(*others)

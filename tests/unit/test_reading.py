@@ -23,7 +23,7 @@ from builders import (
     record,
 )
 
-from fhir_tailor.profile import ProfileRules, build_profile
+from fhir_tailor.profile import ProfileRules, bears_on, build_profile
 from fhir_tailor.profile_model import Profile
 from fhir_tailor.questionnaire import item_code
 from fhir_tailor.record import PatientRecord
@@ -395,3 +395,47 @@ def test_each_misshapen_element_is_named_in_order(
     the resource holds, and a sound resource (most of a record) is named for nothing."""
     assert list(shape_problems(resource)) == problems
     assert list(shape_problems(dict(reversed(resource.items())))) == problems
+
+
+TEMPERATURE = {"valueQuantity": {"value": 37.1, "unit": "Cel"}}
+HUNGRY = {"system": LOINC, "code": "88122-7"}
+
+
+@pytest.mark.parametrize(
+    ("resource", "bears"),
+    [
+        (observation("o1", "8310-5", **TEMPERATURE), False),  # no rule reads body temperature
+        (observation("o1", "8310-5", status="entered-in-error", **TEMPERATURE), False),
+        (observation("o1", "88122-7", status="entered-in-error", **answer("LA28397-0")), False),
+        (observation("o1", "88122-7", **answer("LA28397-0")), True),  # a rule reads it
+        (observation("o1", "88122-7", **answer("LA99999-9")), True),  # unread: reported
+        (observation("o1", "8310-5", status=5, **TEMPERATURE), True),  # a shape to report
+        ({**observation("o1", "8310-5"), "code": {"text": "temp"}}, True),  # no coding: said
+        (observation("o1", "8310-5", hasMember=[{"reference": "Observation/m1"}]), True),
+        (
+            observation("o1", "8310-5", component=[{"code": {"coding": [HUNGRY]}}]),
+            True,  # a component a rule reads
+        ),
+        (condition("c1", SNOMED, "0000"), True),  # Conditions are read whatever their code
+        ({"resourceType": "MedicationRequest", "id": "m1", "status": "active"}, True),
+    ],
+)
+def test_what_bears_on_no_profile_changes_nothing_when_left_out(
+    rules: ProfileRules, resource: dict[str, Any], bears: bool
+) -> None:
+    """``bears_on`` says no only of what a profile does not read: left out of the record, the
+    profile and its data issues are the same (a member's panel comes with it)."""
+    assert bears_on(resource, rules.index) is bears
+    member = observation("m1", "88122-7", **answer("LA28397-0"))
+    del member["effectiveDateTime"]
+
+    def built(*resources: dict[str, Any]) -> tuple[Profile, list[tuple[str, str]]]:
+        issues: list[tuple[str, str]] = []
+        made = build_profile(
+            record(*resources), rules, AS_OF, lambda ref, problem: issues.append((ref, problem))
+        )
+        return made, issues
+
+    if not bears:
+        assert built(member, resource) == built(member)
+        assert built(resource, member) == built(member)

@@ -10,7 +10,7 @@ import pytest
 from builders import SNOMED, condition, observation, patient, quantity
 
 from fhir_tailor.errors import NoPatientsError
-from fhir_tailor.record import Located, PatientRecord, ReadIssue, group_by_patient
+from fhir_tailor.record import Located, PatientRecord, ReadIssue, group_by_patient, relevant_only
 from fhir_tailor.sources import BundleSource, NdjsonSource, file_source
 
 
@@ -292,3 +292,32 @@ def test_bucketed_grouping_equals_in_memory_grouping(buckets: int) -> None:
     assert [r.resources for r in sorted(spilled, key=lambda r: r.patient_id)] == [
         r.resources for r in in_memory
     ]
+
+
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_what_a_run_cannot_use_is_left_out_and_reported_as_before(buckets: int) -> None:
+    """With :func:`relevant_only`, a rejected resource is still checked, its duplicates and a
+    stray one named as before; only the records lack it (spilled, it is not parsed again)."""
+    resources = population(6)
+    dropped = observation("p001-temp", "8310-5", pid="p001", **quantity(37, "Cel"))
+    stray = observation("p999-temp", "8310-5", pid="p999", **quantity(37, "Cel"))
+    raw: list[object] = [*resources, dropped, dropped, stray, {"resourceType": "Observation"}]
+    items = [Located(r, f"x:{n}", json.dumps(r).encode()) for n, r in enumerate(raw)]
+
+    def grouped() -> tuple[list[PatientRecord], list[ReadIssue]]:
+        issues: list[ReadIssue] = []
+        return list(group_by_patient(items, issues.append, buckets=buckets)), issues
+
+    everything, issues = grouped()
+    with relevant_only(lambda r: not r["id"].endswith("-temp") and r["id"] != "p002"):
+        relevant, relevant_issues = grouped()
+    assert relevant_issues == issues
+    assert [i.reason for i in issues if i.resource_id in ("p001-temp", "p999-temp")] == [
+        "field subject: references Patient/p999, which is not in the input",
+        "duplicate resource; first one kept",
+    ]
+    assert [r.patient_id for r in relevant] == [r.patient_id for r in everything]  # p002 too
+    for kept, whole in zip(relevant, everything, strict=True):
+        assert kept.patient == whole.patient
+        assert kept.resources == tuple(r for r in whole.resources if r["id"] != "p001-temp")
+    assert any(r["id"] == "p001-temp" for w in everything for r in w.resources)
