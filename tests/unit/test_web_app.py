@@ -379,7 +379,8 @@ def test_the_page_says_who_is_signed_in_and_logs_only_the_type(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fhir_routes(mocked, clinician="Dr. Grace Hopper")
-    caplog.set_level("DEBUG")
+    # on fhir-tailor's logger itself: a command run earlier in the process may have set its level
+    caplog.set_level("DEBUG", logger="fhir_tailor")
     client = signed_in(definitions, store, mocked)
     session = store.get(client.cookies.get(COOKIE_NAME))
     assert session is not None
