@@ -36,6 +36,8 @@ _ALPHANUMERIC_RUN = re.compile(r"[A-Za-z0-9]+")
 _WHITESPACE_RUN = re.compile(r"\s\s")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _LONGEST_ID = 64
+#: Shapes up to this long are kept as they are, longer ones as a digest (16 bytes).
+_KEPT_WHOLE = 96
 
 
 class InvalidOutputError(FhirTailorError):
@@ -54,35 +56,46 @@ def validate(resource: dict[str, Any]) -> None:
 class ShapeValidator:
     """:func:`validate`, skipped for what already passed: done per part, not per resource.
 
-    A CarePlan's activities come from a catalog, but which of them a patient gets varies, so
-    whole CarePlans rarely share a shape. The R4B models check each element of a list on its
-    own, so a resource is checked as its *skeleton* (every list of elements cut to its first
-    element) plus each further element of those lists against its element model (a
-    ``CarePlanActivity``, a ``Reference``): each one once per shape.
+    A CarePlan's activities and the canonicals of its modules come from a catalog, but which of
+    them a patient gets varies, so whole CarePlans rarely share a shape. The R4B models check
+    each element of a list on its own, so a resource is checked as its *skeleton*, every list
+    cut to its first element, and each element of its lists on its own: an element (a
+    ``CarePlanActivity``, a ``Reference``) against its element model, a primitive (a canonical)
+    in the skeleton in place of the first. The skeleton's shape leaves out what its lists hold,
+    so it does not change with them: a skeleton that validated with some first elements
+    validates with any others that validate on their own, since nothing in a resource's model
+    looks across the elements of its lists. Each part is validated once per shape.
     """
 
     def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
         self.max_shapes = max_shapes
-        self._valid: set[bytes] = set()
+        self._valid: set[str | bytes] = set()
         self.validated = 0
         self.skipped = 0
 
     def __call__(self, resource: dict[str, Any]) -> None:
         rtype = str(resource.get("resourceType"))
-        skeleton: dict[str, Any] = {}
-        rest: list[tuple[str, dict[str, Any]]] = []
+        skeleton: dict[str, Any] = {}  # what is validated: each list cut to its first element
+        keyed: dict[str, Any] = {}  # what its shape is taken of: each cut list a mark
+        elements: list[tuple[str, Any]] = []
+        primitives: list[tuple[str, Any]] = []
         for key, value in resource.items():
-            model = _element_model(rtype, key) if _is_element_list(value) else None
-            if model is None:
-                skeleton[key] = value
+            kind = _list_kind(rtype, key, value)
+            if kind is None:
+                skeleton[key] = keyed[key] = value
+                continue
+            skeleton[key], keyed[key] = value[:1], _CUT
+            if kind == _PRIMITIVES:
+                primitives += [(key, item) for item in value]
             else:
-                skeleton[key] = value[:1]
-                rest += [(model, element) for element in value[1:]]
-        self._check(rtype, skeleton, lambda: validate(skeleton))
-        for model, element in rest:
+                elements += [(kind, item) for item in value]
+        self._check(rtype, keyed, lambda: validate(skeleton))
+        for model, element in elements:
             self._check(model, element, partial(_validate_element, rtype, model, element))
+        for key, item in primitives:
+            self._check(f"{rtype}.{key}", item, partial(validate, {**skeleton, key: [item]}))
 
-    def _check(self, model: str, value: dict[str, Any], check: Callable[[], None]) -> None:
+    def _check(self, model: str, value: object, check: Callable[[], None]) -> None:
         key = shape_key(value, model)
         if key in self._valid:
             self.skipped += 1
@@ -94,11 +107,38 @@ class ShapeValidator:
         self._valid.add(key)
 
 
-def shape_key(value: dict[str, Any], model: str = "") -> bytes:
-    """A digest of ``value``'s shape as ``model`` (see the module docstring for what it keeps)."""
+class _Cut:
+    """Where a skeleton's shape has a list cut to its first element: no JSON value has it."""
+
+
+_CUT = _Cut()
+#: The kind of a list of strings, numbers and booleans (see :func:`_list_kind`).
+_PRIMITIVES = "primitives"
+_PRIMITIVE_TYPES = (str, int, float, bool)
+
+
+def _list_kind(rtype: str, key: str, value: object) -> str | None:
+    """How ``rtype``'s element ``key`` is checked apart from its skeleton: the name of its
+    elements' model for a list of elements, :data:`_PRIMITIVES` for a list of primitives, or
+    ``None`` (not a list, an empty one, or one of mixed or unknown kinds: kept whole)."""
+    if not isinstance(value, list) or not value:
+        return None
+    if isinstance(value[0], dict):
+        return _element_model(rtype, key)
+    if all(isinstance(item, _PRIMITIVE_TYPES) for item in value):
+        return _PRIMITIVES
+    return None
+
+
+def shape_key(value: object, model: str = "") -> str | bytes:
+    """``value``'s shape as ``model`` (see the module docstring for what it keeps): itself when
+    short (most list elements), else a digest of it."""
     tokens: list[str] = [model]
     _shape(value, tokens.append)
-    return hashlib.blake2b("\x1f".join(tokens).encode(), digest_size=16).digest()
+    shape = "\x1f".join(tokens)
+    if len(shape) <= _KEPT_WHOLE:
+        return shape
+    return hashlib.blake2b(shape.encode(), digest_size=16).digest()
 
 
 #: Shapes of the short strings seen (catalog words, codes, systems): a population's output
@@ -162,10 +202,6 @@ def _string_shape(value: str) -> str:
         _SHORT_SHAPES.clear()
     _SHORT_SHAPES[value] = shape
     return shape
-
-
-def _is_element_list(value: object) -> bool:
-    return isinstance(value, list) and len(value) > 1 and isinstance(value[0], dict)
 
 
 @cache

@@ -57,8 +57,8 @@ def test_a_shape_is_validated_once() -> None:
     validator(careplan("p1"))
     validator(careplan("p2"))
     validator(careplan("p3"))
-    # Once each: the skeleton (with activity[0]) and activity[1] on its own.
-    assert (validator.validated, validator.skipped) == (2, 4)
+    # Once each: the skeleton (its activities cut to the first) and each activity on its own.
+    assert (validator.validated, validator.skipped) == (3, 6)
 
 
 def test_fixture_plans_validate_once_per_distinct_shape(definitions: Definitions) -> None:
@@ -119,11 +119,11 @@ def test_an_invalid_resource_is_caught_after_its_valid_twin(
 def test_new_elements_are_checked_on_their_own() -> None:
     validator = ShapeValidator()
     validator(careplan())
-    assert (validator.validated, validator.skipped) == (2, 0)  # the skeleton, activity[1]
+    assert (validator.validated, validator.skipped) == (3, 0)  # the skeleton, two activities
     longer = careplan()
     longer["activity"].append({"detail": {"status": "completed", "description": "Rest"}})
     validator(longer)
-    assert (validator.validated, validator.skipped) == (3, 2)  # only activity[2] is new
+    assert (validator.validated, validator.skipped) == (4, 3)  # only activity[2] is new
 
 
 def test_letters_and_digits_vary_within_a_shape_punctuation_and_spaces_do_not() -> None:
@@ -168,3 +168,40 @@ def test_subclasses_of_json_types_shape_as_the_types() -> None:
     odd = Mapping({**base, "status": Text("draft"), "activity": list(base["activity"])})
     assert shape_key(odd) == shape_key(base)
     assert shape_key({**base, "status": Text("dr  aft")}) != shape_key(base)
+
+
+def test_a_skeleton_is_validated_once_whatever_its_lists_hold() -> None:
+    """Which activities and module canonicals a patient gets varies; the skeleton (what is not
+    in a list) is one shape, and each new kind of element is checked on its own."""
+    validator = ShapeValidator()
+    validator({**careplan(), "instantiatesCanonical": ["https://x.org/PlanDefinition/a|1.0.0"]})
+    assert validator.validated == 4  # the skeleton, two activities, one canonical
+    other = careplan()
+    other["activity"] = [*other["activity"][::-1], other["activity"][0]]
+    other["instantiatesCanonical"] = [
+        "https://x.org/PlanDefinition/abc|1.0.0",
+        "https://x.org/PlanDefinition/a|1.0.0",
+        "https://x.org/PlanDefinition/b|2.0.0",
+    ]
+    validator(other)
+    assert validator.validated == 5  # only the longer canonical's shape is new
+
+
+@pytest.mark.parametrize(
+    ("canonicals", "why"),
+    [
+        (["https://x.org/PlanDefinition/a|1.0.0", 7], "a number among canonicals"),
+        ([True], "a boolean for a canonical"),
+    ],
+)
+def test_an_invalid_primitive_in_a_list_is_caught_after_its_valid_twin(
+    canonicals: list[Any], why: str
+) -> None:
+    valid = {**careplan(), "instantiatesCanonical": ["https://x.org/PlanDefinition/a|1.0.0"]}
+    broken = {**careplan(), "instantiatesCanonical": canonicals}
+    with pytest.raises(InvalidOutputError):  # the premise: the strict models reject it
+        validate(broken)
+    validator = ShapeValidator()
+    validator(valid)
+    with pytest.raises(InvalidOutputError, match="CarePlan"):
+        validator(broken)
