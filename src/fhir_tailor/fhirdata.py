@@ -73,6 +73,12 @@ def reference_id(reference: object, resource_type: str) -> str | None:
     value = reference.get("reference")
     if not isinstance(value, str):
         return None
+    return _reference_id_text(value, resource_type)
+
+
+@lru_cache(maxsize=8192)
+def _reference_id_text(value: str, resource_type: str) -> str | None:
+    """Cached: every resource of a patient names the patient in the same words."""
     parts = value.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == resource_type and parts[-1]:
         return parts[-1]

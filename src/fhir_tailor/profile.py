@@ -72,7 +72,7 @@ from .questionnaire import answered_items
 from .record import PatientRecord
 from .rules import RuleExpr
 from .sdoh import SdohCategory, category_code, decisive_category
-from .shape import ADMINISTRATIVE_GENDER, shape_problems
+from .shape import ADMINISTRATIVE_GENDER, has_shape_problems, shape_problems
 from .terminology.units import express
 
 #: Condition clinical statuses that mean "the problem holds now".
@@ -365,11 +365,28 @@ def bears_on(resource: Resource, index: CodeIndex) -> bool:
     """
     if resource.get("resourceType") != "Observation" or "hasMember" in resource:
         return True
-    if str(resource.get("status")) not in VOID_OBSERVATION and _observation_matches(
-        resource, index
-    ):
+    if str(resource.get("status")) not in VOID_OBSERVATION and _matched(resource, index):
         return True
-    return next(shape_problems(resource), None) is not None
+    return has_shape_problems(resource)
+
+
+def _matched(observation: Resource, index: CodeIndex) -> bool:
+    """Whether :func:`_observation_matches` finds a rule for an Observation that is no panel:
+    asked of every Observation read from files, so it stops at the first."""
+    for system, code, _ in codings(observation.get("code")):
+        if index.lookup(system, code, "Observation"):
+            return True
+    for component in as_list(observation.get("component")):
+        if isinstance(component, dict):
+            for system, code, _ in codings(component.get("code")):
+                if index.lookup(system, code, "Observation"):
+                    return True
+    if "Observation" in index.category_types:
+        for concept in _categories(observation):
+            for system, code, _ in codings(concept):
+                if index.lookup(system, code, "Observation", on="category"):
+                    return True
+    return False
 
 
 def _read_condition(

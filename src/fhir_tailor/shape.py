@@ -60,6 +60,14 @@ def shape_problems(resource: Resource) -> Iterator[str]:
         yield "field code: missing or without a usable coding (system and code strings)"
 
 
+def has_shape_problems(resource: Resource) -> bool:
+    """Whether :func:`shape_problems` names anything (asked without naming it)."""
+    rtype = str(resource.get("resourceType"))
+    if rtype != "Patient":
+        return not _sound(resource, rtype)
+    return next(shape_problems(resource), None) is not None
+
+
 def _sound(resource: Resource, rtype: str) -> bool:
     """Whether a resource other than a Patient has none of the problems of
     :func:`shape_problems`: looked at element by element, as most resources have none."""

@@ -27,7 +27,7 @@ from fhir_tailor.profile import ProfileRules, bears_on, build_profile
 from fhir_tailor.profile_model import Profile
 from fhir_tailor.questionnaire import item_code
 from fhir_tailor.record import PatientRecord
-from fhir_tailor.shape import shape_problems
+from fhir_tailor.shape import has_shape_problems, shape_problems
 
 SDOHCC = "http://hl7.org/fhir/us/sdoh-clinicalcare/CodeSystem/SDOHCC-CodeSystemTemporaryCodes"
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -386,6 +386,8 @@ SURVEY = "http://terminology.hl7.org/CodeSystem/observation-category"
             {"resourceType": "QuestionnaireResponse", "id": "q1", "authored": 7, "item": {}},
             ["field authored: not a FHIR date", "field item: not a list"],
         ),
+        (patient(gender="woman"), ["field gender: not male, female, other or unknown"]),
+        (patient(), []),
     ],
 )
 def test_each_misshapen_element_is_named_in_order(
@@ -395,6 +397,7 @@ def test_each_misshapen_element_is_named_in_order(
     the resource holds, and a sound resource (most of a record) is named for nothing."""
     assert list(shape_problems(resource)) == problems
     assert list(shape_problems(dict(reversed(resource.items())))) == problems
+    assert has_shape_problems(resource) is bool(problems)
 
 
 TEMPERATURE = {"valueQuantity": {"value": 37.1, "unit": "Cel"}}
