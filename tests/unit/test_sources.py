@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from builders import SNOMED, condition, observation, patient, quantity
 
+from fhir_tailor import record
 from fhir_tailor.errors import NoPatientsError
 from fhir_tailor.record import Located, PatientRecord, ReadIssue, group_by_patient, relevant_only
 from fhir_tailor.sources import BundleSource, NdjsonSource, file_source
@@ -283,9 +284,13 @@ def test_not_a_bundle_is_reported(tmp_path: Path) -> None:
     assert all(issue.unread_input for issue in issues)
 
 
-@pytest.mark.parametrize("buckets", [2, 7])
-def test_bucketed_grouping_equals_in_memory_grouping(buckets: int) -> None:
-    items = [Located(r, f"x:{n}") for n, r in enumerate(population(40))]
+@pytest.mark.parametrize(("buckets", "remembered"), [(2, 4096), (7, 4096), (7, 2)])
+def test_bucketed_grouping_equals_in_memory_grouping(
+    buckets: int, remembered: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(record, "MAX_REMEMBERED_PATIENTS", remembered)
+    resources = population(40)
+    items = [Located(r, f"x:{n}") for n, r in enumerate(resources[::2] + resources[1::2])]
     in_memory = list(group_by_patient(items, lambda _: None))
     spilled = list(group_by_patient(items, lambda _: None, buckets=buckets))
     assert normalized(spilled) == normalized(in_memory)
