@@ -19,6 +19,7 @@ transaction) but does it defensively, because it talks to servers we do not cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -89,7 +90,8 @@ class AsyncFhirClient:
     """A FHIR R4 REST client over one ``httpx.AsyncClient``; use it as an async context manager.
 
     ``retries`` counts every retry made so far, for the run report. ``max_connections`` bounds
-    the connection pool, and so how many requests are in flight at once. ``timeout`` (seconds)
+    the connection pool, and so how many requests are in flight at once; the others wait their
+    turn in arrival order, which does not count against their timeout. ``timeout`` (seconds)
     bounds each attempt of a request as a whole, not each read; the retry policy's budget
     bounds the attempts together. ``max_response_bytes`` is the largest body read (see
     DEFAULT_MAX_RESPONSE_BYTES). ``show_server_diagnostics`` lets error messages quote the
@@ -128,6 +130,10 @@ class AsyncFhirClient:
         self._sleep = sleep
         self._capabilities: Resource | None = None
         self.retries = 0
+        # Requests past max_connections wait here rather than in httpx's pool, which looks at
+        # every queued request each time one finishes: with dozens queued (patients read and
+        # written concurrently) that cost more CPU than the requests themselves.
+        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._http = httpx.AsyncClient(
             auth=auth,
             timeout=httpx.Timeout(timeout),
@@ -421,23 +427,25 @@ class AsyncFhirClient:
             await self._after_failure(outcome, budget, idempotent=idempotent)
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` once and read its whole body, all within ``timeout``.
+        """Send ``request`` once and read its whole body, all within ``timeout`` (counted from
+        when it has its turn among ``max_connections``).
 
         httpx applies its timeout to each read, so a server sending a byte every few seconds
         would hold the request open for ever; the deadline here ends it as a ReadTimeout, which
         the retry policy treats like any other (a plain POST is not repeated).
         """
-        try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.send(request, stream=True)
-                try:
-                    return await _read_body(response, self._max_response_bytes)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise httpx.ReadTimeout(
-                f"the response was not complete within {self._timeout:g}s", request=request
-            ) from None
+        async with self._slots or contextlib.nullcontext():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        return await _read_body(response, self._max_response_bytes)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise httpx.ReadTimeout(
+                    f"the response was not complete within {self._timeout:g}s", request=request
+                ) from None
 
     async def _after_failure(
         self,

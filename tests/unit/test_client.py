@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -21,7 +22,7 @@ from click.testing import CliRunner
 from fhir_tailor import __version__
 from fhir_tailor.auth import BearerTokenAuth, auth_from_settings
 from fhir_tailor.cli import main
-from fhir_tailor.client import FhirClient
+from fhir_tailor.client import AsyncFhirClient, FhirClient
 from fhir_tailor.errors import (
     ConflictError,
     CrossOriginLinkError,
@@ -909,3 +910,43 @@ def test_auth_settings_that_conflict_are_refused() -> None:
         auth_from_settings("t", "ann", "pw")
     with pytest.raises(ValueError, match="without a username"):
         auth_from_settings(None, None, "pw")
+
+
+def counting_server(seconds: float) -> tuple[httpx.MockTransport, dict[str, int]]:
+    """Answers every request after ``seconds``; counts the most answered at once."""
+    seen = {"running": 0, "peak": 0}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen["running"] += 1
+        seen["peak"] = max(seen["peak"], seen["running"])
+        await asyncio.sleep(seconds)
+        seen["running"] -= 1
+        return httpx.Response(200, json={"resourceType": "Patient", "id": "p"})
+
+    return httpx.MockTransport(handle), seen
+
+
+def test_no_more_than_max_connections_requests_are_in_flight() -> None:
+    """Requests past the bound wait in the client, not in httpx's pool (issue 17 #3: its queue
+    cost more CPU than the requests once dozens were waiting)."""
+    transport, seen = counting_server(0.01)
+
+    async def many() -> None:
+        async with AsyncFhirClient(BASE, max_connections=3, transport=transport) as client:
+            await asyncio.gather(*(client.read("Patient", f"p{n}") for n in range(12)))
+
+    asyncio.run(many())
+    assert seen["peak"] == 3
+
+
+def test_waiting_for_a_turn_does_not_count_against_the_timeout() -> None:
+    transport, seen = counting_server(0.2)
+
+    async def queued() -> None:
+        async with AsyncFhirClient(
+            BASE, max_connections=1, timeout=0.3, transport=transport
+        ) as client:
+            await asyncio.gather(*(client.read("Patient", f"p{n}") for n in range(3)))
+
+    asyncio.run(queued())  # the third waits 0.4 s for its turn, then takes 0.2 s
+    assert seen["peak"] == 1
