@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +18,22 @@ from .connect import connect
 from .exits import fail
 from .finish import finish
 from .group import command, pass_settings
-from .options import recorded_option, report_option, requester_option, server_options
+from .options import (
+    DEFAULT_CONCURRENCY,
+    recorded_option,
+    report_option,
+    requester_option,
+    server_options,
+)
 from .settings import Settings
+
+#: --writers' default. With each writer's --concurrency defaulting to a share of sync's, the
+#: cluster asks no more of the server than one sync does (2 x 4 = 8 requests in flight).
+DEFAULT_WRITERS = 2
 
 
 @command("spark-sync")
-@server_options
+@functools.partial(server_options, concurrency=DEFAULT_CONCURRENCY // DEFAULT_WRITERS)
 @click.option(
     "--input",
     "input_url",
@@ -124,7 +135,7 @@ def _spark_target(
     key_path: Path | None = params["private_key"]
     return ServerAccess(
         params["server"],
-        writers=writers or 2,
+        writers=writers or DEFAULT_WRITERS,
         concurrency=params["concurrency"],
         timeout=params["timeout"],
         retry_budget=params["retry_budget"],
