@@ -9,13 +9,14 @@ two passes a run in one process makes (:func:`~fhir_tailor.record.group_by_patie
    its own (:func:`~fhir_tailor.record.spill`);
 2. each bucket (the bucket's file of every piece, read in piece order, so a patient's resources
    keep their input order) is grouped, profiled, planned and rendered by one worker, which
-   sends back each patient's result: the output already made (for file and stdout sinks, the
-   text to write), the report's entries and the log lines.
+   writes each patient's result to a file as it goes: the output already made (for file and
+   stdout sinks, the text to write), the report's entries and the log lines.
 
 The run's own process takes the pieces' issues and the buckets' results in input and bucket
-order, writes the output and keeps the report, the ``--state`` journal and the progress, so all
-of them are those of a run in one process, byte for byte. A worker holds one bucket at a time
-(memory stays flat whatever the population size) and a bounded number of buckets is in flight.
+order, patient by patient, writes the output and keeps the report, the ``--state`` journal and
+the progress, so all of them are those of a run in one process, byte for byte. No process holds
+more than one bucket, or one bucket's output, at a time (memory stays flat whatever the
+population size), and a bounded number of buckets is in flight.
 One patient's failure is that patient's outcome, as in one process; a worker that dies (killed,
 out of memory) stops the run with :class:`WorkerError`, never a hang.
 
@@ -29,6 +30,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import tempfile
@@ -55,6 +57,7 @@ Processor = Callable[[PatientRecord, RunReport], object]
 PIECES_PER_WORKER = 4
 #: The smallest piece worth a task of its own.
 MIN_PIECE_BYTES = 1024 * 1024
+PICKLE = pickle.HIGHEST_PROTOCOL
 
 
 class WorkerError(FhirTailorError):
@@ -197,15 +200,14 @@ class _Pool:
                             on_issue(judged)
                         tally = Tally()
 
-            def start(bucket: int) -> Future[tuple[list[ReadIssue], list[Prepared]]]:
+            def start(bucket: int) -> Future[list[ReadIssue]]:
                 paths = [Path(tmp, str(n), f"bucket-{bucket}.ndjson") for n in range(len(spilled))]
-                return executor.submit(_bucket, paths)
+                return executor.submit(_bucket, paths, Path(tmp, f"done-{bucket}.pickle"))
 
-            for _, grouped in in_order(start, range(buckets), 2 * self.workers):
-                bucket_issues, records = grouped.result()
-                for issue in bucket_issues:
+            for bucket, grouped in in_order(start, range(buckets), 2 * self.workers):
+                for issue in grouped.result():
                     on_issue(issue)
-                yield from records
+                yield from _done(Path(tmp, f"done-{bucket}.pickle"))
 
 
 def start_method() -> str:
@@ -280,20 +282,34 @@ def _spill(piece: tuple[Part, ...], paths: list[Path]) -> list[tuple[list[ReadIs
     return [(issues[a:b], tally) for a, b, tally in zip(starts, ends, tallies, strict=True)]
 
 
-def _bucket(paths: list[Path]) -> tuple[list[ReadIssue], list[Prepared]]:
-    """Group one bucket and process its patients: the bucket's issues and its records."""
+def _bucket(paths: list[Path], done: Path) -> list[ReadIssue]:
+    """Group one bucket and process its patients into file ``done``, one pickled
+    :class:`Prepared` record after another (neither this process nor the run's holds a
+    bucket's output at once); the bucket's issues."""
     assert _processor is not None, "a worker runs _start first"
     issues: list[ReadIssue] = []
-    prepared: list[Prepared] = []
-    for record in group_bucket(paths, issues.append):
-        processed = None
-        if record.patient_id not in _skip:
-            report = RunReport()
-            result = _processor(record, report)
-            processed = Processed(result, report.data_issues, report.urgent, _logged[:])
-        _logged.clear()
-        stub = {"resourceType": "Patient", "id": record.patient_id}
-        prepared.append(Prepared(stub, (), record.unread_types, processed))
+    with done.open("wb") as out:
+        for record in group_bucket(paths, issues.append):
+            processed = None
+            if record.patient_id not in _skip:
+                report = RunReport()
+                result = _processor(record, report)
+                processed = Processed(result, report.data_issues, report.urgent, _logged[:])
+            _logged.clear()
+            stub = {"resourceType": "Patient", "id": record.patient_id}
+            pickle.dump(Prepared(stub, (), record.unread_types, processed), out, PICKLE)
     for path in paths:
         path.unlink()
-    return issues, prepared
+    return issues
+
+
+def _done(path: Path) -> Iterator[Prepared]:
+    """The records a worker processed into ``path`` (in the run's own private temporary
+    folder), each read when its turn comes; the file goes once read."""
+    with path.open("rb") as handle:
+        while True:
+            try:
+                yield pickle.load(handle)
+            except EOFError:
+                break
+    path.unlink()
