@@ -76,9 +76,11 @@ def reference_id(reference: object, resource_type: str) -> str | None:
     return _reference_id_text(value, resource_type)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)
 def _reference_id_text(value: str, resource_type: str) -> str | None:
-    """Cached: every resource of a patient names the patient in the same words."""
+    """Cached: every resource of a patient names the patient in the same words, one patient's
+    resources after another (a small memory, full after a few hundred patients, so that it
+    does not grow with the population)."""
     parts = value.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == resource_type and parts[-1]:
         return parts[-1]

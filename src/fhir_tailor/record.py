@@ -68,8 +68,8 @@ IssueHandler = Callable[[ReadIssue], None]
 #: :func:`~fhir_tailor.profile.bears_on`), while one is set (:func:`relevant_only`). Grouping
 #: attributes and checks every resource as before (problems, duplicates and strays are
 #: reported), but one it answers no for is spilled as its header alone, not parsed again, and
-#: left out of its patient's record. Worker processes started as copies of the run's process
-#: (:mod:`fhir_tailor.workers`) inherit it; others group everything, which makes the same plans.
+#: left out of its patient's record. The run's worker processes (:mod:`fhir_tailor.workers`)
+#: get it when they start.
 RELEVANT: ContextVar[Callable[[Resource], bool] | None] = ContextVar("relevant", default=None)
 
 
@@ -165,7 +165,7 @@ def group_by_patient(
 
 
 #: Patients whose bucket :func:`spill` remembers at most (then it starts over).
-MAX_REMEMBERED_PATIENTS = 4096
+MAX_REMEMBERED_PATIENTS = 1024
 
 
 def bucket_paths(folder: Path, buckets: int) -> list[Path]:

@@ -284,7 +284,7 @@ def test_not_a_bundle_is_reported(tmp_path: Path) -> None:
     assert all(issue.unread_input for issue in issues)
 
 
-@pytest.mark.parametrize(("buckets", "remembered"), [(2, 4096), (7, 4096), (7, 2)])
+@pytest.mark.parametrize(("buckets", "remembered"), [(2, 1024), (7, 1024), (7, 2)])
 def test_bucketed_grouping_equals_in_memory_grouping(
     buckets: int, remembered: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
