@@ -45,7 +45,16 @@ from typing import Any
 
 from .concurrency import in_order
 from .errors import FhirTailorError
-from .record import IssueHandler, PatientRecord, ReadIssue, bucket_paths, group_bucket, spill
+from .fhirdata import Resource
+from .record import (
+    RELEVANT,
+    IssueHandler,
+    PatientRecord,
+    ReadIssue,
+    bucket_paths,
+    group_bucket,
+    spill,
+)
 from .report import RunReport
 from .sources.files import GROUPER, Part, Tally, pieces
 
@@ -137,6 +146,7 @@ class _Pool:
             skip,
             logging.getLogger("fhir_tailor").getEffectiveLevel(),
             gc.get_threshold(),
+            RELEVANT.get(),  # the run's grouping leaves out what cannot change a profile
         )
         self._executor: ProcessPoolExecutor | None = None
 
@@ -247,12 +257,17 @@ class _Capture(logging.Handler):
 
 
 def _start(
-    processor: Processor, skip: frozenset[str], level: int, thresholds: tuple[int, ...]
+    processor: Processor,
+    skip: frozenset[str],
+    level: int,
+    thresholds: tuple[int, ...],
+    relevant: Callable[[Resource], bool] | None,
 ) -> None:
     """A worker's start: the run's settings, logs kept for the run's process, and ``Ctrl-C``
     left to the run's process (which stops the workers when it stops)."""
     global _processor, _skip
     _processor, _skip = processor, skip
+    RELEVANT.set(relevant)  # for this process's main thread, where its tasks run
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.set_threshold(*thresholds)
     gc.freeze()  # what the worker starts with (the definitions) lives to its end: never scanned

@@ -28,7 +28,7 @@ from fhir_tailor.concurrency import done
 from fhir_tailor.definitions import Definitions, bundled_path
 from fhir_tailor.pipeline import run
 from fhir_tailor.plan import Plan
-from fhir_tailor.record import ReadIssue
+from fhir_tailor.record import RELEVANT, PatientRecord, ReadIssue, relevant_only
 from fhir_tailor.report import PatientOutcome, RunReport
 from fhir_tailor.resources import PlanResources
 from fhir_tailor.sinks.files import FileFormat, FolderRenderer, FolderSink, Rendered, StdoutSink
@@ -381,6 +381,24 @@ def test_workers_option_and_its_variable(
     assert _files(tmp_path / "1") == _files(tmp_path / "2")
     refused = runner.invoke(main, [*base, "--out", str(tmp_path / "0"), "--workers", "0"])
     assert refused.exit_code == 2 and "--workers" in refused.output
+
+
+class Told:
+    """A processor saying whether its worker groups with the run's relevance filter."""
+
+    def __call__(self, record: PatientRecord, report: RunReport) -> object:
+        return RELEVANT.get() is bool
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_group_with_the_runs_relevance_filter(
+    population: Path, small_buckets: None, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    monkeypatch.setattr(workers, "start_method", lambda: method)
+    with relevant_only(bool), workers.worker_pool(2, Told()):
+        records = list(file_source(population).records(lambda issue: None))
+    assert len(records) == 120
+    assert all(isinstance(r, workers.Prepared) and r.replay(RunReport()) for r in records)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="copies of a process only on Linux")
