@@ -98,7 +98,7 @@ class Processed:
 class Prepared(PatientRecord):
     """A record a worker has processed: the patient as a reference (the data stayed in the
     worker) and the result. ``processed`` is ``None`` for a patient the run skips (finished by
-    an earlier attempt)."""
+    an earlier attempt, or not asked for)."""
 
     processed: Processed | None = None
 
@@ -173,20 +173,20 @@ class _Pool:
             self._executor = None
 
     def records(
-        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int, only: frozenset[str]
     ) -> Iterator[PatientRecord]:
-        """The records of ``parts`` in ``buckets`` buckets, processed: what
-        :func:`~fhir_tailor.sources.files.grouped` gives in one process, in the same order,
-        with the same issues."""
+        """The records of ``parts`` in ``buckets`` buckets, processed (those of ``only``, if
+        given): what :func:`~fhir_tailor.sources.files.grouped` gives in one process, in the
+        same order, with the same issues."""
         try:
-            yield from self._records(parts, on_issue, buckets)
+            yield from self._records(parts, on_issue, buckets, only)
         except BrokenProcessPool:  # from a result, or from the next submit
             raise WorkerError(
                 "a worker process ended abruptly (killed, or out of memory?)"
             ) from None
 
     def _records(
-        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int, only: frozenset[str]
     ) -> Iterator[PatientRecord]:
         executor = self._started()
         total = sum(_size(part.path) for part in parts)
@@ -212,7 +212,7 @@ class _Pool:
 
             def start(bucket: int) -> Future[list[ReadIssue]]:
                 paths = [Path(tmp, str(n), f"bucket-{bucket}.ndjson") for n in range(len(spilled))]
-                return executor.submit(_bucket, paths, Path(tmp, f"done-{bucket}.pickle"))
+                return executor.submit(_bucket, paths, Path(tmp, f"done-{bucket}.pickle"), only)
 
             for bucket, grouped in in_order(start, range(buckets), 2 * self.workers):
                 for issue in grouped.result():
@@ -297,16 +297,16 @@ def _spill(piece: tuple[Part, ...], paths: list[Path]) -> list[tuple[list[ReadIs
     return [(issues[a:b], tally) for a, b, tally in zip(starts, ends, tallies, strict=True)]
 
 
-def _bucket(paths: list[Path], done: Path) -> list[ReadIssue]:
-    """Group one bucket and process its patients into file ``done``, one pickled
-    :class:`Prepared` record after another (neither this process nor the run's holds a
-    bucket's output at once); the bucket's issues."""
+def _bucket(paths: list[Path], done: Path, only: frozenset[str]) -> list[ReadIssue]:
+    """Group one bucket and process its patients (those of ``only``, if given) into file
+    ``done``, one pickled :class:`Prepared` record after another (neither this process nor the
+    run's holds a bucket's output at once); the bucket's issues."""
     assert _processor is not None, "a worker runs _start first"
     issues: list[ReadIssue] = []
     with done.open("wb") as out:
         for record in group_bucket(paths, issues.append):
             processed = None
-            if record.patient_id not in _skip:
+            if record.patient_id not in _skip and (not only or record.patient_id in only):
                 report = RunReport()
                 result = _processor(record, report)
                 processed = Processed(result, report.data_issues, report.urgent, _logged[:])

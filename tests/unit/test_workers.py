@@ -34,7 +34,7 @@ from fhir_tailor.resources import PlanResources
 from fhir_tailor.sinks.files import FileFormat, FolderRenderer, FolderSink, Rendered, StdoutSink
 from fhir_tailor.sources import Source, file_source
 from fhir_tailor.sources import files as source_files
-from fhir_tailor.sources.files import NdjsonSource, Part, pieces, read_parts
+from fhir_tailor.sources.files import NdjsonSource, Part, grouped, pieces, read_parts
 from fhir_tailor.state import RunState
 from fhir_tailor.withdrawal import Withdrawal
 
@@ -399,6 +399,26 @@ def test_workers_group_with_the_runs_relevance_filter(
         records = list(file_source(population).records(lambda issue: None))
     assert len(records) == 120
     assert all(isinstance(r, workers.Prepared) and r.replay(RunReport()) for r in records)
+
+
+def test_workers_process_only_the_patients_asked_for(
+    population: Path, definitions: Definitions, small_buckets: None, tmp_path: Path
+) -> None:
+    parts = [Part(path, path.name, ndjson=True) for path in sorted(population.glob("*.ndjson"))]
+    with workers.worker_pool(2, Told()):
+        records = list(grouped(parts, lambda issue: None, ("gen-000010", "gen-000077")))
+    processed = [r.patient_id for r in records if isinstance(r, workers.Prepared) and r.processed]
+    assert len(records) == 120 and processed == ["gen-000010", "gen-000077"]
+    asked = ("gen-000077", "gen-000010", "nobody")
+    one = _run(file_source(population, asked), tmp_path / "1", definitions, 1)
+    two = _run(file_source(population, asked), tmp_path / "2", definitions, 2)
+    assert _files(tmp_path / "1") == _files(tmp_path / "2")
+    assert [p["patient"] for p in one["patients"]] == [
+        "Patient/gen-000010",
+        "Patient/gen-000077",
+        "Patient/nobody",
+    ]
+    assert [p["outcome"] for p in one["patients"]] == [p["outcome"] for p in two["patients"]]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="copies of a process only on Linux")

@@ -154,10 +154,11 @@ def _cut(whole: Part, first: int, size: int) -> Iterator[tuple[Part, int]]:
 
 class Grouper(Protocol):
     """Groups the resources of ``parts`` into records, as :func:`group_by_patient` does with
-    ``buckets`` buckets, in the same order and with the same issues."""
+    ``buckets`` buckets, in the same order and with the same issues; ``only`` (when given) are
+    the patients whose records the caller will use, the others' records are only counted."""
 
     def __call__(
-        self, parts: list[Part], on_issue: IssueHandler, buckets: int
+        self, parts: list[Part], on_issue: IssueHandler, buckets: int, only: frozenset[str]
     ) -> Iterator[PatientRecord]: ...
 
 
@@ -166,12 +167,15 @@ class Grouper(Protocol):
 GROUPER: ContextVar[Grouper | None] = ContextVar("fhir_tailor_grouper", default=None)
 
 
-def grouped(parts: list[Part], on_issue: IssueHandler) -> Iterator[PatientRecord]:
-    """The records of ``parts``, grouped in this process or by the run's worker processes."""
+def grouped(
+    parts: list[Part], on_issue: IssueHandler, only: tuple[str, ...] = ()
+) -> Iterator[PatientRecord]:
+    """The records of ``parts``, grouped in this process or by the run's worker processes, which
+    process only the patients ``only`` names if it names any."""
     buckets = _bucket_count([part.path for part in parts])
     grouper = GROUPER.get()
     if grouper is not None and buckets > 1:
-        return grouper(parts, on_issue, buckets)
+        return grouper(parts, on_issue, buckets, frozenset(only))
     return group_by_patient(read_parts(parts, on_issue), on_issue, buckets=buckets)
 
 
@@ -227,7 +231,7 @@ class FileSource:
         parts = [self._part(path) for path in paths]
         wanted = dict.fromkeys(self.patient_ids)
         read = 0
-        for record in grouped(parts, noted):
+        for record in grouped(parts, noted, self.patient_ids):
             read += 1
             if not wanted or record.patient_id in wanted:
                 wanted.pop(record.patient_id, None)
