@@ -13,8 +13,6 @@ see the launch-to-page times and the page weight.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -28,11 +26,8 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from certificates import self_signed_certificate
 from conftest import free_loopback_port
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from smart_authz import SmartAuthServer, serving
 
 from fhir_tailor.definitions import bundled_path, load_definitions
@@ -235,35 +230,7 @@ def certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     """A self-signed certificate for ``localhost`` and ``127.0.0.1`` and its key. The app's own
     HTTP clients (discovery, token, key set, FHIR) trust it as they would a real CA's
     (SSL_CERT_FILE, which httpx reads); Chromium is told to ignore certificate errors."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fhir-tailor test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed_certificate(tmp_path, ["localhost", "127.0.0.1"], ca=True)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     return cert_path, key_path
 

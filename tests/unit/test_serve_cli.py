@@ -5,8 +5,6 @@ uvicorn.run is replaced by a recorder, so nothing listens; the app it would serv
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +12,8 @@ import httpx
 import pytest
 import respx
 import uvicorn
+from certificates import self_signed_certificate
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from starlette.testclient import TestClient
 
 from fhir_tailor.cli import main
@@ -39,36 +34,6 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 def invoke(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, [*SERVE, *args])
     return result.exit_code, result.stderr
-
-
-def certificate(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_serve_refuses_to_start_without_an_allow_list(served: list[dict[str, Any]]) -> None:
@@ -122,7 +87,7 @@ def launch_cookie(app: Any, base_url: str) -> set[str]:
 def test_tls_serves_https_and_the_cookie_follows(
     served: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    cert, key = certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, ["127.0.0.1"])
     code, err = invoke(
         "--fhir-server",
         EHR,
@@ -161,7 +126,7 @@ def test_behind_a_tls_proxy_the_public_url_decides_the_cookie(
 def test_tls_needs_both_files_and_files_that_work(
     served: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    cert, key = certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, ["127.0.0.1"])
     code, err = invoke("--fhir-server", EHR, "--tls-cert", str(cert))
     assert code == USAGE_ERROR and "go together" in err
     code, err = invoke("--fhir-server", EHR, "--tls-cert", str(key), "--tls-key", str(cert))
