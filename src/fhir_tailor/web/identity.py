@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import jwt
 
+from .fetch import DOCUMENT, get_json_object
 from .launch import Grant, LaunchError, PendingLaunch, check_url
 
 log = logging.getLogger("fhir_tailor.web.identity")
@@ -91,7 +92,9 @@ class KeySets:
         cached = self._sets.get(url)
         if cached is not None and not fresh and self._clock() - cached[0] < self._ttl:
             return cached[1]
-        document = await _get_json(http, url, "the issuer's key set (jwks_uri)")
+        document = await get_json_object(
+            http, url, what="the issuer's key set (jwks_uri)", error=IdentityError, wording=DOCUMENT
+        )
         keys = document.get("keys")
         if not isinstance(keys, list):
             raise IdentityError(f"the issuer's key set at {url} has no keys")
@@ -230,7 +233,9 @@ def _under_base(url: str, fhir_base: str) -> str:
 async def _discover_jwks_uri(http: httpx.AsyncClient, issuer: str) -> str:
     """``jwks_uri`` from the issuer's OpenID configuration (OpenID Connect Discovery 1.0)."""
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    document = await _get_json(http, url, "the OpenID configuration")
+    document = await get_json_object(
+        http, url, what="the OpenID configuration", error=IdentityError, wording=DOCUMENT
+    )
     announced = document.get("issuer")
     if isinstance(announced, str) and announced.rstrip("/") != issuer.rstrip("/"):
         raise IdentityError(f"the OpenID configuration at {url} is for another issuer")
@@ -296,19 +301,3 @@ def _decode(id_token: str, key: jwt.PyJWK, issuer: str, client_id: str) -> dict[
     if len(audiences) > 1 and claims.get("azp") != client_id:
         raise IdentityError("the id_token has several audiences and azp is not this app")
     return claims
-
-
-async def _get_json(http: httpx.AsyncClient, url: str, what: str) -> dict[str, Any]:
-    try:
-        response = await http.get(url, headers={"Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise IdentityError(f"{what} at {url} could not be read: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise IdentityError(f"{what} at {url} answered HTTP {response.status_code}")
-    try:
-        document: Any = response.json()
-    except ValueError:
-        raise IdentityError(f"{what} at {url} is not JSON") from None
-    if not isinstance(document, dict):
-        raise IdentityError(f"{what} at {url} is not a JSON object")
-    return document

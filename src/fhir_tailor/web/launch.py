@@ -25,6 +25,7 @@ from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
 
 from ..errors import FhirTailorError
+from .fetch import REQUEST, get_json_object
 
 with warnings.catch_warnings():
     # authlib 1.9.9+ prefers its httpx2 fork and warns when it falls back to httpx, which the
@@ -140,20 +141,9 @@ def origin(url: str, what: str) -> str:
 async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
     """The authorization and token endpoints ``iss`` announces, checked to offer PKCE S256."""
     url = f"{iss}/.well-known/smart-configuration"
-    try:
-        response = await client.request(
-            "GET", url, headers={"Accept": "application/json"}, withhold_token=True
-        )
-    except httpx.HTTPError as exc:
-        raise LaunchError(f"SMART discovery at {url} failed: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise LaunchError(f"SMART discovery at {url} answered HTTP {response.status_code}")
-    try:
-        config: Any = response.json()
-    except ValueError:
-        raise LaunchError(f"SMART discovery at {url} did not return JSON") from None
-    if not isinstance(config, dict):
-        raise LaunchError(f"SMART discovery at {url} did not return a JSON object")
+    config = await get_json_object(
+        client, url, what="SMART discovery", error=LaunchError, wording=REQUEST, withhold_token=True
+    )
     methods = config.get("code_challenge_methods_supported")
     if methods is not None and "S256" not in methods:
         raise LaunchError(f"{iss} does not support PKCE S256 (code_challenge_methods_supported)")

@@ -1,0 +1,59 @@
+"""Fetching a JSON object the SMART app needs from a server it does not control: the SMART
+configuration (:mod:`.launch`), the OpenID configuration and key sets (:mod:`.identity`).
+
+Each of them must answer ``200`` with a JSON object; anything else stops the launch or the
+sign-in with the caller's own error, whose message names what was fetched, the URL and what went
+wrong (an exception's type, never its text, nor the server's body). Timeouts are the client's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How a failure reads after ``"<what> at <url> "``: ``failed`` (then ``": <exception
+    type>"``) when no answer came, ``not_json`` and ``not_object`` when the answer was not one.
+    The status case always reads ``"answered HTTP <status>"``."""
+
+    failed: str
+    not_json: str
+    not_object: str
+
+
+#: For ``what`` naming a document ("the OpenID configuration at ... is not JSON").
+DOCUMENT = Wording("could not be read", "is not JSON", "is not a JSON object")
+#: For ``what`` naming a request ("SMART discovery at ... did not return JSON").
+REQUEST = Wording("failed", "did not return JSON", "did not return a JSON object")
+
+
+async def get_json_object(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    what: str,
+    error: type[Exception],
+    wording: Wording,
+    **options: Any,
+) -> dict[str, Any]:
+    """The JSON object at ``url`` (GET, ``Accept: application/json``); ``error`` with a message
+    in ``wording`` when the request fails, the status is not 200, or the body is not a JSON
+    object. ``options`` go to ``http.request`` (an authlib client's ``withhold_token``)."""
+    prefix = f"{what} at {url}"
+    try:
+        response = await http.request("GET", url, headers={"Accept": "application/json"}, **options)
+    except httpx.HTTPError as exc:
+        raise error(f"{prefix} {wording.failed}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise error(f"{prefix} answered HTTP {response.status_code}")
+    try:
+        document: Any = response.json()
+    except ValueError:
+        raise error(f"{prefix} {wording.not_json}") from None
+    if not isinstance(document, dict):
+        raise error(f"{prefix} {wording.not_object}")
+    return document
