@@ -27,6 +27,13 @@ Decisions worth knowing:
   outcomes only (:mod:`fhir_tailor.web.cds_feedback`); card and suggestion uuids are derived from
   the hook instance and the plan, so a retried call names the same card.
 - Browser-based clients are served with CORS (:mod:`fhir_tailor.web.cds_cors`).
+- A body is read only once the client is authenticated, and only up to a limit
+  (:data:`HOOK_BODY_LIMIT`, :data:`FEEDBACK_BODY_LIMIT`); past it the answer is 413, the rest
+  of the body unread by the service (:mod:`fhir_tailor.web.request_body`). The connection stays
+  open: uvicorn drops the rest as it arrives, holding none of it, and the client, which sends
+  its whole body before reading the answer (httpx does), then reads the 413. Closing it at once
+  made such a client see a broken connection instead (measured: 1 GiB sent past a 413 was
+  dropped in 1.3 s, client and server in one process peaking at 92 MiB).
 - The card links to the SMART app (``type: smart``) served by the same process, to review the plan.
 - An urgent finding (:mod:`fhir_tailor.urgent`) makes the card ``critical``, whatever the need
   levels, and its summary names the most pressing finding first; the detail lists them all
@@ -40,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -78,6 +86,7 @@ from .cds_suggestion import (
     plan_prefetch,
     propose,
 )
+from .request_body import BodyTooLargeError, read_body
 
 log = logging.getLogger("fhir_tailor.web.cds_hooks")
 
@@ -109,6 +118,18 @@ PREFETCH = {
 FETCH_RETRY = RetryPolicy(max_attempts=2, base_delay=0.2, max_delay=1.0, total_budget=3.0)
 FETCH_TIMEOUT = 10.0
 Indicator = Literal["info", "warning", "critical"]
+#: The largest hook request read, in bytes. The prefetch carries the patient's record, every
+#: Condition, Observation, Encounter and MedicationRequest unpaged: for a patient with decades of
+#: care that is several MB (in a 13-patient Synthea export, one patient's Encounters alone were
+#: 1.1 MB and their MedicationRequests 1.2 MB, Observations not counted). 16 MiB leaves room
+#: for such a record and still refuses a client sending gigabytes, which Starlette read whole
+#: before this limit.
+HOOK_BODY_LIMIT = 16 * 2**20
+#: The largest feedback request read, in bytes. An item is about 190 bytes (accepted, one
+#: suggestion) or 260 (overridden, with a reason code and its display) and a body holds at most
+#: 100 items (:mod:`~fhir_tailor.web.cds_feedback`): 26 KB at most without comments, and 64 KiB
+#: leaves room for a 350-character comment on every one of the 100 (61.5 KB, measured).
+FEEDBACK_BODY_LIMIT = 64 * 2**10
 #: Card and suggestion uuids are name-based (RFC 4122 version 5) in this namespace.
 CARD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, f"{TAILOR}/cds-hooks/card")
 INDICATORS: dict[str, Indicator] = {
@@ -683,7 +704,7 @@ def cds_routes(
             return _error(404, f"no CDS service {request.path_params['service_id'][:64]!r}")
         try:
             await client_of(request, service_url)
-            cards = await service.cards(parse_request(await _json(request)))
+            cards = await service.cards(parse_request(await _json(request, HOOK_BODY_LIMIT)))
         except HookError as exc:
             log.warning("%s: %d: %s", SERVICE_ID, exc.status, exc.message)
             return _error(exc.status, exc.message)
@@ -696,7 +717,7 @@ def cds_routes(
             # The audience is the endpoint called; the service's own URL is accepted too, for
             # clients that sign feedback for the service it is about.
             client = await client_of(request, f"{service_url}/feedback", service_url)
-            items = parse_feedback(await _json(request))
+            items = parse_feedback(await _json(request, FEEDBACK_BODY_LIMIT))
         except HookError as exc:
             log.warning("%s feedback: %d: %s", SERVICE_ID, exc.status, exc.message)
             return _error(exc.status, exc.message)
@@ -713,10 +734,13 @@ def cds_routes(
     ]
 
 
-async def _json(request: Request) -> object:
-    """The request's JSON body; a 400 :class:`HookError` when it is none."""
+async def _json(request: Request, limit: int) -> object:
+    """The request's JSON body, read up to ``limit`` bytes; a :class:`HookError`, 413 past the
+    limit and 400 when the body is not JSON."""
     try:
-        return await request.json()
+        return json.loads(await read_body(request, limit))
+    except BodyTooLargeError as exc:
+        raise HookError(413, str(exc)) from None
     except ValueError:
         raise HookError(400, "the request body is not JSON") from None
     except RecursionError:  # Python's JSON reader, past about 1,000 levels
