@@ -689,6 +689,26 @@ async def _read_body(response: httpx.Response, limit: int) -> httpx.Response:
     )
 
 
+async def read_within(response: httpx.Response, limit: int) -> None:
+    """Read a streamed ``response``'s body into it, as ``aread()`` does, but refused with
+    ResponseTooLargeError past ``limit`` bytes, exactly as :func:`_read_body` refuses.
+
+    For code that must leave the body in the response httpx handed it: an auth flow (httpx
+    reads each of its responses again once the flow goes on, and a stream already consumed
+    cannot be) or a ``response`` event hook (its caller parses that response object). The raw
+    stream is read through a stand-in response, so the one given is never left half-consumed;
+    afterwards it holds the decoded body and no framing headers, like :func:`_read_body`'s."""
+    stand_in = httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=response.stream,
+        request=response.request,
+    )
+    read = await _read_body(stand_in, limit)
+    response.headers, response.stream = read.headers, read.stream
+    await response.aread()
+
+
 def _check_declared_length(response: httpx.Response, limit: int) -> None:
     declared = response.headers.get("Content-Length", "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > limit:

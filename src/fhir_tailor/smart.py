@@ -16,6 +16,9 @@ Credentials are guarded on three fronts:
 * tokens, assertions, secrets and keys never appear in logs, exception messages or reprs; error
   text the token endpoint sends back is scrubbed of them before it is shown.
 
+The answers of the token exchange (the SMART configuration, the token response) are read under
+:data:`MAX_TOKEN_RESPONSE_BYTES`, so a broken or hostile endpoint cannot fill memory.
+
 It works with ``httpx.AsyncClient`` (the one ``FhirClient`` runs), with any number of requests
 in flight.
 """
@@ -41,7 +44,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from fhir_tailor.errors import FhirTailorError
+from fhir_tailor.client import read_within
+from fhir_tailor.errors import FhirTailorError, ResponseTooLargeError
 
 logger = logging.getLogger("fhir_tailor.smart")
 
@@ -53,6 +57,14 @@ DEFAULT_SCOPE = (
 ASSERTION_LIFETIME = 300  # seconds; SMART says no more than five minutes
 REFRESH_MARGIN = 60.0  # seconds of validity below which a cached token is replaced
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: The largest answer read from the token endpoint or the SMART configuration, in bytes, for
+#: Backend Services and the app's launch (:mod:`fhir_tailor.web.launch`) alike. A token response
+#: is a few KB (the access token, an id_token, a scope list, the launch context) and a SMART
+#: configuration of the same order; 1 MiB is hundreds of times either, and still refuses an
+#: endpoint sending gigabytes, which was read whole before this limit. Counted after decoding
+#: and refused on Content-Length first, as the FHIR client's responses
+#: (:data:`fhir_tailor.client.DEFAULT_MAX_RESPONSE_BYTES`, whose mechanism this reuses).
+MAX_TOKEN_RESPONSE_BYTES = 2**20
 # SMART requires expires_in and recommends tokens live no more than five minutes.
 _DEFAULT_TOKEN_LIFETIME = 300.0
 
@@ -259,7 +271,7 @@ class SmartBackendAuth(httpx.Auth):
                     step = _advance(steps)
                     while step is not None:
                         reply = yield step
-                        await reply.aread()
+                        await _read_reply(reply)
                         step = _advance(steps, reply)
                 token = self._token
             request.headers["Authorization"] = f"Bearer {token}"
@@ -434,6 +446,15 @@ def _advance(
         return steps.send(reply) if reply is not None else next(steps)
     except StopIteration:
         return None
+
+
+async def _read_reply(reply: httpx.Response) -> None:
+    """Read an answer of the token exchange under MAX_TOKEN_RESPONSE_BYTES; past it, a
+    SmartAuthError naming the URL path and the limit, as the other failures to get a token."""
+    try:
+        await read_within(reply, MAX_TOKEN_RESPONSE_BYTES)
+    except ResponseTooLargeError as exc:
+        raise SmartAuthError(f"no access token: {exc}") from None
 
 
 def _basic_credentials(client_id: str, client_secret: str | None) -> str:

@@ -8,7 +8,8 @@ id_token read from the token response (:mod:`fhir_tailor.web.identity` verifies 
 
 Credentials are guarded: endpoints must be HTTPS (or loopback, for tests and demos), the
 ``state`` must match a launch this session started, and a :class:`Grant` never shows its token
-in ``repr`` or logs.
+in ``repr`` or logs. The SMART configuration and the token response are read under
+:data:`~fhir_tailor.smart.MAX_TOKEN_RESPONSE_BYTES` (1 MiB) before anything parses them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import httpx
 from authlib.common.security import generate_token
 from authlib.deprecate import AuthlibDeprecationWarning
 
-from ..errors import FhirTailorError
+from ..client import read_within
+from ..errors import FhirTailorError, ResponseTooLargeError
+from ..smart import MAX_TOKEN_RESPONSE_BYTES
 from .fetch import REQUEST, get_json_object
 
 with warnings.catch_warnings():
@@ -141,9 +144,17 @@ def origin(url: str, what: str) -> str:
 async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
     """The authorization and token endpoints ``iss`` announces, checked to offer PKCE S256."""
     url = f"{iss}/.well-known/smart-configuration"
-    config = await get_json_object(
-        client, url, what="SMART discovery", error=LaunchError, wording=REQUEST, withhold_token=True
-    )
+    try:
+        config = await get_json_object(
+            client,
+            url,
+            what="SMART discovery",
+            error=LaunchError,
+            wording=REQUEST,
+            withhold_token=True,
+        )
+    except ResponseTooLargeError as exc:
+        raise LaunchError(f"SMART discovery at {url} failed: {exc}") from None
     methods = config.get("code_challenge_methods_supported")
     if methods is not None and "S256" not in methods:
         raise LaunchError(f"{iss} does not support PKCE S256 (code_challenge_methods_supported)")
@@ -174,7 +185,14 @@ def _oauth_client(
         redirect_uri=redirect_uri,
         code_challenge_method="S256",
         timeout=30.0,
+        event_hooks={"response": [_read_within_limit]},
     )
+
+
+async def _read_within_limit(response: httpx.Response) -> None:
+    """Read each answer the OAuth client gets under MAX_TOKEN_RESPONSE_BYTES, before authlib
+    (or :func:`discover`) parses it; httpx would otherwise read it whole, however large."""
+    await read_within(response, MAX_TOKEN_RESPONSE_BYTES)
 
 
 async def begin(
@@ -221,6 +239,8 @@ async def complete(
             raise LaunchError(f"the token request was refused: {exc.error}") from None
         except httpx.HTTPError as exc:
             raise LaunchError(f"the token request failed: {type(exc).__name__}") from None
+        except ResponseTooLargeError as exc:
+            raise LaunchError(f"the token request failed: {exc}") from None
     access_token, patient = token.get("access_token"), token.get("patient")
     if not isinstance(access_token, str) or not access_token:
         raise LaunchError("the token response has no access_token")
