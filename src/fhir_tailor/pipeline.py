@@ -41,11 +41,17 @@ T = TypeVar("T")
 def assess(
     record: PatientRecord, definitions: Definitions, as_of: date, report: RunReport | None = None
 ) -> tuple[Profile, list[SegmentMatch], Plan | None]:
-    """One patient's profile, segments and personalized plan (``None`` if no module applies)."""
+    """One patient's profile, segments and personalized plan (``None`` if no module applies).
+
+    The plan names the types the record lacks (:meth:`Plan.decided_without`): every path that
+    makes a plan (sync, the SMART page, the CDS Hooks service, the CLI) comes through here, so
+    every CarePlan made from such a record says so.
+    """
     on_issue = report.data_issue if report is not None else None
     profile = build_profile(record, definitions.rules, as_of, on_issue)
     matches = segment(profile, definitions.segments)
-    return profile, matches, plan_for(profile, matches, definitions.catalog)
+    plan = plan_for(profile, matches, definitions.catalog)
+    return profile, matches, plan.decided_without(record.unread_types) if plan else None
 
 
 def profile_and_plan(

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import date, timedelta
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from .catalog import (
     ActivityKind,
@@ -148,6 +149,20 @@ class Plan(Model):
     #: Findings that cannot wait for the plan's review (:mod:`fhir_tailor.urgent`), most
     #: pressing first; each becomes a request of its own. A plan may hold nothing else.
     urgent: tuple[UrgentFinding, ...] = ()
+    #: Resource types the patient's record lacks because its source had no way to read them
+    #: (:attr:`~fhir_tailor.record.PatientRecord.unread_types`): the plan was decided without
+    #: them and says so to whoever reviews it (see :meth:`decided_without`).
+    unread_types: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _unread_only_when_any(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """``unread_types`` is left out of the plan's JSON when empty, so that the JSON and the
+        :meth:`fingerprint` of a plan from a whole record are what they were before the field
+        existed: no draft written earlier looks changed."""
+        data: dict[str, Any] = serialize(self)
+        if not self.unread_types:
+            data.pop("unread_types", None)
+        return data
 
     def fingerprint(self) -> str:
         """A digest of the plan's content; equal plans have equal fingerprints."""
@@ -177,6 +192,15 @@ class Plan(Model):
         """
         checked = parse_requester(requester) if requester is not None else None
         return self.model_copy(update={"requester": checked})
+
+    def decided_without(self, types: tuple[str, ...]) -> Plan:
+        """The plan, made from a record lacking ``types`` (resource types its source could not
+        read), marked so: its CarePlan then says which in a note and its narrative.
+
+        Part of the fingerprint, so that a draft written without a type is rewritten once the
+        type can be read, even if nothing read changes the plan.
+        """
+        return self.model_copy(update={"unread_types": types}) if types else self
 
 
 def plan_for(profile: Profile, segments: list[SegmentMatch], catalog: Catalog) -> Plan | None:

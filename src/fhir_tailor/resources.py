@@ -193,7 +193,7 @@ def content_digest(resource: Resource) -> str:
                 for a in resource.get("activity") or ()
             ],
         ]
-        if "note" in resource:  # withheld goals
+        if "note" in resource:  # types not read, withheld goals
             content.append(resource["note"])
         if "author" in resource:  # the approving clinician (approval), part of what they approved
             content.append({"author": resource["author"]})
@@ -337,9 +337,22 @@ def _careplan(
         del resource["instantiatesCanonical"]
     if not resource["activity"]:
         del resource["activity"]
-    if plan.withheld_goals:
-        resource["note"] = [{"text": _withheld_goal_text(goal)} for goal in plan.withheld_goals]
+    notes = [unread_text(plan.unread_types)] if plan.unread_types else []
+    notes += [_withheld_goal_text(goal) for goal in plan.withheld_goals]
+    if notes:
+        resource["note"] = [{"text": text} for text in notes]
     return with_digest(resource)
+
+
+def unread_text(types: tuple[str, ...]) -> str:
+    """What a plan decided without ``types`` says to its reviewer (a CarePlan note, the
+    narrative, the SMART page): the run report and exit code 5 reach the operator, not the
+    clinician who approves the draft."""
+    named = types[0] if len(types) == 1 else f"{', '.join(types[:-1])} and {types[-1]}"
+    return (
+        f"Drafted without the patient's {named} resources: the server offers no way to read "
+        "them for a patient, so nothing they record is considered in this plan."
+    )
 
 
 def _withheld_goal_text(goal: PlannedGoal) -> str:
@@ -625,6 +638,10 @@ def _narrative(plan: Plan) -> str:
         f"<p>Personalized care plan ({escape(plan.catalog)} {escape(plan.catalog_version)})"
     )
     parts.append(f" as of {plan.as_of.isoformat()}.</p>")
+    if plan.unread_types:  # before the urgent findings: the record may have held more of them
+        parts.append(
+            f"<p><strong>Incomplete record.</strong> {escape(unread_text(plan.unread_types))}</p>"
+        )
     if plan.urgent:  # first: what cannot wait for the plan's review
         parts.append("<p><strong>Urgent findings</strong> (a Task each):</p><ul>")
         parts.extend(

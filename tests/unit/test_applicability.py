@@ -565,6 +565,19 @@ def test_withheld_goals_are_notes_not_goals(pregnancy_plan: Plan) -> None:
     assert "Withheld, do not do:" in resources.careplan.resource["text"]["div"]
 
 
+def test_a_plan_decided_without_a_type_says_so_before_its_withheld_goals(
+    pregnancy_plan: Plan,
+) -> None:
+    """The note on types not read qualifies the whole plan: it comes first, and the withheld
+    goals' notes and narrative stay as they were."""
+    careplan = careplan_of(pregnancy_plan.decided_without(("QuestionnaireResponse",)))
+    notes = [n["text"] for n in careplan["note"]]
+    assert notes[0].startswith("Drafted without the patient's QuestionnaireResponse resources")
+    assert notes[1:] == [n["text"] for n in careplan_of(pregnancy_plan)["note"]]
+    assert "Goals withheld" in careplan["text"]["div"]
+    assert "Incomplete record." in careplan["text"]["div"]
+
+
 def test_editing_a_withheld_mark_changes_the_digest(pregnancy_plan: Plan) -> None:
     careplan = careplan_of(pregnancy_plan)
     edited = {**careplan, "activity": [dict(a) for a in careplan["activity"]]}

@@ -188,6 +188,40 @@ def test_a_record_lacking_a_type_is_planned_and_named_in_the_report(
     assert RunState.load(tmp_path / "state.json").watermark == RECORDED
 
 
+def test_a_plan_from_a_server_that_cannot_give_a_type_says_so_in_its_careplan(
+    definitions: Definitions, tmp_path: Path
+) -> None:
+    """Issue 15 leftover: the server declares a way to read Encounters and nothing for the other
+    supporting types; the CarePlan written names exactly those, as the report does."""
+    types = ("Condition", "Observation", "Encounter")
+    declared = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"resource": [{"type": t, "searchParam": [{"name": "patient"}]} for t in types]}],
+    }
+    report = RunReport()
+    sink = FolderSink(tmp_path / "out", "ndjson")
+    with respx.mock(base_url=BASE, assert_all_called=False) as server:
+        server.get("/metadata").respond(json=declared)
+        server.get("/Patient/p1").respond(json=patient("p1"))
+        server.get("/Condition", params={"patient": "p1"}).respond(json=searchset(DIABETES))
+        server.get("/Observation", params={"patient": "p1"}).respond(json=searchset())
+        server.get("/Encounter", params={"patient": "p1"}).respond(json=searchset())
+        with FhirClient(BASE) as client:
+            source = ServerSource(client, PatientSelection(ids=("p1",)))
+            run(source, sink, definitions, as_of=AS_OF, recorded=RECORDED, report=report)
+    sink.close()
+    unread = ["QuestionnaireResponse", "MedicationRequest", "ServiceRequest"]
+    assert report.to_dict()["patients"][0]["not_read"] == unread
+    (careplan,) = [json.loads(line) for line in (tmp_path / "out/CarePlan.ndjson").open()]
+    (note,) = careplan["note"]
+    assert note["text"].startswith(
+        "Drafted without the patient's QuestionnaireResponse, MedicationRequest and "
+        "ServiceRequest resources: the server offers no way to read them for a patient"
+    )
+    assert "Incomplete record." in careplan["text"]["div"]
+
+
 def test_an_input_file_that_is_not_fhir_fails_the_run(
     definitions: Definitions, tmp_path: Path
 ) -> None:

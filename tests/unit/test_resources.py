@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime
+from html import unescape
 
 import pytest
 from builders import AS_OF, ICD10, SNOMED, answer, condition, observation, quantity, record
@@ -13,6 +15,7 @@ from fhir.resources.R4B.provenance import Provenance
 
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.pipeline import profile_and_plan
+from fhir_tailor.plan import Plan
 from fhir_tailor.resources import (
     CAREPLAN_ID_SYSTEM,
     GENERATED_TAG,
@@ -191,3 +194,55 @@ def test_numbers_are_digested_as_floats_and_nothing_else_changes() -> None:
     assert json.dumps(digested) == (
         '{"a": ["x", 7.0, true, null, {"b": 8.1, "c": [0.0, -2.0]}], "d": false}'
     )
+
+
+UNREAD = (
+    "Drafted without the patient's QuestionnaireResponse and Encounter resources: the server "
+    "offers no way to read them for a patient"
+)
+
+
+def test_a_plan_decided_without_a_type_says_so_in_its_note_and_narrative(
+    definitions: Definitions,
+) -> None:
+    """Issue 15 leftover: the clinician reviewing the draft learns what the run report and exit
+    code 5 tell the operator, and nothing else about the CarePlan changes."""
+    whole = record(
+        condition("c1", SNOMED, "44054006"), observation("o1", "4548-4", **quantity(9.6, "%"))
+    )
+    lacking = replace(whole, unread_types=("QuestionnaireResponse", "Encounter"))
+    _, plan = profile_and_plan(lacking, definitions, AS_OF)
+    _, complete = profile_and_plan(whole, definitions, AS_OF)
+    assert plan is not None and complete is not None
+    assert plan.unread_types == ("QuestionnaireResponse", "Encounter")
+    careplan = to_fhir(plan, RECORDED).careplan.resource
+    CarePlan.model_validate(careplan)
+    (note,) = careplan["note"]
+    assert set(note) == {"text"} and note["text"].startswith(UNREAD)
+    assert UNREAD in unescape(careplan["text"]["div"])
+    # the note is digested: changing it is a person's edit of our draft
+    assert "edited" in (foreign_change({**careplan, "id": "42", "note": [{"text": "x"}]}) or "")
+    plain = to_fhir(complete, RECORDED).careplan.resource
+    assert "note" not in plain and "Drafted without" not in plain["text"]["div"]
+    # a later run that can read the types rewrites the draft, whatever it then reads
+    assert plan.fingerprint() != complete.fingerprint()
+    rest = ("note", "text", "extension")
+    assert {k: v for k, v in careplan.items() if k not in rest} == {
+        k: v for k, v in plain.items() if k not in rest
+    }
+
+
+def test_a_plan_from_a_whole_record_keeps_its_json_and_fingerprint(
+    resources: PlanResources, definitions: Definitions
+) -> None:
+    """``unread_types`` is in a plan's JSON (and so its fingerprint) only when there are some:
+    drafts written before it existed are not seen as changed, and both kinds read back."""
+    _, plan = profile_and_plan(record(condition("c1", SNOMED, "44054006")), definitions, AS_OF)
+    assert plan is not None and plan.unread_types == ()
+    assert plan.decided_without(()) is plan
+    assert "unread_types" not in json.loads(plan.model_dump_json())
+    assert Plan.model_validate_json(plan.model_dump_json()) == plan
+    lacking = plan.decided_without(("QuestionnaireResponse",))
+    assert json.loads(lacking.model_dump_json())["unread_types"] == ["QuestionnaireResponse"]
+    assert Plan.model_validate_json(lacking.model_dump_json()) == lacking
+    assert "note" not in resources.careplan.resource

@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
+from html import unescape
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -289,6 +290,24 @@ def test_the_page_links_findings_to_their_sources_and_escapes_text(
     )
 
 
+#: The supporting types :func:`fhir_routes`' server declares no way to read, as plans name them.
+UNREAD = "QuestionnaireResponse, Encounter, MedicationRequest and ServiceRequest resources"
+
+
+def test_the_page_says_which_types_the_server_could_not_give(
+    definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
+) -> None:
+    """Issue 15 leftover: the clinician reviewing the proposal sees that it was decided without
+    them, as its CarePlan note does."""
+    fhir_routes(mocked)
+    page = signed_in(definitions, store, mocked).get("/app").text
+    warning = re.search(r'<p class="warning">(Drafted without [^<]*)</p>', page)
+    assert warning is not None
+    assert unescape(warning.group(1)).startswith(
+        f"Drafted without the patient's {UNREAD}: the server offers no way to read them"
+    )
+
+
 def test_approve_needs_the_session_csrf_token(
     definitions: Definitions, store: SessionStore, mocked: respx.MockRouter
 ) -> None:
@@ -368,6 +387,8 @@ def test_approve_writes_and_reports_the_active_careplan(
     }
     assert agents["author"] == {"reference": PRACTITIONER}
     assert agents["assembler"]["type"] == "Device"
+    # the server declares no search for the supporting types: the approved plan still says so
+    assert careplan["note"][0]["text"].startswith(f"Drafted without the patient's {UNREAD}")
     after = client.get("/app").text
     assert "Approved: CarePlan/cp9 is active" in after
 

@@ -17,6 +17,7 @@ from ..fhirdata import Resource
 from ..mapping import DIMENSIONS, Dimension
 from ..plan import EvidenceRef, Plan, PlannedActivity, PlannedGoal, Variation
 from ..profile_model import NEED_RANK, Finding, Profile
+from ..resources import unread_text
 from ..segments import SegmentMatch
 from ..urgent import UrgentFinding
 
@@ -91,6 +92,8 @@ def plan_page(view: PageView) -> str:
             f'<p class="warning">{view.unreadable} resource(s) could not be used and are '
             "left out of this profile.</p>"
         )
+    if view.plan is not None and view.plan.unread_types:
+        parts.append(f'<p class="warning">{_e(unread_text(view.plan.unread_types))}</p>')
     parts += [
         _needs_chart(view.profile, view.dimension_labels),
         _findings(view.profile, view.dimension_labels, view.fhir_base),
