@@ -12,9 +12,10 @@ practices (cds-hooks.org/best-practices, "CDS Services / JWT"):
   or a file (the specification lets the keys be exchanged out of band). A ``jku`` header, when
   the client sends one, must be the configured URL: a service that fetched whatever ``jku`` a
   token names would trust whoever signs a token;
-- the signature, against the key of that ``kid`` (fetched by PyJWT's :class:`jwt.PyJWKClient`,
-  cached 5 minutes, refetched at most every 30 s for an unknown ``kid``, so rotation works and a
-  stream of made-up ``kid`` values cannot turn the service into a load on the client);
+- the signature, against the key of that ``kid`` (the JWK Set fetched with
+  :func:`~fhir_tailor.web.fetch.get_json_object`, read up to 1 MiB, cached 5 minutes, refetched at
+  most every 30 s for an unknown ``kid``, so rotation works and a stream of made-up ``kid`` values
+  cannot turn the service into a load on the client);
 - ``aud`` is the URL of the endpoint called (``{public URL}/cds-services/{id}``);
 - ``exp``, ``iat`` and ``jti`` are present, ``exp`` not passed, ``iat`` not in the future (60 s
   leeway for clock skew), and the lifetime ``exp - iat`` at most :data:`MAX_LIFETIME` (the best
@@ -32,9 +33,11 @@ so a token could be replayed once per process. ``fhir-tailor serve`` is one proc
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -44,9 +47,9 @@ from typing import Any
 
 import httpx
 import jwt
-from starlette.concurrency import run_in_threadpool
 
 from ..errors import FhirTailorError
+from .fetch import DOCUMENT, get_json_object
 
 log = logging.getLogger("fhir_tailor.web.cds_auth")
 
@@ -125,28 +128,24 @@ class VerifiedClient:
 
 
 class _KeySource:
-    """The public keys of one trusted client, by ``kid``."""
+    """The public keys of one trusted client, by ``kid``: its JWK Set file, or its JWK Set URL
+    fetched with :func:`~fhir_tailor.web.fetch.get_json_object` (so read up to
+    :data:`~fhir_tailor.web.fetch.MAX_DOCUMENT_BYTES`), kept :data:`JWKS_LIFESPAN` seconds and
+    fetched again for a ``kid`` it lacks at most every :data:`JWKS_COOLDOWN` seconds."""
 
     def __init__(self, client: TrustedClient) -> None:
         self.client = client
-        self._fetcher: jwt.PyJWKClient | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched = -math.inf  # time.monotonic() of the last fetch
+        self._fetching = asyncio.Lock()  # one fetch at a time, whatever the calls in flight
         if client.is_url:
             _check_jwks_url(client)
-            self._fetcher = jwt.PyJWKClient(
-                client.jwks,
-                cache_jwk_set=True,
-                lifespan=JWKS_LIFESPAN,
-                timeout=JWKS_TIMEOUT,
-                cooldown_duration=JWKS_COOLDOWN,
-                headers={"Accept": "application/json", "User-Agent": "fhir-tailor"},
-            )
         else:
             self._keys = _jwks_file(client)
 
-    def key(self, kid: str, jku: object) -> jwt.PyJWK:
-        """The key ``kid`` names (may fetch the JWK Set: call it off the event loop)."""
-        if self._fetcher is None:
+    async def key(self, kid: str, jku: object) -> jwt.PyJWK:
+        """The key ``kid`` names, fetching the JWK Set when it is due."""
+        if not self.client.is_url:
             # Keys exchanged out of band: a jku in the token is not followed.
             found = self._keys.get(kid)
             if found is None:
@@ -154,12 +153,30 @@ class _KeySource:
             return found
         if jku is not None and jku != self.client.jwks:
             raise ClientAuthError("jku is not the JWK Set URL configured for this iss")
+        async with self._fetching:
+            if time.monotonic() - self._fetched >= JWKS_LIFESPAN:
+                await self._fetch()
+            found = self._keys.get(kid)
+            if found is None and time.monotonic() - self._fetched >= JWKS_COOLDOWN:
+                await self._fetch()
+                found = self._keys.get(kid)
+        if found is None:
+            raise ClientAuthError(f"no usable key {kid[:64]!r} in the JWK Set")
+        return found
+
+    async def _fetch(self) -> None:
+        url = self.client.jwks
+        headers = {"User-Agent": "fhir-tailor"}
+        async with httpx.AsyncClient(timeout=JWKS_TIMEOUT, headers=headers) as http:
+            document = await get_json_object(
+                http, url, what="the JWK Set", error=ClientAuthError, wording=DOCUMENT
+            )
         try:
-            return self._fetcher.get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError:
-            raise ClientAuthError("the JWK Set URL of this iss could not be read") from None
-        except jwt.PyJWTError as exc:  # no such kid, or a set without usable keys
-            raise ClientAuthError(f"no usable key {kid[:64]!r}: {type(exc).__name__}") from None
+            self._keys = _signing_keys(document)
+        except (ValueError, jwt.PyJWTError) as exc:
+            problem = type(exc).__name__
+            raise ClientAuthError(f"the JWK Set at {url} is not usable: {problem}") from None
+        self._fetched = time.monotonic()
 
 
 class ReplayGuard:
@@ -252,7 +269,7 @@ class ClientAuth:
         source = self._sources.get(iss) if isinstance(iss, str) else None
         if source is None:
             raise ClientAuthError(f"iss {str(iss)[:80]!r} is not a trusted CDS client")
-        key = await run_in_threadpool(source.key, kid, head.get("jku"))
+        key = await source.key(kid, head.get("jku"))
         claims = self._claims(token, key, str(alg), str(iss), list(audience))
         jti = claims["jti"]
         if not self._replays.first_use(str(iss), jti, float(claims["exp"]) + LEEWAY, self._now()):
@@ -317,15 +334,21 @@ def _check_jwks_url(client: TrustedClient) -> None:
 def _jwks_file(client: TrustedClient) -> dict[str, jwt.PyJWK]:
     path = Path(client.jwks)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        keys = jwt.PyJWKSet.from_dict(data).keys
+        usable = _signing_keys(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
         raise ConfigError(f"CDS client {client.iss!r}: {path}: {exc.strerror}") from None
     except (ValueError, jwt.PyJWTError) as exc:
         raise ConfigError(
             f"CDS client {client.iss!r}: {path} is not a JWK Set ({type(exc).__name__})"
         ) from None
-    usable = {k.key_id: k for k in keys if k.key_id and k.public_key_use in ("sig", None)}
     if not usable:
         raise ConfigError(f"CDS client {client.iss!r}: {path} has no signing key with a kid")
     return usable
+
+
+def _signing_keys(document: object) -> dict[str, jwt.PyJWK]:
+    """The signing keys of a JWK Set by ``kid`` (those without a kid cannot be named)."""
+    if not isinstance(document, dict):
+        raise ValueError("a JWK Set is a JSON object")
+    keys = jwt.PyJWKSet.from_dict(document).keys
+    return {k.key_id: k for k in keys if k.key_id and k.public_key_use in ("sig", None)}

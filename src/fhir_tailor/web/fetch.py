@@ -1,9 +1,12 @@
-"""Fetching a JSON object the SMART app needs from a server it does not control: the SMART
-configuration (:mod:`.launch`), the OpenID configuration and key sets (:mod:`.identity`).
+"""Fetching a JSON object the web app needs from a server it does not control: the SMART
+configuration (:mod:`.launch`), the OpenID configuration and key sets (:mod:`.identity`), and
+the CDS clients' key sets (:mod:`.cds_auth`).
 
 Each of them must answer ``200`` with a JSON object; anything else stops the launch or the
-sign-in with the caller's own error, whose message names what was fetched, the URL and what went
-wrong (an exception's type, never its text, nor the server's body). Timeouts are the client's.
+sign-in (or refuses the call) with the caller's own error, whose message names what was fetched,
+the URL and what went wrong (an exception's type, never its text, nor the server's body).
+Timeouts are the client's. The body is read under :data:`MAX_DOCUMENT_BYTES` with the FHIR
+client's mechanism (:func:`fhir_tailor.client.read_within`), so a server cannot fill memory.
 """
 
 from __future__ import annotations
@@ -12,6 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from ..client import read_within
+from ..errors import ResponseTooLargeError
+
+#: The largest answer read, in bytes: a configuration or a key set is a few KB, so 1 MiB (the
+#: token response's limit, :data:`~fhir_tailor.smart.MAX_TOKEN_RESPONSE_BYTES`) is hundreds of
+#: times one and still refuses a server sending gigabytes, which was read whole before.
+MAX_DOCUMENT_BYTES = 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +52,21 @@ async def get_json_object(
     **options: Any,
 ) -> dict[str, Any]:
     """The JSON object at ``url`` (GET, ``Accept: application/json``); ``error`` with a message
-    in ``wording`` when the request fails, the status is not 200, or the body is not a JSON
-    object. ``options`` go to ``http.request`` (an authlib client's ``withhold_token``)."""
+    in ``wording`` when the request fails, the status is not 200 (the body then unread), the body
+    is larger than :data:`MAX_DOCUMENT_BYTES` (the message names the URL path and the limit), or
+    it is not a JSON object. ``options`` go to ``http.stream`` (an authlib client's
+    ``withhold_token``)."""
     prefix = f"{what} at {url}"
+    headers = {"Accept": "application/json"}
     try:
-        response = await http.request("GET", url, headers={"Accept": "application/json"}, **options)
+        async with http.stream("GET", url, headers=headers, **options) as response:
+            if response.status_code != 200:
+                raise error(f"{prefix} answered HTTP {response.status_code}")
+            await read_within(response, MAX_DOCUMENT_BYTES)
     except httpx.HTTPError as exc:
         raise error(f"{prefix} {wording.failed}: {type(exc).__name__}") from None
-    if response.status_code != 200:
-        raise error(f"{prefix} answered HTTP {response.status_code}")
+    except ResponseTooLargeError as exc:  # from read_within, or a client's own response hook
+        raise error(f"{prefix} {wording.failed}: {exc}") from None
     try:
         document: Any = response.json()
     except ValueError:

@@ -20,7 +20,9 @@ says which check and never contains the token.
 
 The keys are JOSE work done by PyJWT; this module only fetches the key sets (with ``httpx``,
 never with the user's access token) and keeps them for a few minutes, fetching again when a
-token names a key id not yet seen (the issuer rotated its keys).
+token names a key id not yet seen (the issuer rotated its keys). The OpenID configuration and
+the key sets are read up to :data:`~fhir_tailor.web.fetch.MAX_DOCUMENT_BYTES` (1 MiB); a larger
+one refuses the sign-in, naming the URL path and the limit.
 """
 
 from __future__ import annotations

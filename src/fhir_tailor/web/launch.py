@@ -144,17 +144,9 @@ def origin(url: str, what: str) -> str:
 async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
     """The authorization and token endpoints ``iss`` announces, checked to offer PKCE S256."""
     url = f"{iss}/.well-known/smart-configuration"
-    try:
-        config = await get_json_object(
-            client,
-            url,
-            what="SMART discovery",
-            error=LaunchError,
-            wording=REQUEST,
-            withhold_token=True,
-        )
-    except ResponseTooLargeError as exc:
-        raise LaunchError(f"SMART discovery at {url} failed: {exc}") from None
+    config = await get_json_object(
+        client, url, what="SMART discovery", error=LaunchError, wording=REQUEST, withhold_token=True
+    )
     methods = config.get("code_challenge_methods_supported")
     if methods is not None and "S256" not in methods:
         raise LaunchError(f"{iss} does not support PKCE S256 (code_challenge_methods_supported)")
