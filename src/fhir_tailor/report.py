@@ -9,6 +9,10 @@ search that failed), means some patients may have been missed. Apart from that, 
 lack a resource type the server gives no way to read (:attr:`RunReport.not_read`): its plan is
 made, but named in the report, because it was made without data that can carry urgent
 findings (a PHQ-9 kept as a QuestionnaireResponse).
+
+A patient asked for by id that the source does not hold is ``not-found``, its own outcome:
+not a failed patient (there is nothing to retry, and no rerun mends it), nor an unreadable
+resource. The command still exits 3 for it (:mod:`fhir_tailor.cli.not_found`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ Outcome = Literal[
     "no-plan",  # no module applies to this patient
     "skipped-deceased",  # recorded as deceased: no plan; our draft, if any, withdrawn (see detail)
     "done-earlier",  # finished by an earlier attempt of this run (--state); not redone
+    "not-found",  # asked for by id (--patient), not in the source; see detail
     "failed",  # an error; see detail
 ]
 
@@ -68,12 +73,11 @@ class RunReport:
         self.read_issues.append(issue)
         if issue.unread_patient is not None:
             patient = f"Patient/{issue.unread_patient}"
-            detail = (
-                issue.reason
-                if issue.not_found
-                else f"could not be read ({issue.location}): {issue.reason}"
-            )
-            self.add(PatientOutcome(patient, "failed", detail))
+            if issue.not_found:
+                self.add(PatientOutcome(patient, "not-found", issue.reason))
+            else:
+                detail = f"could not be read ({issue.location}): {issue.reason}"
+                self.add(PatientOutcome(patient, "failed", detail))
 
     def data_issue(self, reference: str, problem: str) -> None:
         self.data_issues.append((reference, problem))
@@ -152,10 +156,12 @@ class RunReport:
     def summary(self) -> str:
         counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.counts.items()))
         unread = len(self.unread_inputs)
+        # a patient not found is counted among the patients (``not-found``), not as a resource
+        skipped = sum(not (i.unread_input or i.not_found) for i in self.read_issues)
         return (
             f"{len(self.patients)} patients ({counts or 'none'}); "
             + (f"{unread} inputs unreadable; " if unread else "")
-            + f"{len(self.read_issues) - unread} unreadable resources skipped; "
+            + f"{skipped} unreadable resources skipped; "
             f"{len(self.data_issues)} data issues; {self.retries} retries"
             + self._not_read_summary()
             + self._urgent_summary()

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from fhir_tailor.cli import main
 from fhir_tailor.definitions import bundled_path
+from fhir_tailor.state import RunState
 
 BASE = "http://fhir.test/fhir"
 FIXTURES = bundled_path("fixtures")
@@ -80,6 +81,9 @@ def test_sync_from_files(source: tuple[str, ...]) -> None:
     assert code == 3
     said_once(err, "in the input")
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["transaction"]  # ft-01 done
+    # counted as what it is: not a failed patient, nor an unreadable resource
+    assert "2 patients (1 not-found, 1 written); 0 unreadable resources skipped;" in err
+    assert "failed" not in err
 
 
 def test_sync_from_a_server(tmp_path: Path) -> None:
@@ -97,8 +101,24 @@ def test_sync_from_a_server(tmp_path: Path) -> None:
     )
     assert code == 3
     said_once(err, "on the server")
-    outcomes = {p["patient"]: p["outcome"] for p in json.loads(report.read_text())["patients"]}
-    assert outcomes["Patient/ft-01"] == "would-create"
+    written = json.loads(report.read_text())
+    outcomes = {p["patient"]: p["outcome"] for p in written["patients"]}
+    assert outcomes == {"Patient/ft-01": "would-create", "Patient/nobody": "not-found"}
+    assert written["counts"] == {"not-found": 1, "would-create": 1}
+    assert "2 patients (1 not-found, 1 would-create); 0 unreadable resources skipped;" in err
+
+
+def test_a_patient_not_found_does_not_hold_a_run_open(tmp_path: Path) -> None:
+    """No rerun finds a patient the source does not hold: with --state the run completes as
+    for the patients found, instead of resuming forever."""
+    state = tmp_path / "state.json"
+    args = ("sync", "--input", str(FIXTURES / "bundles"), "--patient", "nobody")
+    args += ("--patient", "ft-01", "--out", str(tmp_path / "out"), "--state", str(state))
+    code, _, err = invoke(*args)
+    assert code == 3 and "1 not-found, 1 written" in err
+    assert RunState.load(state).watermark is not None and not RunState.load(state).resuming
+    code, _, err = invoke(*args)
+    assert code == 3 and "resuming" not in err and "1 not-found, 1 written" in err
 
 
 @pytest.mark.parametrize("command", ["plan", "profile"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..logs import notice
 from ..report import RunReport
 from .exits import EXIT_CANNOT_START, EXIT_INCOMPLETE, EXIT_PARTIAL_FAILURE, EXIT_STOPPED
-from .not_found import exit_if_missing, missing_patients
+from .not_found import exit_if_missing
 
 
 def finish(report: RunReport, report_path: Path | None, stopped: str | None = None) -> None:
@@ -25,16 +25,14 @@ def finish(report: RunReport, report_path: Path | None, stopped: str | None = No
     notice(report.summary())
     for issue in report.unread_inputs:  # each one: a whole file or listing went unread
         notice(f"  unreadable: {issue}")
-    absent = missing_patients(report.read_issues)  # named once, by exit_if_missing
     skipped = [i for i in report.read_issues if not i.unread_input and not i.not_found]
     for issue in skipped[:20]:
         notice(f"  skipped: {issue}")
     if len(skipped) > 20:
         notice(f"  ... and {len(skipped) - 20} more (see --report)")
     for outcome in report.patients:
-        # A deceased patient's line only when something was, or was not, done to a stored plan.
-        if outcome.patient in absent:
-            continue
+        # A deceased patient's line only when something was, or was not, done to a stored plan;
+        # none for a patient not found, named once by exit_if_missing.
         if outcome.outcome in ("failed", "skipped-edited") or (
             outcome.outcome == "skipped-deceased" and outcome.detail
         ):

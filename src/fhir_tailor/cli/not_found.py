@@ -2,7 +2,8 @@
 the files: one behaviour for every command. Each is named once (``error: Patient/ID not found
 on the server``, or ``in the input``) and the command exits 3, as for a run that could not
 start, after doing what it was asked for the patients it found: the command names something
-that is not there, which no rerun mends."""
+that is not there, which no rerun mends. A run's report counts such a patient as ``not-found``,
+not as failed (:mod:`fhir_tailor.report`)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,6 @@ EXIT_NOT_FOUND = EXIT_CANNOT_START
 def missing(issues: Iterable[ReadIssue]) -> list[ReadIssue]:
     """The issues that say a patient asked for is not in the source."""
     return [issue for issue in issues if issue.not_found]
-
-
-def missing_patients(issues: Iterable[ReadIssue]) -> set[str]:
-    """``Patient/ID`` of each patient asked for that is not in the source."""
-    return {f"Patient/{issue.unread_patient}" for issue in missing(issues)}
 
 
 def exit_if_missing(issues: Iterable[ReadIssue]) -> None:
