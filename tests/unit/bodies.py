@@ -1,10 +1,12 @@
-"""Bodies for size-limit tests: exactly ``n`` bytes of JSON, and one that never ends."""
+"""Bodies for size-limit tests: exactly ``n`` bytes of JSON or of a form, and one that never
+ends."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -16,6 +18,14 @@ def padded(document: dict[str, Any], size: int, field: str = "padding") -> bytes
     bare = len(json.dumps(document | {field: ""}).encode())
     body = json.dumps(document | {field: " " * (size - bare)}).encode()
     assert len(body) == size, "the document alone is larger than the size asked for"
+    return body
+
+
+def padded_form(fields: dict[str, str], size: int, field: str = "padding") -> bytes:
+    """``fields`` urlencoded in exactly ``size`` bytes, filled up with ``x`` in ``field``."""
+    bare = len(urlencode(fields | {field: ""}))
+    body = urlencode(fields | {field: "x" * (size - bare)}).encode()
+    assert len(body) == size, "the fields alone are larger than the size asked for"
     return body
 
 

@@ -8,7 +8,8 @@ Routes:
   token and the signed-in clinician in the session.
 - ``GET /app``: the launched patient's profile and proposed plan, and who is signed in.
 - ``POST /approve``: writes the plan, less the dropped activities, as the active CarePlan,
-  authored by the signed-in clinician.
+  authored by the signed-in clinician. Its form is read only for a live session, and only up to
+  :data:`APPROVE_BODY_LIMIT` (:mod:`fhir_tailor.web.request_body`); past it the answer is 413.
 - ``/static``: the stylesheet, served from the package (nothing is loaded from elsewhere).
 - the CDS Hooks service of :mod:`fhir_tailor.web.cds_hooks`, whose cards link to ``/launch``.
 
@@ -48,6 +49,7 @@ from .identity import Clinician, IdentityError, KeySets, display_name, identify
 from .launch import Grant, LaunchError, ScopeSyntax, begin, check_url, complete, origin
 from .page import PageView, message_page, plan_page
 from .patient_data import fhir_client, read_record
+from .request_body import BodyTooLargeError, read_form
 from .sessions import COOKIE_NAME, DEFAULT_TTL, Session, SessionStore, set_session_cookie
 
 log = logging.getLogger("fhir_tailor.web")
@@ -55,6 +57,10 @@ log = logging.getLogger("fhir_tailor.web")
 STATIC = Path(__file__).resolve().parent / "static"
 #: Launches a session may have under way at once (tabs, retries); older ones are forgotten.
 MAX_PENDING = 5
+#: The largest approval form read, in bytes. It holds the CSRF token (43 characters), the plan's
+#: fingerprint (64) and one ``drop`` per activity left out: all 129 activities of the bundled
+#: catalog dropped at once make 6.4 KB, and 64 KiB is ten times that.
+APPROVE_BODY_LIMIT = 64 * 2**10
 _CONTENT_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
     "base-uri 'none'"
@@ -241,7 +247,12 @@ def create_app(config: AppConfig, sessions: SessionStore | None = None) -> Starl
         grant = session.grant if session is not None else None
         if session is None or not isinstance(grant, Grant) or grant.expired():
             return relaunch_page(401, "Your session has ended; nothing was approved.")
-        form = await request.form()
+        try:
+            form = await read_form(request, APPROVE_BODY_LIMIT)
+        except BodyTooLargeError as exc:
+            log.warning("approval refused: %s", exc)
+            reason = str(exc)
+            return error(413, f"{reason[0].upper()}{reason[1:]}; nothing was approved.")
         token, shown = form.get("csrf"), form.get("plan")
         if not isinstance(token, str) or not secrets.compare_digest(token, session.csrf):
             return error(403, "The form is not from this session; nothing was approved.")
