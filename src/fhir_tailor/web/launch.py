@@ -9,7 +9,8 @@ id_token read from the token response (:mod:`fhir_tailor.web.identity` verifies 
 Credentials are guarded: endpoints must be HTTPS (or loopback, for tests and demos), the
 ``state`` must match a launch this session started, and a :class:`Grant` never shows its token
 in ``repr`` or logs. The SMART configuration and the token response are read under
-:data:`~fhir_tailor.smart.MAX_TOKEN_RESPONSE_BYTES` (1 MiB) before anything parses them.
+:data:`~fhir_tailor.smart.MAX_TOKEN_RESPONSE_BYTES` (1 MiB) before anything parses them, and a
+token response that is not a JSON object fails the sign-in like any other token failure.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ async def discover(client: AsyncOAuth2Client, iss: str) -> SmartEndpoints:
 def _oauth_client(
     client_id: str, client_secret: str | None, redirect_uri: str, scope: str | None = None
 ) -> AsyncOAuth2Client:
-    return AsyncOAuth2Client(
+    client = AsyncOAuth2Client(
         client_id=client_id,
         client_secret=client_secret,
         token_endpoint_auth_method="client_secret_basic" if client_secret else "none",
@@ -179,12 +180,35 @@ def _oauth_client(
         timeout=30.0,
         event_hooks={"response": [_read_within_limit]},
     )
+    client.register_compliance_hook("access_token_response", _json_object_answer)
+    return client
 
 
 async def _read_within_limit(response: httpx.Response) -> None:
     """Read each answer the OAuth client gets under MAX_TOKEN_RESPONSE_BYTES, before authlib
     (or :func:`discover`) parses it; httpx would otherwise read it whole, however large."""
     await read_within(response, MAX_TOKEN_RESPONSE_BYTES)
+
+
+def _json_object_answer(response: httpx.Response) -> httpx.Response:
+    """The token response, checked before authlib parses it: a successful one that is not a
+    JSON object is a :class:`LaunchError` naming the URL path, never quoting the body. authlib
+    raises a bare ValueError for it, which no sign-in failure catches (the page was a 500); an
+    unsuccessful one is left to authlib (an OAuth error, or HTTPStatusError)."""
+    if not response.is_success:
+        return response
+    try:
+        document = response.json()
+    except ValueError:
+        problem = "is not JSON"
+    else:
+        if isinstance(document, dict):
+            return response
+        problem = "is not a JSON object"
+    request = response.request
+    raise LaunchError(
+        f"the token request failed: the response to {request.method} {request.url.path} {problem}"
+    )
 
 
 async def begin(
