@@ -22,9 +22,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import date, timedelta
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 
 from .catalog import (
     ActivityKind,
@@ -152,17 +151,10 @@ class Plan(Model):
     #: Resource types the patient's record lacks because its source had no way to read them
     #: (:attr:`~fhir_tailor.record.PatientRecord.unread_types`): the plan was decided without
     #: them and says so to whoever reviews it (see :meth:`decided_without`).
-    unread_types: tuple[str, ...] = ()
-
-    @model_serializer(mode="wrap")
-    def _unread_only_when_any(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """``unread_types`` is left out of the plan's JSON when empty, so that the JSON and the
-        :meth:`fingerprint` of a plan from a whole record are what they were before the field
-        existed: no draft written earlier looks changed."""
-        data: dict[str, Any] = serialize(self)
-        if not self.unread_types:
-            data.pop("unread_types", None)
-        return data
+    #: Left out of the plan's JSON when empty, so that the JSON and the :meth:`fingerprint` of
+    #: a plan from a whole record are what they were before the field existed: no draft written
+    #: earlier looks changed.
+    unread_types: tuple[str, ...] = Field(default=(), exclude_if=lambda types: not types)
 
     def fingerprint(self) -> str:
         """A digest of the plan's content; equal plans have equal fingerprints."""
