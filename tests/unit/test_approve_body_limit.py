@@ -14,9 +14,8 @@ import httpx
 import pytest
 import respx
 from bodies import CHUNK, Endless, padded_form
-from idtokens import serve_jwks
 from starlette.testclient import TestClient
-from test_token_response_limit import SMART_CONFIGURATION
+from test_token_response_limit import mocked_ehr
 from test_web_app import APP, ISS, approve_form, fhir_routes, signed_in
 
 from fhir_tailor.definitions import Definitions
@@ -31,9 +30,7 @@ REFUSED = "The request body is larger than the 64 KiB limit; nothing was approve
 @pytest.fixture
 def mocked() -> Iterator[respx.MockRouter]:
     """The EHR: its SMART configuration, its issuer's keys and the patient's data."""
-    with respx.mock(assert_all_called=False) as router:
-        router.get(f"{ISS}/.well-known/smart-configuration").respond(json=SMART_CONFIGURATION)
-        serve_jwks(router)
+    with mocked_ehr() as router:
         fhir_routes(router)
         yield router
 

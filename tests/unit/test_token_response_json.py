@@ -9,9 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 import respx
-from idtokens import serve_jwks
-from test_token_response_limit import SMART_CONFIGURATION, sign_in_fails
-from test_web_app import ISS
+from test_token_response_limit import mocked_ehr, sign_in_fails
 from test_web_app import TOKEN_URL as LAUNCH_TOKEN_URL
 
 from fhir_tailor.definitions import Definitions
@@ -23,9 +21,7 @@ FAILED = "Sign-in failed: the token request failed: the response to POST /token 
 
 @pytest.fixture
 def mocked() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        router.get(f"{ISS}/.well-known/smart-configuration").respond(json=SMART_CONFIGURATION)
-        serve_jwks(router)
+    with mocked_ehr() as router:
         yield router
 
 

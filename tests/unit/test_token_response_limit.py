@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -128,11 +129,18 @@ def store() -> SessionStore:
     return SessionStore()
 
 
-@pytest.fixture
-def mocked() -> Iterator[respx.MockRouter]:
+@contextmanager
+def mocked_ehr() -> Iterator[respx.MockRouter]:
+    """The EHR the app launches from: its SMART configuration and its issuer's keys."""
     with respx.mock(assert_all_called=False) as router:
         router.get(f"{ISS}/.well-known/smart-configuration").respond(json=SMART_CONFIGURATION)
         serve_jwks(router)
+        yield router
+
+
+@pytest.fixture
+def mocked() -> Iterator[respx.MockRouter]:
+    with mocked_ehr() as router:
         yield router
 
 
