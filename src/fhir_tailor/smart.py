@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -467,9 +468,24 @@ def _lifetime(expires_in: object, token_url: str) -> float:
     """Seconds the token is valid, assuming the recommended maximum if the server does not say."""
     if expires_in is None:
         return _DEFAULT_TOKEN_LIFETIME
-    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+    seconds = finite_seconds(expires_in)
+    if seconds is None or seconds <= 0:
         raise SmartAuthError(f"the token endpoint {_display(token_url)} sent an invalid expires_in")
-    return float(expires_in)
+    return seconds
+
+
+def finite_seconds(value: object) -> float | None:
+    """``value`` as seconds if it is a finite JSON number, else None: a bool or a number as text
+    is not one (RFC 6749 5.1), an integer past float's range would raise OverflowError where it
+    is used, and NaN or infinity would make a token that is never renewed (neither compares
+    below a refresh margin)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:

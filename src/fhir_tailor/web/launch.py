@@ -10,7 +10,8 @@ Credentials are guarded: endpoints must be HTTPS (or loopback, for tests and dem
 ``state`` must match a launch this session started, and a :class:`Grant` never shows its token
 in ``repr`` or logs. The SMART configuration and the token response are read under
 :data:`~fhir_tailor.smart.MAX_TOKEN_RESPONSE_BYTES` (1 MiB) before anything parses them, and a
-token response that is not a JSON object fails the sign-in like any other token failure.
+token response that is not a JSON object, or whose ``expires_in`` or ``expires_at`` is not a
+finite JSON number, fails the sign-in like any other token failure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from authlib.deprecate import AuthlibDeprecationWarning
 
 from ..client import read_within
 from ..errors import FhirTailorError, ResponseTooLargeError
-from ..smart import MAX_TOKEN_RESPONSE_BYTES
+from ..smart import MAX_TOKEN_RESPONSE_BYTES, finite_seconds
 from .fetch import REQUEST, get_json_object
 
 with warnings.catch_warnings():
@@ -180,7 +181,7 @@ def _oauth_client(
         timeout=30.0,
         event_hooks={"response": [_read_within_limit]},
     )
-    client.register_compliance_hook("access_token_response", _json_object_answer)
+    client.register_compliance_hook("access_token_response", _readable_token_answer)
     return client
 
 
@@ -190,25 +191,41 @@ async def _read_within_limit(response: httpx.Response) -> None:
     await read_within(response, MAX_TOKEN_RESPONSE_BYTES)
 
 
-def _json_object_answer(response: httpx.Response) -> httpx.Response:
+def _readable_token_answer(response: httpx.Response) -> httpx.Response:
     """The token response, checked before authlib parses it: a successful one that is not a
-    JSON object is a :class:`LaunchError` naming the URL path, never quoting the body. authlib
-    raises a bare ValueError for it, which no sign-in failure catches (the page was a 500); an
-    unsuccessful one is left to authlib (an OAuth error, or HTTPStatusError)."""
-    if not response.is_success:
-        return response
+    JSON object, or any JSON object with an unreadable lifetime (:data:`_LIFETIME_FIELDS`), is a
+    :class:`LaunchError` naming the URL path (and the field), never quoting the body. authlib
+    raises a bare ValueError, TypeError or OverflowError for them, which no sign-in failure
+    catches (the page was a 500, the traceback quoting the value); an unsuccessful answer that is
+    not a JSON object is left to authlib (an OAuth error, or HTTPStatusError)."""
     try:
         document = response.json()
     except ValueError:
-        problem = "is not JSON"
+        document, problem = None, "is not JSON"
     else:
-        if isinstance(document, dict):
-            return response
         problem = "is not a JSON object"
+    if isinstance(document, dict):
+        unreadable = [key for key in _LIFETIME_FIELDS if not _seconds(document.get(key))]
+        if not unreadable or "error" in document:  # an OAuth error: authlib reads no lifetime
+            return response
+        problem = f"has an invalid {unreadable[0]}"
+    elif not response.is_success:
+        return response
     request = response.request
     raise LaunchError(
         f"the token request failed: the response to {request.method} {request.url.path} {problem}"
     )
+
+
+#: The token response's fields authlib turns into numbers (``OAuth2Token``) as soon as it reads
+#: the response, whatever its status; ``expires_at`` is not OAuth's, but authlib reads it first.
+_LIFETIME_FIELDS = ("expires_in", "expires_at")
+
+
+def _seconds(value: object) -> bool:
+    """Whether ``value`` is absent or a finite JSON number; "3600", as text, is refused too,
+    as Backend Services refuses it."""
+    return value is None or finite_seconds(value) is not None
 
 
 async def begin(
