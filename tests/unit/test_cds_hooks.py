@@ -33,8 +33,10 @@ from fhir_tailor.resources import (
     PLAN_FINGERPRINT_URL,
     identifier_search,
     to_fhir,
+    unread_text,
 )
 from fhir_tailor.sources import BundleSource
+from fhir_tailor.sources.server import EVERYTHING
 from fhir_tailor.web.cds_auth import ClientAuth
 from fhir_tailor.web.cds_hooks import cds_routes
 
@@ -55,6 +57,7 @@ TYPES = {
     "serviceRequests": "ServiceRequest",
 }
 SEVERITY = {None: 0, "low": 1, "moderate": 2, "high": 3}
+QuestionnaireWay = Literal["patient", "subject", "everything"] | None
 
 
 # -- the specification's shapes ------------------------------------------------------------
@@ -358,20 +361,32 @@ def test_operation_outcome_in_place_of_a_prefetch_counts_as_missing(
 # -- without prefetch: the fallback fetch ----------------------------------------------------
 
 
-def mock_ehr(router: respx.MockRouter, path: Path) -> None:
-    """A FHIR server holding one fixture patient; it answers only requests with the token."""
+def mock_ehr(
+    router: respx.MockRouter, path: Path, questionnaires: QuestionnaireWay = "patient"
+) -> None:
+    """A FHIR server holding one fixture patient; it answers only requests with the token.
+    ``questionnaires`` is the one way it declares to read QuestionnaireResponses (every other
+    type: a ``patient`` search); it answers no other way for them."""
     resources = resources_of(path)
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     searchable = [{"name": "patient", "type": "reference"}]
     by_identifier = [{"name": "identifier", "type": "token"}]
+    declared = {t: searchable for t in TYPES.values()}
+    declared["QuestionnaireResponse"] = (
+        [{"name": "subject", "type": "reference"}] if questionnaires == "subject" else []
+    )
+    if questionnaires == "patient":
+        declared["QuestionnaireResponse"] = searchable
+    everything = [{"name": "everything", "definition": EVERYTHING}]
     capabilities = {
         "resourceType": "CapabilityStatement",
         "fhirVersion": "4.0.1",
         "rest": [
             {
                 "mode": "server",
-                "resource": [{"type": t, "searchParam": searchable} for t in TYPES.values()]
-                + [{"type": t, "searchParam": by_identifier} for t in ("CarePlan", "Task")],
+                "resource": [{"type": t, "searchParam": p} for t, p in declared.items()]
+                + [{"type": t, "searchParam": by_identifier} for t in ("CarePlan", "Task")]
+                + [{"type": "Patient", "operation": everything}] * (questionnaires == "everything"),
             }
         ],
     }
@@ -388,9 +403,23 @@ def mock_ehr(router: respx.MockRouter, path: Path) -> None:
     router.get(f"{EHR}/Patient/{patient['id']}").mock(side_effect=authorized(patient))
     for rtype in TYPES.values():
         matches = [r for r in resources if r["resourceType"] == rtype]
-        router.get(f"{EHR}/{rtype}", params={"patient": patient["id"]}).mock(
-            side_effect=authorized(searchset(matches))
-        )
+        if rtype != "QuestionnaireResponse" or questionnaires == "patient":
+            router.get(f"{EHR}/{rtype}", params={"patient": patient["id"]}).mock(
+                side_effect=authorized(searchset(matches))
+            )
+    answers = [r for r in resources if r["resourceType"] == "QuestionnaireResponse"]
+    if questionnaires == "subject":
+        router.get(
+            f"{EHR}/QuestionnaireResponse",
+            params={"subject": f"Patient/{patient['id']}"},
+            name="questionnaires",
+        ).mock(side_effect=authorized(searchset(answers)))
+    if questionnaires == "everything":  # with the Patient too: a server may ignore _type
+        router.get(
+            f"{EHR}/Patient/{patient['id']}/$everything",
+            params={"_type": "QuestionnaireResponse"},
+            name="questionnaires",
+        ).mock(side_effect=authorized(searchset([patient, *answers])))
     for rtype in ("CarePlan", "Task"):  # the plan already stored: none
         router.get(f"{EHR}/{rtype}").mock(side_effect=authorized(searchset([])))
 
@@ -446,6 +475,88 @@ def test_partial_prefetch_fetches_only_what_is_missing(
     fetched = {c.request.url.path.rsplit("/", 1)[-1] for c in respx_mock.calls}
     assert fetched >= {"Observation", "Encounter"}
     assert not fetched & {"Condition", pid, "MedicationRequest"}
+
+
+#: A fixture patient whose QuestionnaireResponses change the plan.
+QUESTIONNAIRES = (
+    bundled_path("fixtures") / "bundles" / "18-questionnaires-ahc-phq9-gad7-obesity.json"
+)
+
+
+@pytest.mark.parametrize("way", ["subject", "everything"])
+@respx.mock(assert_all_called=False)
+def test_questionnaire_responses_are_read_the_way_the_server_declares(
+    respx_mock: respx.MockRouter,
+    client: TestClient,
+    definitions: Definitions,
+    way: QuestionnaireWay,
+) -> None:
+    path = QUESTIONNAIRES
+    assert [r for r in resources_of(path) if r["resourceType"] == "QuestionnaireResponse"]
+    mock_ehr(respx_mock, path, questionnaires=way)
+    response = client.post(SERVICE, json=hook_call(patient_id(path), **authorization()))
+    (card,) = cards_of(response)
+    check_card(card, path, definitions)  # the plan of the whole record, its forms included
+    assert respx_mock.routes["questionnaires"].call_count == 1
+    assert "note" not in careplan_of(card)
+
+
+@respx.mock(assert_all_called=False)
+def test_a_type_the_server_gives_no_way_to_read_is_noted_on_the_cards_careplan(
+    respx_mock: respx.MockRouter, client: TestClient, definitions: Definitions
+) -> None:
+    path = QUESTIONNAIRES
+    pid = patient_id(path)
+    mock_ehr(respx_mock, path, questionnaires=None)
+    response = client.post(SERVICE, json=hook_call(pid, **authorization()))
+    (card,) = cards_of(response)
+    without = PatientRecord(
+        record_of(path).patient,
+        tuple(r for r in record_of(path).resources if r["resourceType"] != "QuestionnaireResponse"),
+    )
+    _, _, plan = assess(without, definitions, AS_OF)
+    assert plan is not None and plan.unread_types == ()
+    expected = to_fhir(plan.decided_without(("QuestionnaireResponse",)), RECORDED)
+    careplan = careplan_of(card)
+    assert careplan["note"][0] == {"text": unread_text(("QuestionnaireResponse",))}
+    assert careplan["note"] == expected.careplan.resource["note"]
+    assert careplan["title"] == expected.careplan.resource["title"]
+    assert "QuestionnaireResponse" not in {
+        c.request.url.path.split("/")[-1] for c in respx_mock.calls
+    }
+
+
+@respx.mock(assert_all_called=False)
+def test_a_server_declaring_patient_search_is_read_as_before(
+    respx_mock: respx.MockRouter, client: TestClient, definitions: Definitions
+) -> None:
+    path = QUESTIONNAIRES
+    pid = patient_id(path)
+    mock_ehr(respx_mock, path)
+    response = client.post(SERVICE, json=hook_call(pid, **authorization()))
+    (card,) = cards_of(response)
+    check_card(card, path, definitions)
+    assert "note" not in careplan_of(card)
+    reads = sorted(
+        (c.request.url.path.removeprefix("/fhir/r4/"), str(c.request.url.params))
+        for c in respx_mock.calls
+        if c.request.url.path.rsplit("/", 1)[-1] in {"metadata", pid, *TYPES.values()}
+    )
+    assert reads == sorted(
+        [("metadata", ""), (f"Patient/{pid}", "")]
+        + [(rtype, f"patient={pid}") for rtype in TYPES.values()]
+    )
+
+
+def careplan_of(card: Card) -> dict[str, Any]:
+    """The CarePlan the card's suggestion writes."""
+    assert card.suggestions is not None and card.suggestions[0].actions is not None
+    (careplan,) = [
+        a.resource
+        for a in card.suggestions[0].actions
+        if a.resource and a.resource["resourceType"] == "CarePlan"
+    ]
+    return careplan
 
 
 @respx.mock(assert_all_called=False)

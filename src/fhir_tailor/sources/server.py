@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from ..client import FhirClient
+from ..client import AsyncFhirClient, FhirClient
 from ..concurrency import in_order, together
 from ..errors import FhirTailorError, PatientNotFoundError, ResourceNotFoundError
 from ..fhirdata import Resource, subject_patient_id
@@ -41,6 +41,8 @@ PATIENT_DATA_TYPES = ("Condition", "Observation")
 OPTIONAL_DATA_TYPES = ("QuestionnaireResponse", "Encounter", "MedicationRequest", "ServiceRequest")
 #: The canonical of the Patient ``$everything`` operation (FHIR R4, OperationDefinition).
 EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+#: Where the types read by ``$everything`` come from, in issues and :func:`patient_requests`.
+EVERYTHING_LOCATION = "Patient/$everything"
 
 Way = Literal["patient", "subject", "everything"]
 
@@ -69,6 +71,66 @@ class Reading:
 
     def by(self, way: Way) -> tuple[str, ...]:
         return tuple(rtype for rtype, used in self.ways if used == way)
+
+    def types_at(self, location: str) -> tuple[str, ...]:
+        """The types one of :func:`patient_requests` reads, by its location."""
+        if location == EVERYTHING_LOCATION:
+            return self.by("everything")
+        return (location.split("?")[0],)
+
+    def answered(self, location: str, answer: list[Resource]) -> dict[str, list[Resource]]:
+        """One request's answer by type, only the types it was to read: ``$everything`` may
+        ignore ``_type``, and a search may carry included resources."""
+        return {
+            rtype: [r for r in answer if r.get("resourceType") == rtype]
+            for rtype in self.types_at(location)
+        }
+
+
+async def reading_of(
+    aio: AsyncFhirClient, types: Sequence[str] = (*PATIENT_DATA_TYPES, *OPTIONAL_DATA_TYPES)
+) -> Reading:
+    """How this server lets each of ``types`` be read for one patient: the first way its
+    CapabilityStatement declares (fetched only when an optional type is asked about)."""
+    ways: list[tuple[str, Way]] = [(t, "patient") for t in types if t in PATIENT_DATA_TYPES]
+    unreadable: list[str] = []
+    optional = [t for t in types if t in OPTIONAL_DATA_TYPES]
+    everything = bool(optional) and declares_everything(await aio.capabilities())
+    for rtype in optional:
+        if await aio.supports_search(rtype, "patient"):
+            ways.append((rtype, "patient"))
+        elif await aio.supports_search(rtype, "subject"):
+            ways.append((rtype, "subject"))
+        elif everything:
+            ways.append((rtype, "everything"))
+        else:
+            unreadable.append(rtype)
+    return Reading(tuple(ways), tuple(unreadable))
+
+
+def patient_requests(
+    aio: AsyncFhirClient, pid: str, reading: Reading, count: int | None
+) -> dict[str, Coroutine[Any, Any, list[Resource]]]:
+    """The requests that read one patient's data as ``reading`` says, by location
+    (``Type?way``, or :data:`EVERYTHING_LOCATION` once for all the types read that way); each
+    answer is sorted by :meth:`Reading.answered`. They do not depend on each other, so they can
+    be sent together: a patient is read in one round trip (and its pages), not one per type."""
+    requests = {
+        f"{rtype}?{way}": aio.search_all(
+            rtype, {way: pid if way == "patient" else f"Patient/{pid}"}, count=count
+        )
+        for rtype, way in reading.ways
+        if way != "everything"
+    }
+    if everything := reading.by("everything"):
+        requests[EVERYTHING_LOCATION] = _everything(aio, pid, everything, count)
+    return requests
+
+
+async def _everything(
+    aio: AsyncFhirClient, pid: str, types: tuple[str, ...], count: int | None
+) -> list[Resource]:
+    return [r async for r in aio.everything(pid, types, count=count)]
 
 
 def declares_everything(statement: Resource) -> bool:
@@ -105,20 +167,8 @@ class ServerSource:
     async def _reading(self) -> Reading:
         """How each type is read here, decided once from the CapabilityStatement."""
         if self.reading is None:
-            aio = self.client.aio
-            everything = declares_everything(await aio.capabilities())
-            ways: list[tuple[str, Way]] = [(t, "patient") for t in PATIENT_DATA_TYPES]
-            unreadable: list[str] = []
-            for rtype in OPTIONAL_DATA_TYPES:
-                if await aio.supports_search(rtype, "patient"):
-                    ways.append((rtype, "patient"))
-                elif await aio.supports_search(rtype, "subject"):
-                    ways.append((rtype, "subject"))
-                elif everything:
-                    ways.append((rtype, "everything"))
-                else:
-                    unreadable.append(rtype)
-            self.reading = Reading(tuple(ways), tuple(unreadable))
+            self.reading = await reading_of(self.client.aio)
+            unreadable = self.reading.unreadable
             if unreadable:
                 log.warning(
                     "server declares no patient or subject search and no Patient/$everything "
@@ -192,20 +242,10 @@ class ServerSource:
             on_issue(ReadIssue("Patient", problem or "unusable", "Patient", patient.get("id")))
             return None
         reading = await self._reading()
-        # The searches do not depend on each other, so they are sent together: a patient is
-        # read in one round trip (and its pages) rather than one per type.
-        searches = {
-            f"{rtype}?{way}": self.client.aio.search_all(
-                rtype, {way: pid if way == "patient" else f"Patient/{pid}"}, count=self.page_size
-            )
-            for rtype, way in reading.ways
-            if way != "everything"
-        }
-        if everything := reading.by("everything"):
-            searches["Patient/$everything"] = self._everything(pid, everything)
-        answers = await together(list(searches.values()))
+        requests = patient_requests(self.client.aio, pid, reading, self.page_size)
+        answers = await together(list(requests.values()))
         found: dict[str, list[Resource]] = {}
-        for location, answer in zip(searches, answers, strict=True):
+        for location, answer in zip(requests, answers, strict=True):
             if isinstance(answer, asyncio.CancelledError):
                 continue  # another search failed first and stopped this one
             if isinstance(answer, FhirTailorError):
@@ -214,12 +254,7 @@ class ServerSource:
                 return None
             if isinstance(answer, BaseException):
                 raise answer
-            if location != "Patient/$everything":
-                found[location.split("?")[0]] = answer
-                continue
-            for resource in answer:
-                if resource.get("resourceType") in everything:  # _type may be ignored
-                    found.setdefault(str(resource["resourceType"]), []).append(resource)
+            found |= reading.answered(location, answer)
         resources = [
             resource
             for rtype, way in reading.ways
@@ -227,18 +262,14 @@ class ServerSource:
         ]
         return PatientRecord(patient, tuple(resources), reading.unreadable)
 
-    async def _everything(self, pid: str, types: tuple[str, ...]) -> list[Resource]:
-        return [r async for r in self.client.aio.everything(pid, types, count=self.page_size)]
-
     @staticmethod
     def _usable(
         found: list[Resource], pid: str, rtype: str, way: Way, on_issue: IssueHandler
     ) -> Iterator[Resource]:
-        """Resources of the type about this patient; includes and strays are dropped."""
-        location = "Patient/$everything" if way == "everything" else f"{rtype}?{way}"
+        """The resources (of ``rtype``: :meth:`Reading.answered`) about this patient; strays
+        are dropped."""
+        location = EVERYTHING_LOCATION if way == "everything" else f"{rtype}?{way}"
         for resource in found:
-            if resource.get("resourceType") != rtype:
-                continue
             _, owner, problem = check_resource(resource)
             if problem is not None:
                 on_issue(ReadIssue(location, problem, rtype, resource.get("id")))

@@ -4,8 +4,9 @@ The EHR (the CDS client) discovers the service at ``GET /cds-services`` and call
 ``POST /cds-services/fhir-tailor-care-plan`` when a chart opens. The patient's data comes from the
 prefetch the client sends; whatever it left out (or could not fetch: an ``OperationOutcome`` in
 place of a result) is read from ``fhirServer`` with the bearer token of ``fhirAuthorization``,
-only for the missing searches. Without either, the answer is 412, which the specification allows
-for data a service cannot obtain.
+only for the missing searches, each type the way ``sync`` reads it (a type the server offers
+no way to read leaves the plan with a note saying it was made without it). Without either, the
+answer is 412, which the specification allows for data a service cannot obtain.
 
 Decisions worth knowing:
 
@@ -51,7 +52,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,7 @@ from ..profile_model import NEED_RANK, Finding, Profile
 from ..record import Located, PatientRecord, ReadIssue, group_by_patient
 from ..resources import TAILOR, PlanResources, to_fhir
 from ..retry import RetryPolicy
+from ..sources.server import patient_requests, reading_of
 from .cds_auth import WWW_AUTHENTICATE, ClientAuth, ClientAuthError, TrustedClient
 from .cds_cors import ANY_ORIGIN
 from .cds_feedback import FeedbackError, FeedbackLog, IssuedCard, parse_feedback
@@ -108,6 +110,8 @@ PREFETCH_TYPES: dict[str, tuple[str, bool]] = {
     "medicationRequests": ("MedicationRequest", False),
     "serviceRequests": ("ServiceRequest", False),
 }
+#: The types without which the service cannot profile a patient.
+INDISPENSABLE = frozenset(rtype for rtype, required in PREFETCH_TYPES.values() if required)
 PREFETCH = {
     key: "Patient/{{context.patientId}}"
     if rtype == "Patient"
@@ -269,39 +273,45 @@ async def fetched(
     patient_id: str,
     keys: Collection[str],
     on_issue: Callable[[ReadIssue], None],
-) -> list[Located]:
-    """What the prefetch lacked, read from the client's FHIR server with its token, concurrently.
+) -> tuple[list[Located], tuple[str, ...]]:
+    """What the prefetch lacked, read from the client's FHIR server with its token, concurrently,
+    and the types the server gives no way to read for a patient.
 
-    The token goes to the server only: the client never follows a link off its origin. A failure
-    to read an indispensable type is raised; an optional type the server cannot search by
-    patient, or fails to return, is reported and the patient profiled from the rest.
+    Each type is read as ``sync`` reads it (:func:`~fhir_tailor.sources.server.reading_of`): by
+    ``patient`` search, ``subject`` search or ``Patient/$everything``, the first the server
+    declares; a type it offers none of is reported and named on the record, so the plan says it
+    was made without it. The token goes to the server only: the client never follows a link off
+    its origin. A failure to read an indispensable type is raised; an optional type the server
+    fails to return is reported and the patient profiled from the rest.
     """
+    reading = await reading_of(
+        client, [PREFETCH_TYPES[key][0] for key in keys if PREFETCH_TYPES[key][0] != "Patient"]
+    )
+    for rtype in reading.unreadable:
+        on_issue(ReadIssue(f"fhirServer {rtype}", "server declares no way to read it", rtype))
+    requests = patient_requests(client, patient_id, reading, None)
+    if "patient" in keys:
+        requests["Patient"] = _patient(client, patient_id)
+    answers = await asyncio.gather(*requests.values(), return_exceptions=True)
+    items: list[Located] = []
+    for request, answer in zip(requests, answers, strict=True):
+        location = f"fhirServer {request}"
+        types = ("Patient",) if request == "Patient" else reading.types_at(request)
+        if isinstance(answer, FhirTailorError):
+            if any(rtype in INDISPENSABLE for rtype in types):
+                raise answer
+            for rtype in types:
+                on_issue(ReadIssue(location, str(answer), rtype))
+            continue
+        if isinstance(answer, BaseException):
+            raise answer
+        found = {"Patient": answer} if request == "Patient" else reading.answered(request, answer)
+        items += (Located(r, f"{location}#{n}") for rs in found.values() for n, r in enumerate(rs))
+    return items, reading.unreadable
 
-    async def read(key: str) -> list[Located]:
-        rtype, required = PREFETCH_TYPES[key]
-        if rtype == "Patient":
-            return [Located(await client.read("Patient", patient_id), "fhirServer Patient")]
-        location = f"fhirServer {rtype}?patient"
-        try:
-            if not required and not await client.supports_search(rtype, "patient"):
-                on_issue(ReadIssue(location, "server declares no patient search", rtype))
-                return []
-            found = await client.search_all(rtype, {"patient": patient_id})
-        except FhirTailorError as exc:
-            if required:
-                raise
-            on_issue(ReadIssue(location, str(exc), rtype))
-            return []
-        return [
-            Located(r, f"{location}#{n}")
-            for n, r in enumerate(found)
-            if r.get("resourceType") == rtype
-        ]
 
-    if any(not PREFETCH_TYPES[key][1] for key in keys):
-        await client.capabilities()  # once, before the searches that consult it run at once
-    found = await asyncio.gather(*(read(key) for key in keys))
-    return [item for items in found for item in items]
+async def _patient(client: AsyncFhirClient, patient_id: str) -> list[Resource]:
+    return [await client.read("Patient", patient_id)]
 
 
 def patient_record(
@@ -611,13 +621,15 @@ class CarePlanService:
         """The patient's record from the prefetch, completed from ``fhirServer`` if need be."""
         pid = call.context.patientId
         items, missing = prefetched(call.prefetch or {}, on_issue)
+        unread: tuple[str, ...] = ()
         if missing and call.fhirServer is not None:
             if client is None:
                 raise HookError(400, "field fhirServer: not a server this service may contact")
             try:
-                items += await fetched(client, pid, missing, on_issue)
+                read, unread = await fetched(client, pid, missing, on_issue)
             except FhirTailorError as exc:
                 raise HookError(502, f"reading from fhirServer failed: {exc}") from None
+            items += read
             missing = []
         lacking = [key for key in missing if PREFETCH_TYPES[key][1]]
         if lacking:
@@ -625,7 +637,7 @@ class CarePlanService:
         record = patient_record(items, pid, on_issue)
         if record is None:
             raise HookError(412, f"no usable Patient/{pid} in the prefetch or fhirServer data")
-        return record
+        return replace(record, unread_types=unread) if unread else record
 
     async def client(
         self, call: HookRequest, stack: contextlib.AsyncExitStack
