@@ -73,7 +73,9 @@ DEFAULT_MAX_BYTES = 32 * 2**30
 #: whole of DEFAULT_MAX_BYTES at about 10 MB/s, and ends a server that trickles its files.
 DEFAULT_DOWNLOAD_BUDGET = 3600.0
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_PROGRESS_LIMIT = 80
+#: A percentage in the server's X-Progress header ("42%", "done: 42.5 %"): the only part of the
+#: header that is logged or shown, the rest being free text that may quote anything.
+_PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3})?)\s?%")
 
 
 class BulkExportError(FhirTailorError):
@@ -171,6 +173,15 @@ def _operation_name(operation: object) -> str | None:
         return definition.rstrip("/").rsplit("/", 1)[-1].lower()
     name = operation.get("name")
     return name.lstrip("$").lower() if isinstance(name, str) else None
+
+
+def _percent(header: str | None) -> str | None:
+    """The percentage an X-Progress header holds, written by us ("42%", "42.5%"), or None: the
+    header is the server's free text (a job name, a query, a message), never logged as such."""
+    match = _PERCENT.search(header or "")
+    if match is None or float(match[1]) > 100:
+        return None
+    return f"{float(match[1]):g}%"
 
 
 def _poll_delay(polls: int, retry_after: float | None) -> float:
@@ -300,14 +311,17 @@ class BulkExport:
                 raise BulkExportError(
                     f"$export status {status_url.path} answered {response.status_code}"
                 )
-            progress = " ".join(response.headers.get("X-Progress", "").split())
+            percent = _percent(response.headers.get("X-Progress"))
+            shown = f" ({percent})" if percent else ""
             delay = _poll_delay(polls, parse_retry_after(response.headers.get("Retry-After")))
-            log.info("bulk export in progress (%s); poll %d", progress[:_PROGRESS_LIMIT], polls)
+            log.info(
+                "bulk export in progress%s; poll %d, %.0fs elapsed", shown, polls, self._waited
+            )
             left = self.budget - (self._clock() - started)
             if delay > left:
                 raise BulkExportError(
-                    f"the $export was not ready within {self.budget:.0f}s after {polls} polls "
-                    f"(last progress: {progress[:_PROGRESS_LIMIT] or 'none'}); "
+                    f"the $export was not ready within {self.budget:.0f}s after {polls} polls"
+                    f"{f' (last progress: {percent})' if percent else ''}; "
                     "the server may still be preparing it, try again later"
                 )
             self._sleep(delay)

@@ -233,23 +233,50 @@ def test_kickoff_polls_downloads_split_files_and_reports_error_file(
     }
 
 
-def test_progress_is_logged(
+MARKER = "Quinn-Zebulon-1961"  # stands for what a server's free text may quote
+
+
+@pytest.mark.parametrize(
+    ("header", "logged"),
+    [
+        ("42% done", "bulk export in progress (42%); poll 1, 0s elapsed"),
+        (f"{MARKER}: 42.5 % of Patient", "bulk export in progress (42.5%); poll 1, 0s elapsed"),
+        (f"collecting for {MARKER}", "bulk export in progress; poll 1, 0s elapsed"),
+        (f"{MARKER} 1961%", "bulk export in progress; poll 1, 0s elapsed"),  # no percentage
+        (None, "bulk export in progress; poll 1, 0s elapsed"),
+    ],
+)
+def test_progress_is_logged_as_a_percentage_only(
     client: FhirClient,
     router: respx.Router,
     clock: Clock,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    header: str | None,
+    logged: str,
 ) -> None:
     router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
-    router.get(STATUS).mock(
-        side_effect=[accepted(**{"X-Progress": "42% done"}), httpx.Response(200, json=manifest())]
-    )
+    status = accepted(**({"X-Progress": header} if header is not None else {}))
+    router.get(STATUS).mock(side_effect=[status, httpx.Response(200, json=manifest())])
     router.delete(STATUS).respond(202)
-    with caplog.at_level(logging.INFO, logger="fhir_tailor.bulk"):
+    with caplog.at_level(logging.DEBUG):
         result = export(client, tmp_path, clock).run()
     assert result.files == []
-    assert "42% done" in caplog.text
+    assert logged in caplog.messages
+    assert MARKER not in caplog.text
     assert clock.sleeps == [2.0], "no Retry-After: the default poll delay"
+
+
+def test_the_budget_error_holds_no_free_text_from_the_progress_header(
+    client: FhirClient, router: respx.Router, clock: Clock, tmp_path: Path
+) -> None:
+    router.get(f"{BASE}/Patient/$export").respond(202, headers={"Content-Location": STATUS})
+    router.get(STATUS).mock(return_value=accepted(**{"X-Progress": f"waiting on {MARKER}"}))
+    router.delete(STATUS).respond(202)
+    with pytest.raises(BulkExportError) as failed:
+        export(client, tmp_path, clock, budget=25).run()
+    assert str(failed.value).startswith("the $export was not ready within 25s after 4 polls; ")
+    assert MARKER not in str(failed.value)
 
 
 @pytest.mark.parametrize("token", [True, False])
