@@ -474,11 +474,18 @@ def _lifetime(expires_in: object, token_url: str) -> float:
     return seconds
 
 
+#: A whole number of seconds sent as text ("3599"): RFC 6749 5.1 asks for a number, but some
+#: authorization servers in use (Azure AD's v1 endpoint, among others) send text.
+_SECONDS_TEXT = re.compile(r"[0-9]{1,12}")
+
+
 def finite_seconds(value: object) -> float | None:
-    """``value`` as seconds if it is a finite JSON number, else None: a bool or a number as text
-    is not one (RFC 6749 5.1), an integer past float's range would raise OverflowError where it
-    is used, and NaN or infinity would make a token that is never renewed (neither compares
-    below a refresh margin)."""
+    """``value`` as seconds if it is a finite JSON number or a whole number as text, else None:
+    a bool is not one, an integer past float's range would raise OverflowError where it is used,
+    and NaN or infinity would make a token that is never renewed (neither compares below a
+    refresh margin)."""
+    if isinstance(value, str) and _SECONDS_TEXT.fullmatch(value):
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:

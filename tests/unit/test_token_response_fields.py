@@ -21,6 +21,7 @@ from test_web_app import TOKEN_URL as LAUNCH_TOKEN_URL
 from test_web_app import fhir_routes, signed_in, valid_identity
 
 from fhir_tailor.definitions import Definitions
+from fhir_tailor.smart import finite_seconds
 from fhir_tailor.web.sessions import SessionStore
 
 MARKER = "Quinn-Zebulon-1961"  # stands for what an answer may hold: never shown or logged
@@ -45,7 +46,6 @@ def answer(expires_in: str) -> str:
     "expires_in",
     [
         f'"3600 {MARKER}"',
-        '"3600"',  # a number as text: RFC 6749 5.1 says a number, and Backend Services agrees
         f'["{MARKER}"]',
         f'{{"{MARKER}": 1}}',
         "true",
@@ -107,6 +107,7 @@ def test_an_unreadable_expires_at_fails_the_sign_in(
     [
         {"expires_in": None},  # SMART asks for it; without it the grant has no expiry
         {"expires_in": 1e300},
+        {"expires_in": "3600"},  # a whole number as text, as some authorization servers send it
         {"token_type": [MARKER]},  # authlib reads it only to sign requests, which we never do
         {"token_type": 42},
         {"scope": [MARKER]},  # the grant keeps the scope requested
@@ -133,8 +134,30 @@ def test_other_odd_fields_still_sign_in(
 
 
 @pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (3600, 3600.0),
+        (299.5, 299.5),
+        ("3599", 3599.0),  # Azure AD's v1 token endpoint sends it as text
+        ("3600.5", None),
+        (" 3600", None),
+        ("", None),
+        ("1" * 13, None),
+        (True, None),
+        (float("nan"), None),
+        (10**400, None),
+        (None, None),
+    ],
+)
+def test_seconds_are_a_finite_number_or_a_whole_number_as_text(
+    value: object, seconds: float | None
+) -> None:
+    assert finite_seconds(value) == seconds
+
+
+@pytest.mark.parametrize(
     "expires_in",
-    ['"3600"', f'["{MARKER}"]', "true", "0", "1e400", "-Infinity", "NaN", "1" + "0" * 400],
+    ['"3600.5"', f'["{MARKER}"]', "true", "0", "1e400", "-Infinity", "NaN", "1" + "0" * 400],
 )
 def test_backend_services_refuses_an_unreadable_expires_in(expires_in: str) -> None:
     """Its own SmartAuthError, not a traceback: a number past float's range overflowed, and an

@@ -223,8 +223,8 @@ _LIFETIME_FIELDS = ("expires_in", "expires_at")
 
 
 def _seconds(value: object) -> bool:
-    """Whether ``value`` is absent or a finite JSON number; "3600", as text, is refused too,
-    as Backend Services refuses it."""
+    """Whether ``value`` is absent, a finite JSON number or a whole number as text ("3600",
+    which authlib reads as a number too), as Backend Services reads it."""
     return value is None or finite_seconds(value) is not None
 
 
@@ -280,7 +280,8 @@ async def complete(
     if not isinstance(patient, str) or not patient:
         raise LaunchError("the token response has no patient in context: launch with a patient")
     expires_in = token.get("expires_in")
-    expires_at = time.time() + float(expires_in) if isinstance(expires_in, int | float) else None
+    seconds = finite_seconds(expires_in)
+    expires_at = time.time() + seconds if seconds is not None else None
     granted, id_token = token.get("scope"), token.get("id_token")
     log.info("launch completed for %s", pending.iss)
     return Grant(
