@@ -483,6 +483,17 @@ QUESTIONNAIRES = (
 )
 
 
+def questionnaires_card(
+    router: respx.MockRouter, client: TestClient, way: QuestionnaireWay
+) -> Card:
+    """The one card for :data:`QUESTIONNAIRES`' patient from a server that declares ``way`` to
+    read QuestionnaireResponses (``None``: no way), nothing prefetched."""
+    mock_ehr(router, QUESTIONNAIRES, questionnaires=way)
+    response = client.post(SERVICE, json=hook_call(patient_id(QUESTIONNAIRES), **authorization()))
+    (card,) = cards_of(response)
+    return card
+
+
 @pytest.mark.parametrize("way", ["subject", "everything"])
 @respx.mock(assert_all_called=False)
 def test_questionnaire_responses_are_read_the_way_the_server_declares(
@@ -493,9 +504,7 @@ def test_questionnaire_responses_are_read_the_way_the_server_declares(
 ) -> None:
     path = QUESTIONNAIRES
     assert [r for r in resources_of(path) if r["resourceType"] == "QuestionnaireResponse"]
-    mock_ehr(respx_mock, path, questionnaires=way)
-    response = client.post(SERVICE, json=hook_call(patient_id(path), **authorization()))
-    (card,) = cards_of(response)
+    card = questionnaires_card(respx_mock, client, way)
     check_card(card, path, definitions)  # the plan of the whole record, its forms included
     assert respx_mock.routes["questionnaires"].call_count == 1
     assert "note" not in careplan_of(card)
@@ -506,10 +515,7 @@ def test_a_type_the_server_gives_no_way_to_read_is_noted_on_the_cards_careplan(
     respx_mock: respx.MockRouter, client: TestClient, definitions: Definitions
 ) -> None:
     path = QUESTIONNAIRES
-    pid = patient_id(path)
-    mock_ehr(respx_mock, path, questionnaires=None)
-    response = client.post(SERVICE, json=hook_call(pid, **authorization()))
-    (card,) = cards_of(response)
+    card = questionnaires_card(respx_mock, client, None)
     without = PatientRecord(
         record_of(path).patient,
         tuple(r for r in record_of(path).resources if r["resourceType"] != "QuestionnaireResponse"),
@@ -532,9 +538,7 @@ def test_a_server_declaring_patient_search_is_read_as_before(
 ) -> None:
     path = QUESTIONNAIRES
     pid = patient_id(path)
-    mock_ehr(respx_mock, path)
-    response = client.post(SERVICE, json=hook_call(pid, **authorization()))
-    (card,) = cards_of(response)
+    card = questionnaires_card(respx_mock, client, "patient")
     check_card(card, path, definitions)
     assert "note" not in careplan_of(card)
     reads = sorted(

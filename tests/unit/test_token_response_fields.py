@@ -16,6 +16,7 @@ import respx
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_smart import BASE, PATIENT
 from test_smart import TOKEN_URL as BACKEND_TOKEN_URL
+from test_token_response_json import FAILED, MARKER
 from test_token_response_limit import backend_failure, mocked_ehr, sign_in_fails
 from test_web_app import TOKEN_URL as LAUNCH_TOKEN_URL
 from test_web_app import fhir_routes, signed_in, valid_identity
@@ -23,9 +24,6 @@ from test_web_app import fhir_routes, signed_in, valid_identity
 from fhir_tailor.definitions import Definitions
 from fhir_tailor.smart import finite_seconds
 from fhir_tailor.web.sessions import SessionStore
-
-MARKER = "Quinn-Zebulon-1961"  # stands for what an answer may hold: never shown or logged
-FAILED = "Sign-in failed: the token request failed: the response to POST /token "
 
 
 @pytest.fixture
