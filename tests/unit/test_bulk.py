@@ -252,6 +252,7 @@ def test_progress_is_logged_as_a_percentage_only(
     clock: Clock,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
     header: str | None,
     logged: str,
 ) -> None:
@@ -259,7 +260,13 @@ def test_progress_is_logged_as_a_percentage_only(
     status = accepted(**({"X-Progress": header} if header is not None else {}))
     router.get(STATUS).mock(side_effect=[status, httpx.Response(200, json=manifest())])
     router.delete(STATUS).respond(202)
-    with caplog.at_level(logging.DEBUG):
+    # Captured on the module's own logger, enabled and at DEBUG: what commands run in-process
+    # earlier left of the process's logging (levels, propagation) must not hide the line.
+    logger = logging.getLogger("fhir_tailor.bulk")
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "handlers", [caplog.handler])
+    with caplog.at_level(logging.DEBUG, logger="fhir_tailor.bulk"):
         result = export(client, tmp_path, clock).run()
     assert result.files == []
     assert logged in caplog.messages

@@ -59,7 +59,7 @@ def test_a_hook_call_up_to_the_limit_is_answered_and_a_byte_more_refused(
     client = TestClient(app)
     at_limit = client.post(SERVICE, content=padded(call, HOOK_BODY_LIMIT), headers=JSON)
     assert cards_of(at_limit), "the call at the limit is answered as any other"
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="fhir_tailor"):
         over = client.post(SERVICE, content=padded(call, HOOK_BODY_LIMIT + 1), headers=JSON)
     check_refused(over, SERVICE)
     assert MARKER not in over.text and MARKER not in caplog.text

@@ -61,7 +61,7 @@ def test_an_expires_in_that_is_not_a_number_fails_the_sign_in(
     mocked.post(LAUNCH_TOKEN_URL).respond(
         200, text=answer(expires_in), headers={"Content-Type": "application/json"}
     )
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="fhir_tailor"):
         shown = sign_in_fails(definitions, SessionStore())  # asserts the 502
     assert FAILED + "has an invalid expires_in" in shown
     assert MARKER not in shown and MARKER not in caplog.text
@@ -118,7 +118,7 @@ def test_other_odd_fields_still_sign_in(
     fields: dict[str, Any],
 ) -> None:
     fhir_routes(mocked)
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="fhir_tailor"):
         signed_in(
             definitions,
             SessionStore(),

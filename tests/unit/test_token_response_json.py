@@ -43,7 +43,7 @@ def test_a_token_response_that_is_not_a_json_object_fails_the_sign_in(
     problem: str,
 ) -> None:
     mocked.post(LAUNCH_TOKEN_URL).respond(200, text=answer, headers={"Content-Type": content_type})
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="fhir_tailor"):
         shown = sign_in_fails(definitions, SessionStore())  # asserts the 502
     assert FAILED + problem in shown
     assert MARKER not in shown and MARKER not in caplog.text
